@@ -1,0 +1,35 @@
+# The two commands of the README's quick start:
+#   make demo   set up and run the demo (embedded data plane, no root needed)
+#   make test   set up (Debian + PyPI packages) and run every test tier
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+
+.PHONY: demo test setup test-deps lint bench clean
+
+demo: setup
+	$(VENV)/bin/lvsmon demo -c config/demo.toml
+
+test: setup test-deps
+	$(PY) -m pytest
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $@
+
+test-deps:
+	scripts/install-test-deps
+
+lint: setup
+	$(VENV)/bin/ruff check lvsmon tests bench
+	$(VENV)/bin/mypy
+
+bench: setup test-deps
+	$(PY) bench/proxy.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Data planes: `proxy` (embedded, userspace) and `ipvs` (kernel, via pyroute2)."""

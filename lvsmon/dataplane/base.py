@@ -1,0 +1,91 @@
+"""The data plane seam: the only place lvsmon's core meets a forwarding engine.
+
+Two implementations: `proxy` (embedded userspace L4, the default) and `ipvs`
+(the kernel through pyroute2). Both take the operations computed by
+`lvsmon.reconcile` and report what they hold, with counters, as a `Snapshot`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from lvsmon.model import DestKey, ServiceKey, VirtualServer
+from lvsmon.reconcile import Op
+
+
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """Monotonic counters since the entry was created (IPVS stats64 semantics).
+
+    Packet counts are None where the data plane cannot see packets (proxy)."""
+
+    connections: int = 0
+    in_bytes: int = 0
+    out_bytes: int = 0
+    in_packets: int | None = None
+    out_packets: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DestStats:
+    key: DestKey
+    weight: int  # as programmed
+    active: int
+    inactive: int
+    persistent: int
+    counters: Counters
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceStats:
+    service: VirtualServer  # as programmed, real servers in data-plane list order
+    counters: Counters
+    dests: tuple[DestStats, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    services: tuple[ServiceStats, ...] = field(default_factory=tuple)
+
+    def table(self) -> dict[ServiceKey, VirtualServer]:
+        return {s.service.key: s.service for s in self.services}
+
+    def in_use(self, service: ServiceKey, dest: DestKey) -> int:
+        for s in self.services:
+            if s.service.key == service:
+                for d in s.dests:
+                    if d.key == dest:
+                        return d.active + d.inactive
+        return 0
+
+
+def snapshot_of(table: Mapping[ServiceKey, VirtualServer]) -> Snapshot:
+    """A snapshot with zero counters: what a table would look like once programmed."""
+    return Snapshot(tuple(
+        ServiceStats(vs, Counters(), tuple(
+            DestStats(rs.key, rs.weight, 0, 0, 0, Counters()) for rs in vs.real_servers
+        ))
+        for vs in table.values()
+    ))  # fmt: skip
+
+
+class DataPlane(Protocol):
+    name: str
+
+    async def start(self) -> None:
+        """Acquire resources (sockets, netlink); called once before the first apply."""
+
+    async def apply(self, ops: Sequence[Op]) -> None:
+        """Apply reconcile operations in order. Raises DataPlaneError naming the op."""
+
+    def snapshot(self) -> Snapshot:
+        """The programmed table with counters, read in one pass (scrape time)."""
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting; let connections finish for up to `grace` seconds; release."""
+
+
+class DataPlaneError(Exception):
+    """An operation the data plane could not carry out; the message names it."""

@@ -1,0 +1,106 @@
+"""Scrape-time Prometheus collector: fresh metric families from a `DirectorView`.
+
+Nothing is cached between scrapes, so a removed real server's series vanish
+with it (no stale label sets). Names and labels follow the metric contract in
+DESIGN.md; packet counters appear only where the data plane counts packets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from lvsmon.status import UP, DirectorView
+
+VS = ["virtual_server"]
+RS = ["virtual_server", "real_server"]
+
+
+class DirectorCollector(Collector):
+    def __init__(self, view: Callable[[], DirectorView]):
+        self._view = view
+
+    def collect(self) -> Iterator[Metric]:
+        view = self._view()
+        build = GaugeMetricFamily(
+            "lvsmon_build_info", "lvsmon version and data plane, always 1",
+            labels=["version", "dataplane"],
+        )  # fmt: skip
+        build.add_metric([view.version, view.dataplane], 1)
+        yield build
+        yield from _config_metrics(view)
+        yield from _service_metrics(view)
+        yield from _real_server_metrics(view)
+
+
+def _config_metrics(view: DirectorView) -> Iterator[Metric]:
+    ok = GaugeMetricFamily(
+        "lvsmon_config_last_reload_successful",
+        "1 if the last config load or reload was applied, 0 if it was rejected",
+    )
+    ok.add_metric([], 1 if view.last_reload_successful else 0)
+    yield ok
+    ts = GaugeMetricFamily(
+        "lvsmon_config_last_reload_success_timestamp_seconds",
+        "Unix time of the last successful config load or reload",
+    )
+    ts.add_metric([], view.last_reload_success_timestamp)
+    yield ts
+
+
+def _service_metrics(view: DirectorView) -> Iterator[Metric]:
+    info = GaugeMetricFamily(
+        "lvsmon_virtual_server_info", "Virtual server identity and scheduler, always 1",
+        labels=["virtual_server", "address", "port", "protocol", "scheduler"],
+    )  # fmt: skip
+    conns = _counter("virtual_server_connections", "Connections scheduled", VS)
+    in_b = _counter("virtual_server_incoming_bytes", "Bytes from clients", VS)
+    out_b = _counter("virtual_server_outgoing_bytes", "Bytes to clients", VS)
+    in_p = _counter("virtual_server_incoming_packets", "Packets from clients", VS)
+    out_p = _counter("virtual_server_outgoing_packets", "Packets to clients", VS)
+    for vs in view.virtual_servers:
+        address = vs.address if not vs.fwmark else f"fwmark:{vs.fwmark}"
+        info.add_metric([vs.name, address, str(vs.port), vs.protocol, vs.scheduler], 1)
+        conns.add_metric([vs.name], vs.connections)
+        in_b.add_metric([vs.name], vs.in_bytes)
+        out_b.add_metric([vs.name], vs.out_bytes)
+        if vs.in_packets is not None and vs.out_packets is not None:
+            in_p.add_metric([vs.name], vs.in_packets)
+            out_p.add_metric([vs.name], vs.out_packets)
+    yield from (info, conns, in_b, out_b)
+    if in_p.samples:
+        yield from (in_p, out_p)
+
+
+def _real_server_metrics(view: DirectorView) -> Iterator[Metric]:
+    conns = _counter("real_server_connections", "Connections scheduled to the real server", RS)
+    active = _gauge("real_server_connections_active", "Active (established) connections")
+    inactive = _gauge("real_server_connections_inactive", "Inactive connections (closing, UDP)")
+    in_b = _counter("real_server_incoming_bytes", "Bytes from clients to the real server", RS)
+    out_b = _counter("real_server_outgoing_bytes", "Bytes from the real server to clients", RS)
+    weight = _gauge("real_server_weight", "Weight programmed in the data plane")
+    configured = _gauge("real_server_configured_weight", "Weight in the config file")
+    up = _gauge("real_server_up", "1 if the real server is in service by the health verdict")
+    for vs in view.virtual_servers:
+        for rs in vs.real_servers:
+            labels = [vs.name, rs.label]
+            conns.add_metric(labels, rs.connections)
+            active.add_metric(labels, rs.active)
+            inactive.add_metric(labels, rs.inactive)
+            in_b.add_metric(labels, rs.in_bytes)
+            out_b.add_metric(labels, rs.out_bytes)
+            weight.add_metric(labels, rs.weight)
+            if rs.configured_weight is not None:
+                configured.add_metric(labels, rs.configured_weight)
+                up.add_metric(labels, 1 if rs.state == UP else 0)
+    yield from (conns, active, inactive, in_b, out_b, weight, configured, up)
+
+
+def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
+    return CounterMetricFamily(f"lvsmon_{name}", doc, labels=labels)
+
+
+def _gauge(name: str, doc: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"lvsmon_{name}", doc, labels=RS)

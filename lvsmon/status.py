@@ -1,0 +1,225 @@
+"""One read-only view of the director, for /metrics, /status, `lvsmon status` and `save`.
+
+Built from the data plane's snapshot (what is programmed, with counters) and
+the config (what was asked for). Pure: no I/O; JSON round-trips for the CLI.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lvsmon import __version__
+from lvsmon.dataplane.base import Snapshot
+from lvsmon.model import Config, DestKey, ServiceKey, endpoint_label
+
+# Real server states shown in `lvsmon status` and used for the `up` metric.
+UP, DOWN, DRAINING, SORRY = "up", "down", "draining", "sorry"
+
+
+@dataclass(frozen=True, slots=True)
+class RealServerView:
+    address: str
+    port: int
+    forwarding: str
+    weight: int  # programmed
+    configured_weight: int | None  # None: not in the config (draining or sorry server)
+    state: str
+    active: int
+    inactive: int
+    persistent: int
+    connections: int
+    in_bytes: int
+    out_bytes: int
+    in_packets: int | None = None
+    out_packets: int | None = None
+
+    @property
+    def label(self) -> str:
+        return endpoint_label(self.address, self.port)
+
+
+@dataclass(frozen=True, slots=True)
+class VirtualServerView:
+    name: str
+    protocol: str
+    address: str
+    port: int
+    fwmark: int
+    scheduler: str
+    scheduler_flags: list[str]
+    persistence_timeout: float
+    persistence_netmask: int
+    configured: bool  # False while a removed virtual server drains
+    connections: int
+    in_bytes: int
+    out_bytes: int
+    in_packets: int | None = None
+    out_packets: int | None = None
+    real_servers: list[RealServerView] = field(default_factory=list)
+
+    @property
+    def key(self) -> ServiceKey:
+        return ServiceKey(self.protocol, self.address, self.port, self.fwmark)
+
+    @property
+    def family(self) -> int:
+        return 6 if ":" in self.address else 4
+
+
+@dataclass(frozen=True, slots=True)
+class DirectorView:
+    version: str
+    dataplane: str
+    config_source: str
+    last_reload_successful: bool
+    last_reload_success_timestamp: float
+    virtual_servers: list[VirtualServerView] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> DirectorView:
+        services = []
+        for vs in data.get("virtual_servers", []):
+            reals = [RealServerView(**rs) for rs in vs.get("real_servers", [])]
+            services.append(VirtualServerView(**{**vs, "real_servers": reals}))
+        return cls(**{**data, "virtual_servers": services})
+
+
+def build_view(
+    config: Config,
+    snapshot: Snapshot,
+    down: frozenset[tuple[ServiceKey, DestKey]] = frozenset(),
+    *,
+    last_reload_successful: bool = True,
+    last_reload_success_timestamp: float = 0.0,
+) -> DirectorView:
+    """`down`: real servers the health checks currently hold out of service."""
+    table = config.table()
+    services = []
+    for s in snapshot.services:
+        vs = s.service
+        wanted = table.get(vs.key)
+        reals = []
+        for d in s.dests:
+            configured = wanted.real_server(d.key) if wanted else None
+            state = _state(vs.key, d.key, configured is not None, wanted, down)
+            rs = vs.real_server(d.key)
+            reals.append(RealServerView(
+                address=d.key.address, port=d.key.port,
+                forwarding=rs.forwarding.value if rs else "nat",
+                weight=d.weight,
+                configured_weight=configured.weight if configured else None,
+                state=state, active=d.active, inactive=d.inactive, persistent=d.persistent,
+                connections=d.counters.connections, in_bytes=d.counters.in_bytes,
+                out_bytes=d.counters.out_bytes, in_packets=d.counters.in_packets,
+                out_packets=d.counters.out_packets,
+            ))  # fmt: skip
+        services.append(VirtualServerView(
+            name=wanted.name if wanted else vs.name, protocol=vs.key.protocol,
+            address=vs.key.address or (str(vs.address) if vs.address else ""),
+            port=vs.key.port, fwmark=vs.fwmark, scheduler=vs.scheduler,
+            scheduler_flags=sorted(vs.scheduler_flags),
+            persistence_timeout=vs.persistence_timeout,
+            persistence_netmask=vs.persistence_netmask, configured=wanted is not None,
+            connections=s.counters.connections, in_bytes=s.counters.in_bytes,
+            out_bytes=s.counters.out_bytes, in_packets=s.counters.in_packets,
+            out_packets=s.counters.out_packets, real_servers=reals,
+        ))  # fmt: skip
+    return DirectorView(
+        version=__version__,
+        dataplane=config.daemon.dataplane,
+        config_source=config.source,
+        last_reload_successful=last_reload_successful,
+        last_reload_success_timestamp=last_reload_success_timestamp,
+        virtual_servers=services,
+    )
+
+
+def _state(
+    skey: ServiceKey,
+    dkey: DestKey,
+    configured: bool,
+    wanted: Any,
+    down: frozenset[tuple[ServiceKey, DestKey]],
+) -> str:
+    if (skey, dkey) in down:
+        return DOWN
+    if configured:
+        return UP
+    sorry = wanted.sorry_server if wanted else None
+    if sorry and DestKey(str(sorry.address), sorry.port) == dkey:
+        return SORRY
+    return DRAINING
+
+
+# --- ipvsadm-style text -------------------------------------------------------
+
+
+def _netmask_text(vs: VirtualServerView) -> str:
+    if vs.family == 6:
+        return str(vs.persistence_netmask)
+    return str(ipaddress.IPv4Network(f"0.0.0.0/{vs.persistence_netmask}").netmask)
+
+
+def _service_head(vs: VirtualServerView) -> str:
+    if vs.fwmark:
+        head = f"FWM  {vs.fwmark}{' IPv6' if vs.family == 6 else ''}"
+    else:
+        head = f"{vs.protocol.upper():<4} {endpoint_label(vs.address, vs.port)}"
+    head += f" {vs.scheduler}"
+    if vs.scheduler_flags:
+        head += f" ({','.join(vs.scheduler_flags)})"
+    if vs.persistence_timeout:
+        head += f" persistent {int(vs.persistence_timeout)}"
+        if vs.persistence_netmask != (128 if vs.family == 6 else 32):
+            head += f" mask {_netmask_text(vs)}"
+    return head
+
+
+FORWARD_NAMES = {"nat": "Masq", "dr": "Route", "tunnel": "Tunnel"}
+
+
+def render_table(view: DirectorView) -> str:
+    """`ipvsadm -Ln` layout, plus the health state and configured weight per real server."""
+    lines = [
+        f"lvsmon {view.version} (dataplane={view.dataplane}, config={view.config_source})",
+        "Prot LocalAddress:Port Scheduler Flags",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn State    CfgWeight",
+    ]
+    for vs in view.virtual_servers:
+        suffix = "" if vs.configured else "  [draining: removed from config]"
+        lines.append(f"{_service_head(vs)}{suffix}")
+        for rs in vs.real_servers:
+            cfg = "-" if rs.configured_weight is None else str(rs.configured_weight)
+            lines.append(
+                f"  -> {rs.label:<28} {FORWARD_NAMES.get(rs.forwarding, rs.forwarding):<7} "
+                f"{rs.weight:<6} {rs.active:<10} {rs.inactive:<9} {rs.state:<8} {cfg}"
+            )
+    return "\n".join(lines)
+
+
+def render_save(view: DirectorView) -> str:
+    """`ipvsadm -S -n` rules (accepted by `ipvsadm -R`)."""
+    flag = {"tcp": "-t", "udp": "-u", "sctp": "--sctp-service"}
+    lines = []
+    for vs in view.virtual_servers:
+        if vs.fwmark:
+            svc = f"-f {vs.fwmark}" + (" -6" if vs.family == 6 else "")
+        else:
+            svc = f"{flag[vs.protocol]} {endpoint_label(vs.address, vs.port)}"
+        rule = f"-A {svc} -s {vs.scheduler}"
+        if vs.scheduler_flags:
+            rule += f" -b {','.join(vs.scheduler_flags)}"
+        if vs.persistence_timeout:
+            rule += f" -p {int(vs.persistence_timeout)}"
+            if vs.persistence_netmask != (128 if vs.family == 6 else 32):
+                rule += f" -M {_netmask_text(vs)}"
+        lines.append(rule)
+        for rs in vs.real_servers:
+            fwd = {"nat": "-m", "dr": "-g", "tunnel": "-i"}[rs.forwarding]
+            lines.append(f"-a {svc} -r {rs.label} {fwd} -w {rs.weight}")
+    return "\n".join(lines) + ("\n" if lines else "")
