@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from lvsmon import schedulers
 from lvsmon.dataplane.capabilities import Capabilities, for_dataplane
@@ -32,10 +32,13 @@ from lvsmon.model import (
     VirtualServer,
 )
 
-try:  # Python 3.11+ has tomllib; tomli is the same parser for older ones
+if TYPE_CHECKING:
     import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib
+else:  # tomli is tomllib's upstream (newer TOML fixes first); the stdlib copy is the fallback
+    try:
+        import tomli as tomllib
+    except ModuleNotFoundError:  # pragma: no cover
+        import tomllib
 
 T = TypeVar("T")
 
@@ -142,7 +145,7 @@ class _Section:
         if key not in self.data:
             self.error(key, f"missing: expected {expected}")
             return None
-        return self.get(key, convert, None, expected)  # type: ignore[arg-type]
+        return self.get(key, convert, None, expected)
 
     def tables(self, key: str) -> list[dict[str, Any]]:
         self.known.add(key)
