@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test setup test-deps lint bench clean
+.PHONY: demo test setup test-deps lint bench dashboards docs clean
 
 demo: setup
 	$(VENV)/bin/lvsmon demo -c config/demo.toml
@@ -25,8 +25,14 @@ test-deps:
 	scripts/install-test-deps
 
 lint: setup
-	$(VENV)/bin/ruff check lvsmon tests bench
+	$(VENV)/bin/ruff check lvsmon tests bench dashboards
 	$(VENV)/bin/mypy
+
+dashboards: setup
+	$(PY) dashboards/build.py
+
+docs: setup
+	$(PY) -m lvsmon.catalog > docs/metrics.md
 
 bench: setup test-deps
 	$(PY) bench/proxy.py

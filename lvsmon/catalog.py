@@ -1,0 +1,251 @@
+"""The metric catalog: every metric lvsmon exports, in one place.
+
+docs/metrics.md is generated from it (`make docs`); tests check that a live
+scrape exports nothing the catalog lacks, and that every metric named in a
+dashboard or alert rule is in it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+VS = ("virtual_server",)
+RS = ("virtual_server", "real_server")
+CHECK = ("virtual_server", "real_server", "check")
+BOTH = "proxy, ipvs"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str  # as exposed, with _total for counters
+    type: str  # counter, gauge, histogram
+    labels: tuple[str, ...]
+    help: str
+    dataplanes: str = BOTH  # which data planes produce it ("-" = independent of the data plane)
+    feature: str = "core"  # core, health, failover, adaptive, ipvs, proxy
+
+
+CATALOG: tuple[MetricSpec, ...] = (
+    MetricSpec(
+        "lvsmon_build_info",
+        "gauge",
+        ("version", "dataplane"),
+        "lvsmon version and data plane, always 1",
+        "-",
+    ),
+    MetricSpec(
+        "lvsmon_config_last_reload_successful",
+        "gauge",
+        (),
+        "1 if the last config load or reload was applied, 0 if it was rejected",
+        "-",
+    ),
+    MetricSpec(
+        "lvsmon_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        (),
+        "Unix time of the last successful config load or reload",
+        "-",
+    ),
+    MetricSpec(
+        "lvsmon_virtual_server_info",
+        "gauge",
+        ("virtual_server", "address", "port", "protocol", "scheduler"),
+        "Virtual server identity and scheduler, always 1",
+    ),
+    MetricSpec("lvsmon_virtual_server_connections_total", "counter", VS, "Connections scheduled"),
+    MetricSpec("lvsmon_virtual_server_incoming_bytes_total", "counter", VS, "Bytes from clients"),
+    MetricSpec("lvsmon_virtual_server_outgoing_bytes_total", "counter", VS, "Bytes to clients"),
+    MetricSpec(
+        "lvsmon_virtual_server_incoming_packets_total",
+        "counter",
+        VS,
+        "Packets from clients",
+        "ipvs",
+        "ipvs",
+    ),
+    MetricSpec(
+        "lvsmon_virtual_server_outgoing_packets_total",
+        "counter",
+        VS,
+        "Packets to clients",
+        "ipvs",
+        "ipvs",
+    ),
+    MetricSpec(
+        "lvsmon_real_server_connections_total",
+        "counter",
+        RS,
+        "Connections scheduled to the real server",
+    ),
+    MetricSpec(
+        "lvsmon_real_server_connections_active", "gauge", RS, "Active (established) connections"
+    ),
+    MetricSpec(
+        "lvsmon_real_server_connections_inactive",
+        "gauge",
+        RS,
+        "Inactive connections (closing, UDP)",
+    ),
+    MetricSpec(
+        "lvsmon_real_server_incoming_bytes_total",
+        "counter",
+        RS,
+        "Bytes from clients to the real server",
+    ),
+    MetricSpec(
+        "lvsmon_real_server_outgoing_bytes_total",
+        "counter",
+        RS,
+        "Bytes from the real server to clients",
+    ),
+    MetricSpec("lvsmon_real_server_weight", "gauge", RS, "Weight programmed in the data plane"),
+    MetricSpec("lvsmon_real_server_configured_weight", "gauge", RS, "Weight in the config file"),
+    MetricSpec(
+        "lvsmon_real_server_up",
+        "gauge",
+        RS,
+        "1 if the real server is in service by the health verdict",
+    ),
+    MetricSpec(
+        "lvsmon_real_server_connect_failures_total",
+        "counter",
+        RS,
+        "Connects to the real server refused or timed out (the proxy then tries the next)",
+        "proxy",
+        "proxy",
+    ),
+    MetricSpec(
+        "lvsmon_dataplane_errors_total",
+        "counter",
+        (),
+        "Data plane operations that failed (retried every second)",
+    ),
+    # health checks
+    MetricSpec(
+        "lvsmon_healthcheck_duration_seconds",
+        "histogram",
+        CHECK,
+        "How long a health check took",
+        "-",
+        "health",
+    ),
+    MetricSpec(
+        "lvsmon_healthcheck_failures_total",
+        "counter",
+        (*CHECK, "reason"),
+        "Failed health checks by reason",
+        "-",
+        "health",
+    ),
+    MetricSpec(
+        "lvsmon_real_server_transitions_total",
+        "counter",
+        RS,
+        "Health state changes (up to down and back)",
+        "-",
+        "health",
+    ),
+    # failover
+    MetricSpec(
+        "lvsmon_ha_state",
+        "gauge",
+        ("group", "state"),
+        "1 for the failover group's current state, 0 for the others",
+        "-",
+        "failover",
+    ),
+    MetricSpec(
+        "lvsmon_ha_priority",
+        "gauge",
+        ("group",),
+        "Effective VRRP priority after tracking",
+        "-",
+        "failover",
+    ),
+    MetricSpec(
+        "lvsmon_ha_adverts_sent_total", "counter", ("group",), "Adverts sent", "-", "failover"
+    ),
+    MetricSpec(
+        "lvsmon_ha_adverts_received_total",
+        "counter",
+        ("group",),
+        "Valid adverts received",
+        "-",
+        "failover",
+    ),
+    MetricSpec(
+        "lvsmon_ha_adverts_rejected_total",
+        "counter",
+        ("group", "reason"),
+        "Adverts rejected, by reason",
+        "-",
+        "failover",
+    ),
+    MetricSpec(
+        "lvsmon_ha_transitions_total",
+        "counter",
+        ("group", "to"),
+        "State transitions, by the state entered",
+        "-",
+        "failover",
+    ),
+    # adaptive weights
+    MetricSpec(
+        "lvsmon_real_server_load",
+        "gauge",
+        RS,
+        "Normalised load from the adaptive-weight source (0..1)",
+        BOTH,
+        "adaptive",
+    ),
+    MetricSpec(
+        "lvsmon_weight_updates_total",
+        "counter",
+        RS,
+        "Adaptive weight changes programmed",
+        BOTH,
+        "adaptive",
+    ),
+    MetricSpec(
+        "lvsmon_weight_source_up",
+        "gauge",
+        ("virtual_server", "source"),
+        "1 if the last query of the load source succeeded",
+        "-",
+        "adaptive",
+    ),
+    MetricSpec(
+        "lvsmon_weight_source_last_success_timestamp_seconds",
+        "gauge",
+        ("virtual_server", "source"),
+        "Unix time of the load source's last successful answer",
+        "-",
+        "adaptive",
+    ),
+)
+
+
+def render_markdown() -> str:
+    lines = [
+        "# lvsmon metrics",
+        "",
+        "Generated from `lvsmon/catalog.py` by `make docs`; a test fails when the code exports",
+        "a metric this list lacks. Labels have bounded cardinality; `real_server` is",
+        "`address:port` (`[v6]:port`).",
+        "",
+        "| metric | type | labels | data plane | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for m in CATALOG:
+        labels = ", ".join(m.labels) or "—"
+        lines.append(f"| `{m.name}` | {m.type} | {labels} | {m.dataplanes} | {m.help} |")
+    return "\n".join(lines) + "\n"
+
+
+def names() -> frozenset[str]:
+    return frozenset(m.name for m in CATALOG)
+
+
+if __name__ == "__main__":
+    print(render_markdown(), end="")

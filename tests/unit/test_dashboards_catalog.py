@@ -1,0 +1,71 @@
+"""Dashboards, alert rules and docs/metrics.md agree with the metric catalog."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from lvsmon import catalog
+
+ROOT = Path(__file__).resolve().parents[2]
+METRIC = re.compile(r"\blvsmon_[a-z0-9_]+")
+HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+
+
+def dashboard_exprs() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for path in sorted((ROOT / "dashboards").glob("*.json")):
+        board = json.loads(path.read_text())
+        out[path.name] = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    return out
+
+
+def rule_exprs() -> list[str]:
+    text = (ROOT / "alerts" / "lvsmon.rules.yml").read_text()
+    return re.findall(r"^\s+expr: (.+)$", text, re.M)
+
+
+def metric_names(expr: str) -> set[str]:
+    names = set()
+    for name in METRIC.findall(expr):
+        for suffix in HISTOGRAM_SUFFIXES:
+            if name.endswith(suffix) and name[: -len(suffix)] in catalog.names():
+                name = name[: -len(suffix)]
+        names.add(name)
+    return names
+
+
+def test_generated_dashboard_json_is_current() -> None:
+    result = subprocess.run([sys.executable, "dashboards/build.py", "--check"], cwd=ROOT,
+                            capture_output=True, text=True)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+
+
+def test_metrics_doc_is_current() -> None:
+    assert (ROOT / "docs" / "metrics.md").read_text() == catalog.render_markdown(), (
+        "docs/metrics.md is stale: run `make docs`"
+    )
+
+
+def test_every_metric_in_dashboards_and_alerts_is_in_the_catalog() -> None:
+    exprs = [e for exprs in dashboard_exprs().values() for e in exprs] + rule_exprs()
+    assert len(exprs) > 20
+    unknown = {n for e in exprs for n in metric_names(e)} - catalog.names()
+    assert not unknown, f"not in lvsmon/catalog.py: {sorted(unknown)}"
+
+
+def test_dashboards_have_the_template_variables_and_panels() -> None:
+    boards = {p.name: json.loads(p.read_text()) for p in (ROOT / "dashboards").glob("*.json")}
+    assert set(boards) == {"overview.json", "virtual-server.json", "director.json"}
+    for name, board in boards.items():
+        variables = {v["name"] for v in board["templating"]["list"]}
+        assert {"datasource", "instance"} <= variables, name
+        for panel in board["panels"]:
+            assert panel["datasource"] == "${datasource}", (name, panel["title"])
+            assert panel["targets"], (name, panel["title"])
+    assert "virtual_server" in {
+        v["name"] for v in boards["virtual-server.json"]["templating"]["list"]
+    }
