@@ -1,0 +1,228 @@
+"""One failover group at run time: feeds the pure machine, performs its actions.
+
+Owns the group's timer (a timerfd armed at the machine's next deadline), the
+receive-side checks the codec cannot do alone (TTL, unicast source, address
+list, replay counter), and the counters behind the metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from lvsmon.ha import codec, machine
+from lvsmon.ha.announce import Announcer
+from lvsmon.ha.config import FailoverGroup
+from lvsmon.ha.hooks import Serial, SyncDaemonRole, hook_job
+from lvsmon.ha.links import Links
+from lvsmon.ha.netio import AdvertSocket, Datagram
+from lvsmon.ha.status import GroupStatus
+from lvsmon.ha.timer import PreciseTimer
+from lvsmon.logs import fields
+from lvsmon.model import IPAddress
+
+log = logging.getLogger("lvsmon.ha")
+
+REJECT_LOG_EVERY = 60.0  # seconds between log lines for one rejection reason
+# The auth replay counter starts from the wall clock so a restarted peer keeps increasing.
+_auth_counter = time.time_ns() // 1000
+
+
+def _next_counter() -> int:
+    global _auth_counter
+    _auth_counter += 1
+    return _auth_counter
+
+
+class GroupRuntime:
+    def __init__(
+        self, cfg: FailoverGroup, sock: AdvertSocket, links: Links, announcer: Announcer,
+        side: Serial, on_change: Callable[[bool], None],
+    ):  # fmt: skip
+        """Address changes are synchronous (~0.1 ms each); `side` runs hooks and the
+        sync daemon in order, beside the loop, so they never delay an advert."""
+        self.cfg = cfg
+        self.sock = sock
+        self._links = links
+        self._announcer = announcer
+        self._side = side
+        self._sync = SyncDaemonRole()
+        self._on_change = on_change
+        self._loop = asyncio.get_running_loop()
+        self.state = machine.initial(self._params(cfg), cfg.priority)
+        self._timer = PreciseTimer(self._loop, lambda deadline: self.handle(machine.Timer(),
+                                                                              deadline))
+        self.sent = 0
+        self.received = 0
+        self.rejected: Counter[str] = Counter()
+        self.transitions: Counter[str] = Counter()
+        self.since = time.time()
+        self.peer: IPAddress | None = None
+        self.peer_priority = 0
+        self.peer_last = 0.0
+        self._replay: dict[IPAddress, int] = {}
+        self._reject_logged: dict[str, float] = {}
+        self.done = asyncio.Event()
+
+    def _params(self, cfg: FailoverGroup) -> machine.Params:
+        return machine.Params(
+            advert_interval=cfg.advert_interval, primary=self.sock.source, preempt=cfg.preempt,
+            preempt_delay=cfg.preempt_delay, garp_refresh=cfg.garp_refresh,
+            handover_timeout=cfg.effective_handover_timeout,
+        )  # fmt: skip
+
+    # --- events in ---
+
+    def handle(
+        self, event: machine.Event, deadline: float | None = None, at: float | None = None
+    ) -> None:
+        """`deadline`: a timer's (it may fire a hair early: never skip a beat);
+        `at`: when the event happened (an advert's arrival), if not now."""
+        now = self._loop.time()
+        if deadline is not None:
+            now = max(now, deadline)
+        elif at is not None:
+            now = min(now, at)
+        before = self.state
+        self.state, actions = machine.step(before, event, now)
+        if self.state.role is not before.role:
+            self.transitions[self.state.role.value] += 1
+            self.since = time.time()
+            log.warning("state change", extra=fields(
+                group=self.cfg.name, vrid=self.cfg.vrid, state=self.state.role.value,
+                previous=before.role.value, priority=self.state.priority))  # fmt: skip
+        # Taking over: announce each address the moment it is added (the VIP first),
+        # rather than all of them after the last one is added.
+        together = machine.Announce() in actions and machine.AddAddresses() in actions
+        for action in actions:
+            self._perform(action, before, together)
+        self._schedule()
+        visible = (self.state.role, self.state.advertised_priority)
+        self._on_change(visible != (before.role, before.advertised_priority))
+
+    def reconfigure(self, cfg: FailoverGroup, priority: int) -> None:
+        old = self.cfg
+        self.cfg = cfg
+        if self.state.holds_addresses and old.addresses != cfg.addresses:
+            gone = [a for a in old.addresses if a not in cfg.addresses]
+            new = [a for a in cfg.addresses if a not in old.addresses]
+            self._links.remove(gone)
+            self._links.add(new)
+            self._announcer.burst(new, cfg.garp_repeat, cfg.garp_interval)
+        self.handle(machine.Reconfigure(self._params(cfg), priority))
+
+    def abort(self) -> None:
+        """Stop at once without handover (the group's identity changed on reload)."""
+        if self.state.holds_addresses:
+            self._links.remove(self.cfg.addresses)
+        self.close()
+        self.state = machine.State(params=self.state.params, priority=0, stopped=True)
+        self.done.set()
+
+    def on_datagram(self, gram: Datagram) -> None:
+        cfg = self.cfg
+        if gram.ttl != codec.TTL:
+            return self.reject("ttl", f"{gram.ttl} from {gram.source}")
+        try:
+            adv = codec.decode(gram.payload, gram.source, gram.destination, cfg.auth_key)
+        except codec.Rejected as exc:
+            return self.reject(exc.reason, f"{exc.detail} from {gram.source}")
+        if cfg.unicast_peers and gram.source not in cfg.unicast_peers:
+            return self.reject("source", str(gram.source))
+        if sorted(adv.addresses) != list(cfg.advertised):
+            listed = ",".join(map(str, adv.addresses))
+            return self.reject("addresses", f"{listed} from {gram.source}")
+        if adv.counter is not None:
+            last = self._replay.get(gram.source)
+            if last is not None and adv.counter <= last:
+                return self.reject("replay", f"{adv.counter} <= {last} from {gram.source}")
+            self._replay[gram.source] = adv.counter
+        self.received += 1
+        self.peer, self.peer_priority, self.peer_last = gram.source, adv.priority, time.time()
+        self.handle(machine.Received(adv.priority, adv.interval, gram.source), at=gram.arrived)
+
+    def reject(self, reason: str, detail: str = "") -> None:
+        self.rejected[reason] += 1
+        now = time.monotonic()
+        if now - self._reject_logged.get(reason, -REJECT_LOG_EVERY) >= REJECT_LOG_EVERY:
+            self._reject_logged[reason] = now
+            log.warning("advert rejected", extra=fields(
+                group=self.cfg.name, reason=reason, detail=detail,
+                count=self.rejected[reason]))  # fmt: skip
+        self._on_change(False)
+
+    # --- actions out ---
+
+    def _perform(self, action: machine.Action, before: machine.State, together: bool) -> None:
+        cfg = self.cfg
+        name = cfg.name
+        match action:
+            case machine.SendAdvert(priority=priority):
+                self._send(priority)  # at once: adverts never wait for netlink
+            case machine.AddAddresses() if together:
+                for address in cfg.addresses:  # each announced as soon as it exists
+                    self._links.add([address])
+                    self._announcer.burst([address], cfg.garp_repeat, cfg.garp_interval)
+            case machine.Announce() if together:
+                pass  # done with the addresses
+            case machine.AddAddresses():
+                self._links.add(cfg.addresses)
+            case machine.RemoveAddresses():
+                self._links.remove(cfg.addresses)
+            case machine.Announce():
+                self._announcer.burst(cfg.addresses, cfg.garp_repeat, cfg.garp_interval)
+            case machine.RunHook(role=role):
+                job = hook_job(cfg, role.value, before.role.value, self.state.priority)
+                if job is not None:
+                    self._side.submit(name, job)
+            case machine.SetSyncRole(role=role):
+                if cfg.sync_daemon is not None:
+                    self._side.submit(name, lambda: self._sync.apply(cfg, role))
+            case machine.Stopped():
+                self.done.set()
+
+    def _send(self, priority: int) -> None:
+        cfg = self.cfg
+        counter = _next_counter() if cfg.auth_key else None
+        adv = codec.Advert(cfg.vrid, priority, round(cfg.advert_interval * 100),
+                           cfg.advertised, counter)  # fmt: skip
+        group = codec.GROUP_V4 if cfg.family == 4 else codec.GROUP_V6
+        for dst in cfg.unicast_peers or (group,):
+            try:
+                self.sock.send(codec.encode(adv, self.sock.source, dst, cfg.auth_key), dst)
+                self.sent += 1
+            except OSError as exc:
+                log.error("cannot send advert", extra=fields(group=cfg.name, error=str(exc)))
+
+    def _schedule(self) -> None:
+        deadline = machine.next_deadline(self.state)
+        if deadline is None:
+            self._timer.cancel()
+        else:
+            self._timer.arm(deadline)
+
+    def close(self) -> None:
+        self._timer.close()
+
+    # --- reporting ---
+
+    def status(self) -> GroupStatus:
+        s = self.state
+        if s.role is machine.Role.MASTER:
+            master = str(self.sock.source)
+        elif s.role is machine.Role.BACKUP and self.peer is not None and self.peer_priority:
+            master = str(self.peer)
+        else:
+            master = ""
+        return GroupStatus(
+            name=self.cfg.name, vrid=self.cfg.vrid, interface=self.cfg.interface,
+            state=s.role.value, priority=s.advertised_priority,
+            configured_priority=self.cfg.priority, source=str(self.sock.source), master=master,
+            peer=str(self.peer or ""), peer_priority=self.peer_priority,
+            peer_last_advert=self.peer_last, since=self.since, adverts_sent=self.sent,
+            adverts_received=self.received, rejected=dict(self.rejected),
+            transitions=dict(self.transitions),
+        )  # fmt: skip
