@@ -1,0 +1,213 @@
+"""Real servers that misbehave on command, and a way to watch a running HealthMonitor.
+
+(A support module: it holds no tests. It is named test_health_* to stay in
+the health checker's corner of the tree.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Coroutine, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import uvloop
+
+from lvsmon.health.check import HealthCheck
+from lvsmon.health.monitor import HealthMonitor, Probe, Target, TransitionEvent
+from lvsmon.model import DestKey, ServiceKey
+
+T = TypeVar("T")
+WEB = ServiceKey("tcp", "192.0.2.10", 80)
+BIG = 10 * 2**20
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """The daemon's loop (uvloop)."""
+    return uvloop.run(coro)
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread: servers there never share the monitor's loop."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+class Misbehaving:
+    """An HTTP real server whose behaviour changes on command:
+
+    ok      200 with `body`          status  503                   body   200, wrong body
+    refuse  not listening at all     hang    accept, never answer  slow   answer after `delay`
+    reset   half an answer, then RST close   accept, close at once big    200 with 10 MB
+    flap    200 and 503 alternately, one per request
+    """
+
+    def __init__(self, host: str = "127.0.0.1", body: bytes = b"status: healthy\n",
+                 ssl_context: ssl.SSLContext | None = None):  # fmt: skip
+        self.host = host
+        self.body = body
+        self.ssl = ssl_context
+        self.mode = "ok"
+        self.delay = 0.3
+        self.requests = 0
+        self.sent_bytes = 0
+        self.cut_short = 0  # 10 MB answers the client reset before taking them all
+        self._lt = LoopThread()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+        self._lt.call(self._listen())
+
+    async def _listen(self) -> None:
+        self._server = await asyncio.start_server(self._handle, self.host, self.port,
+                                                  ssl=self.ssl, reuse_address=True)  # fmt: skip
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _unlisten(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+        self._server = None
+
+    @property
+    def dest(self) -> DestKey:
+        return DestKey(self.host, self.port)
+
+    def set(self, mode: str) -> float:
+        """Switch behaviour; returns the time.monotonic() of the switch."""
+        if mode == "refuse" and self.mode != "refuse":
+            self._lt.call(self._unlisten())
+        elif mode != "refuse" and self.mode == "refuse":
+            self._lt.call(self._listen())
+        self.mode = mode
+        return time.monotonic()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.requests += 1
+        mode = self.mode
+        if mode == "flap":
+            mode = "ok" if self.requests % 2 else "status"
+        try:
+            with contextlib.suppress(asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            if mode == "close":  # FIN without a word (the request was read: no RST)
+                return
+            if mode == "hang":
+                await asyncio.sleep(3600)
+            if mode == "slow":
+                await asyncio.sleep(self.delay)
+            if mode == "reset":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nstatus: hea")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                writer.transport.abort()
+                return
+            if mode == "big":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % BIG)
+                chunk = self.body + b"x" * (65536 - len(self.body))
+                try:
+                    for _ in range(BIG // 65536):
+                        writer.write(chunk)
+                        self.sent_bytes += len(chunk)
+                        await writer.drain()
+                except (ConnectionError, OSError):
+                    self.cut_short += 1
+                return
+            status, body = {"status": (b"503 Service Unavailable", self.body),
+                            "body": (b"200 OK", b"status: maintenance\n")}.get(
+                mode, (b"200 OK", self.body))  # fmt: skip
+            writer.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                         % (status, len(body), body))  # fmt: skip
+            await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.transport.abort()
+
+    def close(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                self._lt.call(self._unlisten())
+        self._lt.close()
+
+
+class Watch:
+    """A running HealthMonitor whose transitions arrive on a queue."""
+
+    def __init__(self, targets: Iterable[Target], **kwargs: Any):
+        self.events: asyncio.Queue[TransitionEvent] = asyncio.Queue()
+        self.monitor = HealthMonitor(on_transition=self.events.put_nowait, **kwargs)
+        self.monitor.configure(targets)
+
+    async def __aenter__(self) -> Watch:
+        await self.monitor.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.monitor.stop()
+
+    async def next(self, timeout: float = 5.0) -> TransitionEvent:
+        return await asyncio.wait_for(self.events.get(), timeout)
+
+    async def settled(self, timeout: float = 5.0) -> list[Probe]:
+        """Wait until every probe has a verdict (its first result decides)."""
+        deadline = time.monotonic() + timeout
+        while not all(p.state.settled for p in self.monitor.probes()):
+            assert time.monotonic() < deadline, "probes did not settle"
+            await asyncio.sleep(0.01)
+        return self.monitor.probes()
+
+    def quiet(self) -> list[TransitionEvent]:
+        out = []
+        while not self.events.empty():
+            out.append(self.events.get_nowait())
+        return out
+
+
+class NoJitter(random.Random):
+    """First runs at once: for tests about a verdict, not about the schedule."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return a
+
+
+async def first_verdict(check: HealthCheck, dest: DestKey, vs: str = "web") -> Probe:
+    """Run one probe until its first result decides; return it (state, failures)."""
+    async with Watch([Target(WEB, dest, check, vs)], rng=NoJitter()) as w:
+        (probe,) = await w.settled()
+        return probe
+
+
+def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
+    """A port nothing listens on, below the ephemeral range: a probe's own source port
+    can never be it (a TCP connect to a free ephemeral port can connect to itself)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    rng = random.Random()
+    for _ in range(1000):
+        port = rng.randrange(10000, low)
+        with socket.socket(family, kind) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError("no free port below the ephemeral range")

@@ -1,0 +1,159 @@
+"""HealthMonitor without sockets: dedupe, reload safety, verdicts as overrides, in-flight cap."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import replace
+
+from lvsmon.desired import desired_table
+from lvsmon.health.check import OK, CheckType, ExecSpec, HealthCheck, Reason, Result
+from lvsmon.health.monitor import HealthMonitor, Probe, Target, TransitionEvent
+from lvsmon.health.state import CheckState
+from lvsmon.model import DestKey, ServiceKey
+
+WEB = ServiceKey("tcp", "192.0.2.10", 80)
+WEB2 = ServiceKey("tcp", "192.0.2.11", 80)
+RS1 = DestKey("10.0.0.1", 80)
+RS2 = DestKey("10.0.0.2", 80)
+TCP = HealthCheck(CheckType.TCP, interval=1.0, timeout=0.5)
+HTTP = HealthCheck(CheckType.HTTP, interval=1.0, timeout=0.5)
+
+
+def probe_of(monitor: HealthMonitor, dest: DestKey) -> Probe:
+    (probe,) = [p for p in monitor.probes() if DestKey(p.key.address, p.key.port) == dest]
+    return probe
+
+
+def test_one_probe_serves_every_virtual_server_sharing_real_server_and_check() -> None:
+    m = HealthMonitor()
+    m.configure([Target(WEB, RS1, TCP, "web"), Target(WEB2, RS1, TCP, "web2"),
+                 Target(WEB, RS2, TCP, "web"), Target(WEB2, RS2, HTTP, "web2")])  # fmt: skip
+    assert len(m.probes()) == 3
+    shared = [p for p in m.probes() if len(p.targets) == 2]
+    assert len(shared) == 1 and set(shared[0].targets) == {(WEB, RS1), (WEB2, RS1)}
+
+
+def test_connect_overrides_join_probes_that_go_to_the_same_place() -> None:
+    check = replace(TCP, connect_address="10.0.0.9", connect_port=9000)
+    m = HealthMonitor()
+    m.configure([Target(WEB, RS1, check), Target(WEB, RS2, check)])
+    (probe,) = m.probes()
+    assert (probe.key.address, probe.key.port) == ("10.0.0.9", 9000)
+
+
+def test_exec_probes_are_per_virtual_server() -> None:
+    check = HealthCheck(CheckType.EXEC, spec=ExecSpec("/bin/true", ("{virtual_server}",)))
+    m = HealthMonitor()
+    m.configure([Target(WEB, RS1, check, "web"), Target(WEB2, RS1, check, "web2")])
+    assert len(m.probes()) == 2
+
+
+def test_reload_keeps_unchanged_probes_with_their_state_and_counters() -> None:
+    m = HealthMonitor()
+    m.configure([Target(WEB, RS1, TCP, "web"), Target(WEB, RS2, TCP, "web")])
+    p1 = probe_of(m, RS1)
+    p1.state = CheckState(up=False, settled=True, since=5.0, reason=Reason.REFUSED)
+    p1.failures[Reason.REFUSED] = 7
+    m.configure([Target(WEB, RS1, TCP, "web", weight=4)])
+    assert m.probes() == [p1] and p1.failures[Reason.REFUSED] == 7 and not p1.state.up
+    assert p1.targets[(WEB, RS1)].weight == 4  # attributes of the target are updated in place
+
+
+def test_a_changed_check_carries_the_verdict_over() -> None:
+    m = HealthMonitor()
+    m.configure([Target(WEB, RS1, TCP, "web")])
+    probe_of(m, RS1).state = CheckState(up=False, settled=True, since=5.0)
+    m.configure([Target(WEB, RS1, replace(TCP, interval=2.0), "web")])
+    new = probe_of(m, RS1)
+    assert new.key.check.interval == 2.0
+    assert not new.state.up and new.state.settled and new.state.streak == 0
+
+
+def test_joining_a_probe_with_another_verdict_is_reported_as_a_transition() -> None:
+    events: list[TransitionEvent] = []
+    m = HealthMonitor(on_transition=events.append, clock=lambda: 9.0)
+    m.configure([Target(WEB, RS1, TCP, "web")])
+    m.configure([Target(WEB, RS1, TCP, "web"), Target(WEB2, RS1, HTTP, "web2")])
+    (http,) = [p for p in m.probes() if p.key.check is HTTP]  # tcp and http, same endpoint
+    http.state = CheckState(up=False, settled=True)
+    m.configure([Target(WEB, RS1, TCP, "web"), Target(WEB2, RS1, TCP, "web2")])
+    assert [(e.target.virtual_server, e.up, e.at) for e in events] == [("web2", True, 9.0)]
+    assert "shared probe tcp 10.0.0.1:80" in events[0].why
+
+
+def test_overrides_down_slow_start_and_dynamic_weight() -> None:
+    m = HealthMonitor()
+    m.configure([
+        Target(WEB, RS1, TCP, "web", weight=10, slow_start=10.0),
+        Target(WEB2, RS1, TCP, "web2", weight=10),
+        Target(WEB, RS2, HTTP, "web", weight=5),
+    ])  # fmt: skip
+    assert m.overrides(now=0.0) == {}
+    probe_of(m, RS1).state = CheckState(up=True, settled=True, since=100.0)
+    assert m.overrides(now=102.0) == {(WEB, RS1): 2}  # web2 has no slow start
+    assert m.overrides(now=110.0) == {}
+    assert m.ramping(now=105.0) and not m.ramping(now=111.0)
+    probe_of(m, RS2).state = CheckState(up=True, settled=True, weight=0)
+    probe_of(m, RS1).state = CheckState(up=False, settled=True)
+    assert m.overrides(now=0.0) == {(WEB, RS1): None, (WEB2, RS1): None, (WEB, RS2): 0}
+    assert m.down() == {(WEB, RS1), (WEB2, RS1)}
+
+
+def test_overrides_feed_desired_table() -> None:
+    from lvsmon import config
+
+    cfg = config.loads(
+        '[[virtual_server]]\nname = "web"\naddress = "192.0.2.10"\nport = 80\n'
+        '[[virtual_server.real_server]]\naddress = "10.0.0.1"\nport = 80\nweight = 10\n'
+        '[[virtual_server.real_server]]\naddress = "10.0.0.2"\nport = 80\n'
+    )
+    m = HealthMonitor()
+    m.configure([Target(WEB, RS1, TCP, "web", weight=10, slow_start=10.0),
+                 Target(WEB, RS2, TCP, "web")])  # fmt: skip
+    probe_of(m, RS1).state = CheckState(up=True, settled=True, since=0.0)
+    probe_of(m, RS2).state = CheckState(up=False, settled=True)
+    reals = desired_table(cfg, m.overrides(now=5.0))[WEB].real_servers
+    assert [(r.key, r.weight) for r in reals] == [(RS1, 5)]
+
+
+def test_jittered_first_runs_and_the_in_flight_cap() -> None:
+    async def scenario() -> tuple[list[float], int]:
+        starts: list[float] = []
+        running = peak = 0
+
+        async def slow() -> Result:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            await asyncio.sleep(0.02)
+            running -= 1
+            return OK
+
+        m = HealthMonitor(max_in_flight=4, rng=random.Random(1),
+                          observer=lambda p, due, started, r, d: starts.append(due))  # fmt: skip
+        check = HealthCheck(CheckType.TCP, interval=0.4, timeout=0.1)
+        m.configure([Target(WEB, DestKey("10.0.0.1", port), check) for port in range(1, 41)])
+        for p in m.probes():
+            p.checker = slow  # type: ignore[assignment]
+        t0 = asyncio.get_running_loop().time()
+        await m.start()
+        await asyncio.sleep(0.39)
+        await m.stop()
+        return [s - t0 for s in starts], peak
+
+    starts, peak = asyncio.run(scenario())
+    assert peak == 4
+    assert len(starts) >= 30 and max(starts) < 0.4
+    assert sum(s < 0.2 for s in starts) not in (0, len(starts))  # spread, not one burst
+
+
+def test_a_check_that_cannot_be_set_up_fails_its_probes_not_the_reload() -> None:
+    from lvsmon.health.check import HttpSpec, TlsSpec
+
+    broken = HealthCheck(CheckType.HTTPS, spec=HttpSpec(tls=TlsSpec(ca_file="/nonexistent.pem")))
+    m = HealthMonitor()
+    m.configure([Target(WEB, RS1, broken, "web")])
+    (probe,) = m.probes()
+    result = asyncio.run(probe.checker())
+    assert not result.ok and result.reason is Reason.ERROR and "No such file" in result.detail

@@ -1,0 +1,32 @@
+"""Slow start: the weight ramp of a returning real server."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lvsmon.health.slowstart import ramp_weight
+
+times = st.floats(0, 1000, allow_nan=False)
+
+
+def test_linear_ramp_from_1_to_the_goal() -> None:
+    assert [ramp_weight(100, 10.0, 10.0 + t, 30.0) for t in (0, 3, 15, 29.9, 30, 99)] == [
+        1, 10, 50, 100, 100, 100,
+    ]  # fmt: skip
+
+
+def test_no_window_or_zero_goal_means_no_ramp() -> None:
+    assert ramp_weight(5, 0.0, 0.0, 0.0) == 5
+    assert ramp_weight(0, 0.0, 1.0, 30.0) == 0
+    assert ramp_weight(5, float("-inf"), 0.0, 30.0) == 5  # never transitioned: no ramp
+
+
+@given(st.integers(1, 65535), times, times, st.floats(0.001, 600, allow_nan=False))
+def test_ramp_stays_between_1_and_goal_and_never_decreases(
+    goal: int, since: float, dt: float, window: float
+) -> None:
+    w1 = ramp_weight(goal, since, since + dt, window)
+    w2 = ramp_weight(goal, since, since + dt + 0.5, window)
+    assert 1 <= w1 <= w2 <= goal
+    assert ramp_weight(goal, since, since + window, window) == goal
