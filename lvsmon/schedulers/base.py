@@ -94,8 +94,9 @@ class Dest:
         """Set/clear the overload flag as ip_vs_bind_dest/ip_vs_unbind_dest do.
 
         Overloaded once active+inactive reaches the upper threshold; cleared
-        when it falls to the lower threshold (or 3/4 of the upper one if the
-        lower threshold is 0).
+        only when it falls below the lower threshold (conns < lower), or, if
+        the lower threshold is 0, below 3/4 of the upper one (conns * 4 <
+        upper * 3). E.g. upper 4: still overloaded at 3, cleared at 2.
         """
         if not self.upper_threshold:
             self.overloaded = False
@@ -104,8 +105,11 @@ class Dest:
         if conns >= self.upper_threshold:
             self.overloaded = True
         elif self.overloaded:
-            low = self.lower_threshold or (self.upper_threshold * 3) // 4
-            if conns <= low:
+            if self.lower_threshold:
+                below = conns < self.lower_threshold
+            else:
+                below = conns * 4 < self.upper_threshold * 3
+            if below:
                 self.overloaded = False
 
 
