@@ -1,0 +1,144 @@
+"""The effective weight: the one place where every per-server factor meets. Pure.
+
+    effective = configured x health x slow_start x adaptive
+
+- health: 1 when the health verdict is up, 0 when down (removed or quiesced:
+  lvsmon.desired decides which, by the virtual server's setting).
+- slow_start: the ramp of a returning server, a fraction in (0, 1].
+- adaptive: the control law's factor (lvsmon.weights.control), 1.0 without
+  adaptive weights.
+
+Rounding, once, on the whole product: 0 stays 0 (a configured weight of 0,
+a down server, an agent's "drain"); any positive product is rounded half up
+and is at least 1, so a slow-starting or adapted server is never quiesced by
+rounding; the result is capped at IPVS's 65535.
+
+Group rule: adaptive weights never empty a virtual server. When every real
+server the health checks keep in service has an adaptive factor of 0 (all
+agents say "drain", or min_weight = 0 and all saturated), the adaptive
+factors of that virtual server are ignored (1.0): taking a whole service out
+is for health checks and operators, not for load signals.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from lvsmon.model import MAX_WEIGHT, DestKey, ServiceKey, VirtualServer
+
+Key = tuple[ServiceKey, DestKey]
+
+
+def effective_weight(
+    configured: int, *, up: bool = True, slow_start: float = 1.0, adaptive: float = 1.0
+) -> int:
+    if configured <= 0 or not up or slow_start <= 0 or adaptive <= 0:
+        return 0  # judged on the factors: a product of tiny ones may underflow to 0.0
+    return min(MAX_WEIGHT, max(1, int(configured * slow_start * adaptive + 0.5)))
+
+
+@dataclass(frozen=True, slots=True)
+class WeightParts:
+    """One real server's weight, factor by factor: the columns of `lvsmon status`."""
+
+    configured: int
+    up: bool = True
+    slow_start: float = 1.0
+    adaptive: float | None = None  # None: the virtual server has no adaptive weights
+    base: int | None = None  # health's weight when it is not `configured`: see weight_parts
+
+    @property
+    def effective(self) -> int:
+        adaptive = 1.0 if self.adaptive is None else self.adaptive
+        start = self.configured if self.base is None else self.base
+        return effective_weight(start, up=self.up, slow_start=self.slow_start, adaptive=adaptive)
+
+    @property
+    def ramp(self) -> float:
+        """Health's share of the weight: the slow-start fraction (or base / configured)."""
+        if self.base is None or not self.configured:
+            return self.slow_start
+        return self.slow_start * self.base / self.configured
+
+    def to_json(self) -> dict[str, object]:
+        return {"configured": self.configured, "health": "up" if self.up else "down",
+                "slow_start": self.ramp, "adaptive": self.adaptive,
+                "effective": self.effective}  # fmt: skip
+
+    def columns(self) -> dict[str, str]:
+        """Text cells: configured, health, slow-start, adaptive, effective ("-": no effect)."""
+        ramp = "-" if self.ramp == 1.0 else f"{self.ramp:.0%}"
+        adaptive = "-" if self.adaptive is None else f"{self.adaptive:.2f}"
+        return {"configured": str(self.configured), "health": "up" if self.up else "down",
+                "slow_start": ramp, "adaptive": adaptive,
+                "effective": str(self.effective)}  # fmt: skip
+
+
+def slow_start_fraction(since: float, now: float, window: float) -> float:
+    """The ramp as a fraction, linear over `window` after the server came back at `since`."""
+    if window <= 0 or now - since >= window:
+        return 1.0
+    return max(0.0, (now - since) / window)
+
+
+def weight_parts(
+    services: Iterable[VirtualServer],
+    *,
+    down: Iterable[Key] = (),
+    slow_start: Mapping[Key, float] | None = None,
+    adaptive: Mapping[Key, float] | None = None,
+    adaptive_services: Iterable[ServiceKey] = (),
+    base: Mapping[Key, int] | None = None,
+) -> dict[Key, WeightParts]:
+    """Every configured real server's parts, with the group rule applied.
+
+    `down`: out of service by the health verdict. `slow_start`: ramp fractions.
+    `base`: a weight that replaces the configured one before the adaptive factor:
+    what lvsmon.health.monitor.HealthMonitor.overrides() gives for a server in
+    service (its slow-start ramp, or an exec check's dynamic weight, already
+    rounded: at most one unit off the single rounding). `adaptive_services`:
+    virtual servers with adaptive weights (their servers without a factor yet
+    show 1.00 rather than "-")."""
+    down_set, ramps, factors = set(down), slow_start or {}, adaptive or {}
+    bases = base or {}
+    with_adaptive = set(adaptive_services) | {svc for svc, _ in factors}
+    out: dict[Key, WeightParts] = {}
+    for vs in services:
+        keys = [(vs.key, rs.key) for rs in vs.real_servers]
+        in_service = [k for k in keys if k not in down_set]
+        ignore = bool(in_service) and all(factors.get(k, 1.0) <= 0 for k in in_service)
+        for rs, key in zip(vs.real_servers, keys, strict=True):
+            adapt: float | None = None
+            if vs.key in with_adaptive:
+                adapt = 1.0 if ignore else factors.get(key, 1.0)
+            out[key] = WeightParts(rs.weight, key not in down_set, ramps.get(key, 1.0), adapt,
+                                   bases.get(key))  # fmt: skip
+    return out
+
+
+def from_health(
+    services: Iterable[VirtualServer],
+    health: Mapping[Key, int | None],
+    adaptive: Mapping[Key, float] | None = None,
+    adaptive_services: Iterable[ServiceKey] = (),
+) -> dict[Key, WeightParts]:
+    """weight_parts() from HealthMonitor.overrides() as it is today (None = down,
+    an int = its weight): the daemon's one call."""
+    return weight_parts(
+        services, down=[k for k, w in health.items() if w is None],
+        base={k: w for k, w in health.items() if w is not None},
+        adaptive=adaptive, adaptive_services=adaptive_services,
+    )  # fmt: skip
+
+
+def overrides(parts: Mapping[Key, WeightParts]) -> dict[Key, int | None]:
+    """For lvsmon.desired.desired_table: None = out of service, or the weight to program
+    where it differs from the configured one."""
+    out: dict[Key, int | None] = {}
+    for key, p in parts.items():
+        if not p.up:
+            out[key] = None
+        elif p.effective != p.configured:
+            out[key] = p.effective
+    return out
