@@ -3,8 +3,9 @@
 One listener per virtual server (TCP and UDP, NAT-like forwarding only),
 scheduling through `lvsmon.schedulers`, IPVS persistence templates and
 active/inactive accounting. Runs on whatever asyncio loop is running it
-(uvloop in the daemon). Relays live in `proxy_tcp` and `proxy_udp`, the
-socket-free state in `proxy_state`.
+(uvloop in the daemon), on plain non-blocking sockets: the TCP relays share
+one epoll instance the loop watches (`proxy_tcp`), UDP sockets are loop
+readers (`proxy_udp`). The socket-free state is in `proxy_state`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from lvsmon.dataplane.base import DataPlaneError, Snapshot
 from lvsmon.dataplane.proxy_state import Runtime, ServiceState
-from lvsmon.dataplane.proxy_tcp import open_tcp_listener
+from lvsmon.dataplane.proxy_tcp import Poller, TcpListener
 from lvsmon.dataplane.proxy_udp import UdpListener
 from lvsmon.model import DestKey, ServiceKey, Timeouts, VirtualServer
 from lvsmon.reconcile import (
@@ -33,7 +34,7 @@ log = logging.getLogger("lvsmon.proxy")
 
 
 class ProxyDataPlane:
-    """`DataPlane` implementation: asyncio Protocols relaying TCP and UDP."""
+    """`DataPlane` implementation: non-blocking sockets relaying TCP and UDP."""
 
     name = "proxy"
 
@@ -50,8 +51,9 @@ class ProxyDataPlane:
         self._clock = clock
         self._sweep_interval = sweep_interval
         self._rt: Runtime | None = None
+        self._poller: Poller | None = None  # every TCP socket, on one epoll
         self._services: dict[ServiceKey, ServiceState] = {}
-        self._tcp: dict[ServiceKey, asyncio.AbstractServer] = {}
+        self._tcp: dict[ServiceKey, TcpListener] = {}
         self._udp: dict[ServiceKey, UdpListener] = {}
         # deleted UDP services whose flows still run: their socket carries the replies
         self._udp_draining: dict[ServiceKey, UdpListener] = {}
@@ -65,6 +67,7 @@ class ProxyDataPlane:
             return
         loop = asyncio.get_running_loop()
         self._rt = Runtime(loop, self._timeouts, self._connect_timeout, self._clock)
+        self._poller = Poller(self._rt)
         self._last_sweep = self._clock()
         self._sweeper = loop.call_later(self._sweep_interval, self._sweep)
         log.debug("proxy data plane started on %s", type(loop).__module__)
@@ -88,8 +91,8 @@ class ProxyDataPlane:
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
-        for server in self._tcp.values():
-            server.close()
+        for tcp in self._tcp.values():
+            tcp.close()
         for listener in (*self._udp.values(), *self._udp_draining.values()):
             listener.close()  # UDP flows have nothing to finish
         self._tcp.clear()
@@ -102,6 +105,9 @@ class ProxyDataPlane:
                 conn.reset()
             if not await rt.drained(5.0):
                 log.warning("stop: %d connections did not close", len(rt.conns))
+        if self._poller is not None:
+            self._poller.close()
+            self._poller = None
         self._rt = None
 
     # -- extras for metrics ----------------------------------------------------
@@ -144,7 +150,8 @@ class ProxyDataPlane:
         svc = ServiceState(vs)
         rt = self._runtime()
         if svc.protocol == "tcp":
-            self._tcp[key] = await open_tcp_listener(rt, svc)
+            assert self._poller is not None  # started with the runtime
+            self._tcp[key] = TcpListener(self._poller, svc)
         else:
             listener = self._udp_draining.pop(key, None)
             if listener is None:
@@ -157,9 +164,9 @@ class ProxyDataPlane:
     def _delete_service(self, key: ServiceKey) -> None:
         self._service(key)
         del self._services[key]
-        server = self._tcp.pop(key, None)
-        if server is not None:
-            server.close()  # accepted connections are left to finish
+        tcp = self._tcp.pop(key, None)
+        if tcp is not None:
+            tcp.close()  # accepted connections are left to finish
         listener = self._udp.pop(key, None)
         if listener is not None:
             if listener.flows:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import _socket
 import contextlib
 import ipaddress
 import socket
@@ -68,10 +68,7 @@ def _try_setsockopt(sock: socket.socket, level: int, option: int) -> None:
         sock.setsockopt(level, option, 1)
 
 
-def reset_transport(transport: asyncio.Transport) -> None:
-    """Close with an RST (SO_LINGER 0), so the peer sees a reset, not a clean FIN."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):  # already closed underneath
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-    transport.abort()
+def reset_socket(sock: _socket.socket) -> None:
+    """Make the coming close() an RST (SO_LINGER 0), so the peer sees a reset, not a FIN."""
+    with contextlib.suppress(OSError):  # already failed underneath
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)

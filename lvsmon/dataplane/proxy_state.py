@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Protocol, cast
@@ -21,6 +22,8 @@ from lvsmon.schedulers import Dest, Flow, Scheduler
 
 log = logging.getLogger("lvsmon.proxy")
 
+_new_tuple = tuple.__new__
+
 
 class DestState(Dest):
     """A real server as the proxy runs it: scheduler view plus counters."""
@@ -28,17 +31,21 @@ class DestState(Dest):
     __slots__ = (
         "connect_failures",
         "connections",
+        "family",
         "host",
         "in_bytes",
         "out_bytes",
         "real_server",
         "removed",
+        "sockaddr",
     )
 
     def __init__(self, rs: RealServer) -> None:
         super().__init__(rs.address, rs.port, rs.weight, rs.upper_threshold, rs.lower_threshold)
         self.real_server = rs
         self.host = str(rs.address)
+        self.family = socket.AF_INET6 if rs.address.version == 6 else socket.AF_INET
+        self.sockaddr = (self.host, rs.port)  # for connect(), built once
         self.connections = 0
         self.in_bytes = 0
         self.out_bytes = 0
@@ -232,9 +239,10 @@ class ServiceState:
 
         Hiding is done by flagging them overloaded for the duration of the call,
         which every scheduler honours, so it works for any algorithm."""
-        flow = Flow(src, src_port, self.address, self.vs.port, self.protocol)
-        if not tried:
-            return cast(DestState | None, self.scheduler.schedule(self.dests, flow, now))
+        # Flow(...) without NamedTuple's Python-level __new__: once per connection
+        flow: Flow = _new_tuple(Flow, (src, src_port, self.address, self.vs.port, self.protocol))
+        if not tried:  # the dests are DestStates; no cast(), it is a call at runtime
+            return self.scheduler.schedule(self.dests, flow, now)  # type: ignore[return-value]
         saved = [(dest, dest.overloaded) for dest in tried]
         for dest, _ in saved:
             dest.overloaded = True

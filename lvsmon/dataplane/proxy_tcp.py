@@ -1,268 +1,789 @@
-"""The proxy's TCP relay: a listener per virtual server and, per connection, two
-asyncio Protocols (client side `TcpConnection`, real-server side `_Upstream`).
+"""The proxy's TCP relay: plain non-blocking sockets multiplexed by one epoll
+instance per data plane (`Poller`), which the running asyncio loop watches
+with a single add_reader. No transports, futures, tasks or timers per
+connection: a short connection makes about the system calls HAProxy makes
+for it, and a handful of Python calls per readiness event.
 
-Accounting follows IPVS: a connection is inactive while its real server is
-being connected, active once connected, inactive again from the first FIN or
-close on either side, and stays counted inactive for tcp_fin after both
-sockets are closed (`Lingering`).
+A `TcpConnection` owns the client socket and, once scheduled, the socket to
+its real server. Accounting follows IPVS: a connection is inactive while its
+real server is being connected, active once connected, inactive again from
+the first FIN or close on either side, and stays counted inactive for
+tcp_fin after both sockets are closed (`Lingering`).
 """
 
 from __future__ import annotations
 
+import _socket
 import asyncio
+import contextlib
+import errno
 import logging
+import os
+import select
 import socket
-from functools import partial
-from typing import cast
+import time
+from collections.abc import Callable
+from typing import Any
 
-from lvsmon.dataplane.proxy_net import bind_socket, parse_address, reset_transport
-from lvsmon.dataplane.proxy_state import DestState, Runtime, ServiceState, Template
-from lvsmon.model import IPAddress
+from lvsmon.dataplane.base import DataPlaneError
+from lvsmon.dataplane.proxy_net import bind_socket, parse_address, reset_socket
+from lvsmon.dataplane.proxy_state import DestState, Runtime, ServiceState
+from lvsmon.model import endpoint_label
 
 log = logging.getLogger("lvsmon.proxy")
 
 BACKLOG = 4096
+# Connections accepted per readiness event of a listener, so one busy virtual
+# server cannot starve the others (or the loop).
+ACCEPT_BATCH = 64
+# Readiness events handled per loop callback; more wait for the next iteration.
+MAX_EVENTS = 512
+# One read per readiness event, into a buffer shared by all connections.
+READ_SIZE = 256 * 1024
 # Client bytes held while the real server is being connected; beyond this the
-# client is paused until the connect finishes.
+# client is not read until the connect finishes.
 PRECONNECT_LIMIT = 256 * 1024
-# Per-direction write buffer before the other side is paused. Large enough for
-# bulk transfers not to ping-pong between pause and resume.
-WRITE_HIGH_WATER = 256 * 1024
+# Connect timeouts fire at most this late; bounds the timer to 1/TICK per second.
+CONNECT_TICK = 0.01
+# After EMFILE and the like, a listener rests this long before accepting again.
+ACCEPT_PAUSE = 0.5
+
+EPOLLIN = select.EPOLLIN
+EPOLLOUT = select.EPOLLOUT
+EPOLLRDHUP = select.EPOLLRDHUP
+READ = EPOLLIN | EPOLLRDHUP
+TROUBLE = select.EPOLLERR | select.EPOLLHUP
+# Not in the epoll set. No event has this bit, so `mask & EPOLLIN` is false.
+UNREGISTERED = 1 << 40
+
+DONTWAIT = socket.MSG_DONTWAIT
+SHUT_WR = socket.SHUT_WR
+SOL_SOCKET = socket.SOL_SOCKET
+SO_ERROR = socket.SO_ERROR
+IPPROTO_TCP = socket.IPPROTO_TCP
+TCP_NODELAY = socket.TCP_NODELAY
+STREAM = socket.SOCK_STREAM
+NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
+EINPROGRESS = errno.EINPROGRESS
+_ACCEPT_PAUSE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+
+# The relays use the C-level socket type: no Python __init__, enum properties,
+# close() wrapper or GC tracking per connection (socket.socket subclasses it).
+Socket = _socket.socket
 
 CONNECTING, ESTABLISHED, CLOSING = 0, 1, 2
 
+Handler = Callable[[int], None]
 
-async def open_tcp_listener(rt: Runtime, svc: ServiceState) -> asyncio.AbstractServer:
-    sock = bind_socket(svc.vs.name, svc.address, svc.vs.port, socket.SOCK_STREAM)
-    try:
-        sock.listen(BACKLOG)
-        return await rt.loop.create_server(
-            lambda: TcpConnection(rt, svc), sock=sock, backlog=BACKLOG
+
+class Poller:
+    """One level-triggered epoll instance for every TCP socket of a data plane.
+
+    Handlers are keyed by fd. A socket closed while a batch of events is being
+    dispatched puts its fd in `stale`, so an event fetched for it cannot reach
+    a new socket that reused the number within the same batch.
+    """
+
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.loop = rt.loop
+        self.ep = select.epoll()
+        self.handlers: dict[int, Handler] = {}
+        self.stale: set[int] = set()
+        self.dispatching = False
+        self.buf = bytearray(READ_SIZE)
+        self.view = memoryview(self.buf)
+        # connections waiting for their real server, oldest deadline first
+        self.connecting: dict[TcpConnection, float] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self.closed = False
+        self.loop.add_reader(self.ep.fileno(), self._dispatch)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.loop.remove_reader(self.ep.fileno())
+        self.ep.close()
+
+    def forget(self, fd: int) -> None:
+        """Before closing fd (closing takes it out of the epoll set)."""
+        del self.handlers[fd]
+        if self.dispatching:
+            self.stale.add(fd)
+
+    def _dispatch(self) -> None:
+        try:
+            events = self.ep.poll(0, MAX_EVENTS)
+        except InterruptedError:
+            return
+        handlers = self.handlers
+        stale = self.stale
+        self.dispatching = True
+        try:
+            for fd, ev in events:
+                if fd in stale:
+                    continue
+                handler = handlers.get(fd)
+                if handler is None:
+                    continue
+                try:
+                    handler(ev)
+                except Exception as exc:  # a bug: keep the loop and other relays going
+                    self._failed(handler, exc)
+        finally:
+            self.dispatching = False
+            stale.clear()
+
+    def _failed(self, handler: Handler, exc: Exception) -> None:
+        owner: Any = getattr(handler, "__self__", None)
+        self.loop.call_exception_handler(
+            {"message": f"proxy: unexpected error in {owner!r}", "exception": exc}
         )
-    except BaseException:
-        sock.close()
-        raise
+        if isinstance(owner, TcpConnection):
+            with contextlib.suppress(Exception):  # reported already; do not loop on it
+                owner.reset()
+
+    # -- connect timeouts: one timer for all ---------------------------------------
+
+    def watch_connect(self, conn: TcpConnection) -> None:
+        self.connecting[conn] = deadline = self.loop.time() + self.rt.connect_timeout
+        if self._timer is None and not self.closed:
+            self._timer = self.loop.call_at(deadline, self._expire_connects)
+
+    def _expire_connects(self) -> None:
+        self._timer = None
+        now = self.loop.time()
+        connecting = self.connecting
+        expired = []
+        for conn, deadline in connecting.items():  # in deadline order
+            if deadline > now:
+                break
+            expired.append(conn)
+        for conn in expired:
+            del connecting[conn]
+        for conn in expired:
+            conn.connect_timed_out()
+        if connecting and self._timer is None and not self.closed:
+            first = next(iter(connecting.values()))
+            self._timer = self.loop.call_at(max(first, now + CONNECT_TICK), self._expire_connects)
 
 
-class TcpConnection(asyncio.Protocol):
-    """One client connection and, once connected, its real server."""
+class TcpListener:
+    """A virtual server's listening socket."""
+
+    def __init__(self, poller: Poller, svc: ServiceState) -> None:
+        self.poller = poller
+        self.svc = svc
+        self.sock = sock = bind_socket(svc.vs.name, svc.address, svc.vs.port, socket.SOCK_STREAM)
+        try:
+            sock.listen(BACKLOG)
+        except OSError as exc:
+            sock.close()
+            where = endpoint_label(svc.address, svc.vs.port)
+            raise DataPlaneError(
+                f"virtual server {svc.vs.name!r}: cannot listen on tcp {where}: "
+                f"{exc.strerror or exc}"
+            ) from exc
+        self.fd = sock.fileno()
+        self.family = sock.family
+        # (fd, address) of the next client, without a socket.socket around it
+        self._accept: Callable[[], tuple[int, Any]] = sock._accept  # type: ignore[attr-defined]
+        self.closed = False
+        self._paused: asyncio.TimerHandle | None = None
+        self._last_complaint = 0.0
+        self._watch()
+
+    def _watch(self) -> None:
+        self.poller.handlers[self.fd] = self._readable
+        self.poller.ep.register(self.fd, EPOLLIN)
+
+    def close(self) -> None:
+        """Stop listening; accepted connections are left to finish."""
+        if self.closed:
+            return
+        self.closed = True
+        if self._paused is not None:
+            self._paused.cancel()
+        else:
+            self.poller.forget(self.fd)
+        self.sock.close()
+
+    def _readable(self, _events: int) -> None:
+        accept = self._accept
+        family = self.family
+        poller = self.poller
+        svc = self.svc
+        for _ in range(ACCEPT_BATCH):
+            try:
+                fd, peer = accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno in _ACCEPT_PAUSE_ERRORS:
+                    self._pause(exc)
+                    return
+                continue  # ECONNABORTED and the like: that client is gone
+            TcpConnection(poller, svc, Socket(family, STREAM, 0, fd), fd, peer)
+
+    def _pause(self, exc: OSError) -> None:
+        """Out of descriptors or memory: stop accepting for a moment rather than spin."""
+        now = time.monotonic()
+        if now - self._last_complaint >= 10:
+            self._last_complaint = now
+            log.warning("%s: cannot accept connections: %s", self.svc.key, exc.strerror or exc)
+        self.poller.forget(self.fd)
+        self.poller.ep.unregister(self.fd)
+        self._paused = self.poller.loop.call_later(ACCEPT_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        self._paused = None
+        if not self.closed and not self.poller.closed:
+            self._watch()
+
+
+class TcpConnection:
+    """One client connection and, once scheduled, its real server.
+
+    Per direction at most one read is held unsent (`to_up`, `to_client`); while
+    it is, the side it came from is not read: backpressure with one buffer per
+    direction, like HAProxy. Before the real server accepts, the client's bytes
+    are held up to PRECONNECT_LIMIT.
+    """
 
     __slots__ = (
         "client",
         "client_eof",
+        "client_mask",
         "client_open",
-        "connecting",
         "dest",
+        "fd",
         "finished",
         "last_seen",
-        "pending",
-        "pending_size",
+        "poller",
         "rt",
         "seen",
+        "shut_client",
+        "shut_up",
         "src",
         "src_port",
         "state",
         "svc",
-        "task",
-        "timed_out",
         "tmpl",
+        "to_client",
+        "to_up",
+        "tried",
+        "ufd",
         "up",
-        "upstream",
+        "up_eof",
+        "up_mask",
+        "up_open",
     )
 
-    client: asyncio.Transport
-    dest: DestState
-    src: IPAddress
-    src_port: int
-
-    def __init__(self, rt: Runtime, svc: ServiceState) -> None:
-        self.rt = rt
+    def __init__(
+        self, poller: Poller, svc: ServiceState, client: Socket, fd: int, peer: Any
+    ) -> None:
+        self.poller = poller
+        self.rt = rt = poller.rt
         self.svc = svc
-        # client, src, src_port: set by connection_made; dest: set by attach
-        self.upstream: asyncio.Transport | None = None
-        self.up: _Upstream | None = None
-        self.tmpl: Template | None = None
-        self.task: asyncio.Task[None] | None = None
+        self.client = client
+        self.fd = fd
+        self.up: Socket | None = None
+        self.ufd = -1
+        self.up_mask = UNREGISTERED
+        self.dest: DestState | None = None  # being connected, or connected
+        self.tried: list[DestState] | None = None  # destinations that failed
         self.state = CONNECTING
-        self.client_open = False
-        self.client_eof = False
-        self.connecting = False
-        self.timed_out = False
-        self.finished = False
-        self.pending: list[bytes] | None = None
-        self.pending_size = 0
-        self.seen = False
-        self.last_seen = 0.0
-
-    def __repr__(self) -> str:
-        src = getattr(self, "src", "?")
-        return f"<TcpConnection {self.svc.key} from {src} state={self.state}>"
-
-    # -- client side ---------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.client = transport  # type: ignore[assignment]  # no cast(): hot path
         self.client_open = True
-        rt = self.rt
+        self.up_open = False
+        self.client_eof = False  # FIN read from the client
+        self.up_eof = False  # FIN read from the real server
+        self.shut_client = False  # FIN sent to the client
+        self.shut_up = False  # FIN sent to the real server
+        self.to_client: bytes | None = None  # read from the real server, not yet sent
+        self.to_up: bytes | None = None  # read from the client, not yet sent
+        self.finished = False
+        self.seen = False
         rt.conns.add(self)
-        now = rt.clock()
-        self.last_seen = now
-        peer = transport.get_extra_info("peername")
-        if peer is None:  # reset before we got to it: nothing to relay
-            self.client.abort()
-            return
+        self.last_seen = now = rt.clock()
+        client.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+        poller.handlers[fd] = self._client_event
+        self.client_mask = UNREGISTERED
         self.src = src = parse_address(peer[0])
         self.src_port = peer[1]
-        dest, self.tmpl = self.svc.pick(src, self.src_port, now)
+        dest, self.tmpl = svc.pick(src, self.src_port, now)
         if dest is None:
-            log.debug("%s: no real server available for %s", self.svc.key, peer[0])
-            reset_transport(self.client)
+            log.debug("%s: no real server available for %s", svc.key, peer[0])
+            self.reset()
             return
-        self.connecting = True
-        self.task = rt.loop.create_task(self._connect(dest))
-
-    def data_received(self, data: bytes) -> None:
-        upstream = self.upstream
-        if upstream is None:
-            self._hold(data)
-            return
+        # Most clients have sent their request by the time they are accepted: read
+        # it now (as HAProxy does), so that it can go with the connect (_connect).
         try:
-            upstream.write(data)
-        except RuntimeError:  # upstream handle already closed; its connection_lost follows
+            n = client.recv_into(poller.buf, READ_SIZE, DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            n = -1
+        except OSError:  # reset already: nothing to relay
+            self._close_client()
+            self._maybe_finish()
             return
-        n = len(data)
-        self.dest.in_bytes += n
-        self.svc.in_bytes += n
-        self.seen = True
+        if n > 0:
+            self.to_up = bytes(poller.view[:n])
+            self.seen = True
+        elif n == 0:
+            self.client_eof = True
+        self.client_mask = mask = 0 if self.client_eof or n >= PRECONNECT_LIMIT else READ
+        poller.ep.register(fd, mask)
+        self._connect(dest)
 
-    def eof_received(self) -> bool:
-        self.client_eof = True
-        if self.upstream is not None:  # otherwise forwarded once connected
-            self._to_inactive()
-            if self.up is not None and self.up.eof:
-                self._close_both()
-            else:
-                _write_eof(self.upstream)
-        return True  # keep the client readable for the real server's reply
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.client_open = False
-        up = self.up
-        if up is not None:
-            self._to_inactive()
-            if up.open:
-                if exc is None:
-                    up.transport.close()
-                else:
-                    reset_transport(up.transport)
-        elif self.task is not None and self.connecting:
-            self.task.cancel()  # a client leaving mid-connect cancels the connect
-        self._maybe_finish()
-
-    def pause_writing(self) -> None:
-        # client write buffer full: stop reading the real server that fills it
-        if self.upstream is not None:
-            self.upstream.pause_reading()
-
-    def resume_writing(self) -> None:
-        # not after its EOF: reading again would only report the EOF again
-        if self.upstream is not None and self.up is not None and not self.up.eof:
-            self.upstream.resume_reading()
-
-    def _hold(self, data: bytes) -> None:
-        if self.pending is None:
-            self.pending = [data]
-        else:
-            self.pending.append(data)
-        self.pending_size += len(data)
-        self.seen = True
-        if self.pending_size >= PRECONNECT_LIMIT:
-            self.client.pause_reading()
+    def __repr__(self) -> str:
+        return f"<TcpConnection {self.svc.key} from {self.src} state={self.state}>"
 
     # -- connecting ----------------------------------------------------------
 
-    async def _connect(self, dest: DestState) -> None:
-        """Connect to `dest`, falling over to the next scheduled destination
-        (never one already tried) when it refuses or times out."""
-        tried: list[DestState] = []
-        try:
-            while not await self._connect_one(dest):
-                if not self.client_open:
-                    return
-                tried.append(dest)
-                nxt = self.svc.schedule(self.src, self.src_port, self.rt.clock(), tried)
-                if nxt is None:
-                    log.debug("%s: no reachable real server for %s", self.svc.key, self.src)
-                    reset_transport(self.client)
-                    return
-                dest = nxt
-        finally:
-            self.connecting = False
-            self._maybe_finish()
-
-    async def _connect_one(self, dest: DestState) -> bool:
-        """One connect attempt. False if `dest` refused or timed out."""
-        loop = self.rt.loop
-        dest.open_inactive()  # IPVS counts a connection in SYN state as inactive
-        # a plain timer, cheaper than asyncio.timeout() on this per-connection path
-        timer = loop.call_later(self.rt.connect_timeout, self._connect_timed_out)
-        try:
-            await loop.create_connection(partial(_Upstream, self, dest), dest.host, dest.port)
-        except asyncio.CancelledError:
-            if not self.timed_out:  # the client left
-                if self.up is None:
-                    dest.close_inactive()
-                raise
-            self.timed_out = False
-            cast("asyncio.Task[None]", self.task).uncancel()
-            error: OSError = TimeoutError(f"no answer within {self.rt.connect_timeout}s")
-        except OSError as exc:  # refused, unreachable
-            error = exc
-        else:
-            if self.up is None:  # connected, but the client had left: abandoned
-                dest.close_inactive()
-            return True
-        finally:
-            timer.cancel()
-        if self.up is not None:  # connected just as the timer fired: it is relaying
-            return True
-        dest.close_inactive()
-        dest.connect_failures += 1
-        log.debug("%s: real server %s unreachable: %s", self.svc.key, dest.label, error)
-        return False
-
-    def _connect_timed_out(self) -> None:
-        if self.connecting and self.task is not None:
-            self.timed_out = True
-            self.task.cancel()
-
-    def attach(self, up: _Upstream, transport: asyncio.Transport) -> bool:
-        """The real server accepted: start relaying. False if the client is gone."""
-        if not self.client_open:
-            return False
-        dest = up.dest
-        self.up = up
-        self.upstream = transport
+    def _connect(self, dest: DestState) -> None:
+        """Start connecting to `dest`; a failure falls over to the next destination."""
         self.dest = dest
+        dest.open_inactive()  # IPVS counts a connection in SYN state as inactive
+        try:
+            up = Socket(dest.family, NONBLOCKING_STREAM)
+            up.setsockopt(IPPROTO_TCP, TCP_NODELAY, 1)
+        except OSError as exc:  # out of descriptors
+            self._connect_failed(exc)
+            return
+        err = up.connect_ex(dest.sockaddr)
+        if err and err != EINPROGRESS:  # unreachable, no local port left
+            up.close()
+            self._connect_failed(OSError(err, os.strerror(err)))
+            return
+        self.up = up
+        self.ufd = ufd = up.fileno()
+        self.up_open = True
+        poller = self.poller
+        poller.handlers[ufd] = self._up_event
+        held = self.to_up
+        if held is not None:
+            # To a local real server (loopback, veth) the handshake completes within
+            # connect(), though it says EINPROGRESS: sending the held request tells,
+            # and saves waiting for EPOLLOUT. Otherwise this send just fails (EAGAIN).
+            try:
+                sent = up.send(held, DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                sent = -1
+            except OSError as exc:  # refused, reset: the connect failed
+                self._connect_failed(exc)
+                return
+            if sent >= 0:
+                self.to_up = held[sent:] if sent < len(held) else None
+                self._established(len(held))
+                mask = READ if self.to_up is None else READ | EPOLLOUT
+                poller.ep.register(ufd, mask)
+                self.up_mask = mask
+                self._after_established()
+                return
+        poller.ep.register(ufd, EPOLLOUT)
+        self.up_mask = EPOLLOUT
+        poller.watch_connect(self)
+
+    def _established(self, sent: int) -> None:
+        """IPVS accounting: the real server accepted; `sent` client bytes went with it."""
+        dest = self.dest
+        assert dest is not None
         dest.inactive -= 1  # connecting counted inactive; now established
         dest.active += 1
         dest.connections += 1
-        self.svc.connections += 1
+        svc = self.svc
+        svc.connections += 1
+        if sent:
+            dest.in_bytes += sent
+            svc.in_bytes += sent
         self.state = ESTABLISHED
-        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        self.client.set_write_buffer_limits(high=WRITE_HIGH_WATER)
-        if self.pending_size >= PRECONNECT_LIMIT and not self.client_eof:
-            self.client.resume_reading()  # before writing: the write may pause it again
-        if self.pending is not None:
-            data = b"".join(self.pending)
-            self.pending = None
-            transport.write(data)
-            dest.in_bytes += len(data)
-            self.svc.in_bytes += len(data)
+        self.tried = None
+
+    def _after_established(self) -> None:
+        """Pass on a FIN the client sent while connecting; read it as the relay needs."""
         if self.client_eof:
-            transport.write_eof()
             self._to_inactive()
+            if self.to_up is None:
+                self._shut_up()
+                if not self.up_open:
+                    return
+        if self.client_mask != READ or self.to_up is not None:
+            self._update_client()  # paused at PRECONNECT_LIMIT, or the held bytes did not fit
+
+    def _connected(self) -> None:
+        """EPOLLOUT while connecting: the real server accepted. Start relaying."""
+        self.poller.connecting.pop(self, None)
+        held = self.to_up
+        self._established(0 if held is None else len(held))
+        if held is not None:
+            self.to_up = None
+            if not self._send_up(held):
+                return
+        self._update_up()
+        self._after_established()
+
+    def _connect_failed(self, error: OSError) -> None:
+        """One attempt failed: count it, then try the next scheduled destination
+        (never one already tried)."""
+        dest = self.dest
+        assert dest is not None
+        self._drop_up()
+        dest.close_inactive()
+        dest.connect_failures += 1
+        log.debug("%s: real server %s unreachable: %s", self.svc.key, dest.label, error)
+        if self.tried is None:
+            self.tried = [dest]
+        else:
+            self.tried.append(dest)
+        nxt = self.svc.schedule(self.src, self.src_port, self.rt.clock(), self.tried)
+        if nxt is None:
+            log.debug("%s: no reachable real server for %s", self.svc.key, self.src)
+            self.dest = None
+            self.reset()
+            return
+        self._connect(nxt)
+
+    def connect_timed_out(self) -> None:
+        """Called by the poller, which has stopped watching this connection."""
+        if self.state == CONNECTING and self.up_open:
+            timeout = self.rt.connect_timeout
+            self._connect_failed(TimeoutError(f"no answer within {timeout}s"))
+
+    def _cancel_connect(self) -> None:
+        """The client left while its real server was being connected."""
+        self.poller.connecting.pop(self, None)
+        self._drop_up()
+        if self.dest is not None:
+            self.dest.close_inactive()
+            self.dest = None
+
+    # -- events --------------------------------------------------------------
+
+    def _client_event(self, ev: int) -> None:
+        if ev & EPOLLOUT and self.to_client is not None:
+            self._flush_to_client()
+            if not self.client_open:
+                return
+        if not self.client_mask & EPOLLIN:
+            if ev & TROUBLE:
+                self._trouble_client()
+            return
+        if not ev & (READ | TROUBLE):
+            return
+        poller = self.poller
+        try:
+            n = self.client.recv_into(poller.buf, READ_SIZE, DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._client_lost(exc)
+            return
+        if not n:
+            self._client_got_eof()
+            return
+        self.seen = True
+        if self.state == CONNECTING:
+            held = self.to_up
+            self.to_up = held = bytes(poller.view[:n]) if held is None else held + poller.view[:n]
+            if len(held) >= PRECONNECT_LIMIT:
+                self._update_client()
+        else:
+            dest = self.dest
+            assert dest is not None
+            dest.in_bytes += n
+            self.svc.in_bytes += n
+            if not self._send_up(poller.view[:n]):
+                return
+        if ev & EPOLLRDHUP and n < READ_SIZE:  # its FIN is next: spare the read
+            self._client_got_eof()
+
+    def _up_event(self, ev: int) -> None:
+        if self.state == CONNECTING:
+            if ev & TROUBLE:
+                up = self.up
+                assert up is not None
+                err = up.getsockopt(SOL_SOCKET, SO_ERROR) or errno.ECONNREFUSED
+                self.poller.connecting.pop(self, None)
+                self._connect_failed(OSError(err, os.strerror(err)))
+            elif ev & EPOLLOUT:
+                self._connected()
+            return
+        if ev & EPOLLOUT and self.to_up is not None:
+            self._flush_to_up()
+            if not self.up_open:
+                return
+        if not self.up_mask & EPOLLIN:
+            if ev & TROUBLE:
+                self._trouble_up()
+            return
+        if not ev & (READ | TROUBLE):
+            return
+        poller = self.poller
+        up = self.up
+        assert up is not None
+        try:
+            n = up.recv_into(poller.buf, READ_SIZE, DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._up_lost(exc)
+            return
+        if not n:
+            self._up_got_eof()
+            return
+        self.seen = True
+        dest = self.dest
+        assert dest is not None
+        dest.out_bytes += n
+        self.svc.out_bytes += n
+        if not self._send_client(poller.view[:n]):
+            return
+        if ev & EPOLLRDHUP and n < READ_SIZE:
+            self._up_got_eof()
+
+    # -- sending -------------------------------------------------------------
+
+    def _send_up(self, data: memoryview | bytes) -> bool:
+        """Forward to the real server; what does not fit waits, and the client with
+        it. False if the real server's socket failed (the relay is torn down)."""
+        up = self.up
+        assert up is not None
+        try:
+            sent = up.send(data, DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._up_lost(exc)
+            return False
+        if sent < len(data):
+            self.to_up = bytes(data[sent:])
+            self._update_client()
+            self._update_up()
         return True
+
+    def _send_client(self, data: memoryview | bytes) -> bool:
+        try:
+            sent = self.client.send(data, DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError as exc:
+            self._client_lost(exc)
+            return False
+        if sent < len(data):
+            self.to_client = bytes(data[sent:])
+            self._update_up()
+            self._update_client()
+        return True
+
+    def _flush_to_up(self) -> None:
+        data = self.to_up
+        assert data is not None
+        self.to_up = None
+        if not self._send_up(data) or self.to_up is not None:
+            return  # torn down, or still more than fits
+        if self.client_eof:
+            self._shut_up()
+        self._update_up()
+        self._update_client()
+
+    def _flush_to_client(self) -> None:
+        data = self.to_client
+        assert data is not None
+        self.to_client = None
+        if not self._send_client(data) or self.to_client is not None:
+            return
+        if self.up_eof:
+            self._shut_client()
+        self._update_client()
+        self._update_up()
+
+    # -- FINs ----------------------------------------------------------------
+
+    def _client_got_eof(self) -> None:
+        self.client_eof = True
+        if self.state != CONNECTING:  # otherwise forwarded once connected
+            if self.state == ESTABLISHED:
+                self._to_inactive()
+            if self.to_up is None:
+                self._shut_up()  # closes both if the real server's FIN came already
+        if self.client_open:
+            self._update_client()
+
+    def _up_got_eof(self) -> None:
+        self.up_eof = True
+        self._to_inactive()
+        if self.to_client is None:
+            self._shut_client()
+        self._update_up()
+
+    def _shut_up(self) -> None:
+        """Pass the client's FIN on, or close when the real server's came already."""
+        if self.shut_up or not self.up_open:
+            return
+        if self.up_eof and self.to_client is None:
+            self._close_both()
+            return
+        self.shut_up = True
+        up = self.up
+        assert up is not None
+        try:
+            up.shutdown(SHUT_WR)
+        except OSError as exc:
+            self._up_lost(exc)
+
+    def _shut_client(self) -> None:
+        if self.shut_client or not self.client_open:
+            return
+        if self.client_eof and self.to_up is None:
+            self._close_both()
+            return
+        self.shut_client = True
+        try:
+            self.client.shutdown(SHUT_WR)
+        except OSError as exc:
+            self._client_lost(exc)
+
+    def _close_both(self) -> None:
+        """Both sides sent their FIN and everything was delivered: a clean close.
+        (The common end of every relay, so spelled out rather than composed.)"""
+        poller = self.poller
+        handlers = poller.handlers
+        stale = poller.stale if poller.dispatching else None
+        if self.client_open:
+            self.client_open = False
+            del handlers[self.fd]
+            if stale is not None:
+                stale.add(self.fd)
+            self.client.close()
+        up = self.up
+        if self.up_open and up is not None:
+            self.up_open = False
+            del handlers[self.ufd]
+            if stale is not None:
+                stale.add(self.ufd)
+            up.close()
+        self.up = None
+        self.up_mask = UNREGISTERED
+        self._maybe_finish()
+
+    # -- a side that is not being read reports trouble ---------------------------
+
+    def _trouble_client(self) -> None:
+        err = self.client.getsockopt(SOL_SOCKET, SO_ERROR)
+        if err:
+            self._client_lost(OSError(err, os.strerror(err)))
+        elif self.to_client is not None:
+            self._flush_to_client()  # fails if it is really gone
+        elif self.client_mask != UNREGISTERED:
+            # hung up while not being read (backpressure, or after its FIN):
+            # level-triggered, so stop watching it until it is wanted again
+            self.poller.ep.unregister(self.fd)
+            self.client_mask = UNREGISTERED
+
+    def _trouble_up(self) -> None:
+        up = self.up
+        assert up is not None
+        err = up.getsockopt(SOL_SOCKET, SO_ERROR)
+        if err:
+            self._up_lost(OSError(err, os.strerror(err)))
+        elif self.to_up is not None:
+            self._flush_to_up()
+        elif self.up_mask != UNREGISTERED:
+            self.poller.ep.unregister(self.ufd)
+            self.up_mask = UNREGISTERED
+
+    # -- losing a side -------------------------------------------------------
+
+    def _client_lost(self, exc: OSError) -> None:
+        """The client reset or failed: pass the reset on to the real server."""
+        log.debug("%r: client lost: %s", self, exc)
+        self._close_client()
+        if self.state == CONNECTING:
+            self._cancel_connect()  # a client leaving mid-connect cancels the connect
+        else:
+            self._to_inactive()
+            self._reset_up()
+        self._maybe_finish()
+
+    def _up_lost(self, exc: OSError) -> None:
+        """The real server reset or failed: pass the reset on to the client."""
+        log.debug("%r: real server lost: %s", self, exc)
+        self._to_inactive()
+        self._drop_up()
+        self._reset_client()
+        self._maybe_finish()
+
+    def _close_client(self) -> None:
+        if self.client_open:
+            self.client_open = False
+            self.poller.forget(self.fd)
+            self.client.close()
+
+    def _drop_up(self) -> None:
+        up = self.up
+        if self.up_open and up is not None:
+            self.up_open = False
+            self.poller.forget(self.ufd)
+            up.close()
+        self.up = None
+        self.up_mask = UNREGISTERED
+
+    def _reset_client(self) -> None:
+        if self.client_open:
+            reset_socket(self.client)
+            self._close_client()
+
+    def _reset_up(self) -> None:
+        if self.up_open and self.up is not None:
+            reset_socket(self.up)
+            self._drop_up()
+
+    # -- interest ------------------------------------------------------------
+
+    def _update_client(self) -> None:
+        """Watch the client for what the relay needs of it now."""
+        if not self.client_open:
+            return
+        if self.client_eof:
+            mask = 0
+        elif self.to_up is None:
+            mask = READ
+        elif self.state == CONNECTING:
+            mask = READ if len(self.to_up) < PRECONNECT_LIMIT else 0
+        else:
+            mask = 0  # backpressure: the real server has not taken the last read
+        if self.to_client is not None:
+            mask |= EPOLLOUT
+        old = self.client_mask
+        if mask == old:
+            return
+        if old == UNREGISTERED:
+            if not mask:
+                return
+            self.poller.ep.register(self.fd, mask)
+        else:
+            self.poller.ep.modify(self.fd, mask)
+        self.client_mask = mask
+
+    def _update_up(self) -> None:
+        if not self.up_open or self.state == CONNECTING:
+            return
+        mask = 0 if self.up_eof or self.to_client is not None else READ
+        if self.to_up is not None:
+            mask |= EPOLLOUT
+        old = self.up_mask
+        if mask == old:
+            return
+        if old == UNREGISTERED:
+            if not mask:
+                return
+            self.poller.ep.register(self.ufd, mask)
+        else:
+            self.poller.ep.modify(self.ufd, mask)
+        self.up_mask = mask
 
     # -- shared --------------------------------------------------------------
 
@@ -270,32 +791,18 @@ class TcpConnection(asyncio.Protocol):
         if self.state == ESTABLISHED:
             self.state = CLOSING
             dest = self.dest
+            assert dest is not None
             dest.active -= 1
             dest.inactive += 1
 
-    def _close_both(self) -> None:
-        self.client.close()
-        if self.up is not None:
-            self.up.transport.close()
-
-    def upstream_lost(self, exc: Exception | None) -> None:
-        self._to_inactive()
-        if self.client_open:
-            if exc is None:
-                self.client.close()
-            else:
-                reset_transport(self.client)  # propagate the reset
-        self._maybe_finish()
-
     def _maybe_finish(self) -> None:
-        if self.finished or self.client_open or self.connecting:
-            return
-        up = self.up
-        if up is not None and up.open:
+        if self.finished or self.client_open or self.up_open:
             return
         self.finished = True
+        self.to_up = self.to_client = None
         self.rt.forget(self)
-        if up is not None:
+        if self.state != CONNECTING:
+            assert self.dest is not None
             self.rt.lingering.add(self.dest, self.tmpl)  # counted inactive for tcp_fin
         elif self.tmpl is not None:
             self.tmpl.release()
@@ -318,73 +825,13 @@ class TcpConnection(asyncio.Protocol):
             self.reset()
 
     def reset(self) -> None:
-        if self.client_open:
-            reset_transport(self.client)
-        if self.up is not None and self.up.open:
-            reset_transport(self.up.transport)
-
-
-class _Upstream(asyncio.Protocol):
-    """The real-server side of a `TcpConnection`."""
-
-    __slots__ = ("attached", "client", "conn", "dest", "eof", "open", "transport")
-
-    transport: asyncio.Transport  # set by connection_made
-
-    def __init__(self, conn: TcpConnection, dest: DestState) -> None:
-        self.conn = conn
-        self.dest = dest
-        self.client = conn.client
-        self.open = False
-        self.attached = False
-        self.eof = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tr: asyncio.Transport = transport  # type: ignore[assignment]
-        self.transport = tr
-        self.open = True
-        self.attached = self.conn.attach(self, tr)
-        if not self.attached:
-            tr.close()
-
-    def data_received(self, data: bytes) -> None:
-        conn = self.conn
-        try:
-            self.client.write(data)
-        except RuntimeError:  # client handle already closed; its connection_lost follows
+        """Reset both sides (SO_LINGER 0): idle timeout, shutdown, no real server."""
+        if self.finished:
             return
-        n = len(data)
-        self.dest.out_bytes += n
-        conn.svc.out_bytes += n
-        conn.seen = True
-
-    def eof_received(self) -> bool:
-        if not self.attached:
-            return False
-        self.eof = True
-        conn = self.conn
-        conn._to_inactive()
-        if conn.client_eof:
-            conn._close_both()
+        self._reset_client()
+        if self.state == CONNECTING:
+            self._cancel_connect()
         else:
-            _write_eof(self.client)
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.open = False
-        if self.attached:
-            self.conn.upstream_lost(exc)
-
-    def pause_writing(self) -> None:
-        self.client.pause_reading()
-
-    def resume_writing(self) -> None:
-        if not self.conn.client_eof:  # reading past the EOF would only repeat it
-            self.client.resume_reading()
-
-
-def _write_eof(transport: asyncio.Transport) -> None:
-    try:
-        transport.write_eof()
-    except (RuntimeError, OSError):  # closed underneath: its connection_lost follows
-        return
+            self._to_inactive()
+            self._reset_up()
+        self._maybe_finish()

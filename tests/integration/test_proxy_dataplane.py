@@ -651,18 +651,22 @@ def test_connect_timeout_fails_over_and_client_leaving_cancels_connect() -> None
                 writer.write_eof()
                 assert await asyncio.wait_for(reader.read(), 3) == b"a\nearlyBYE"
                 writer.close()
+                await writer.wait_closed()
                 assert dp.connect_failures()[(svc.key, hole.key)] == 2
 
                 # the next one is scheduled to the hole again (rr); the client resets
                 # while the proxy is still connecting: the connect is cancelled
+                fds = fd_count()
                 _, writer = await asyncio.open_connection("127.0.0.1", svc.port)
                 await asyncio.sleep(0.05)
-                assert len(asyncio.all_tasks()) == baseline + 1
+                # the client's socket, the proxy's end of it and its connecting socket
+                assert fd_count() == fds + 3
                 assert dest_stats(dp, svc.key)[str(hole.key)].inactive == 1
                 sock = writer.get_extra_info("socket")
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
                 writer.transport.abort()
-                await eventually(lambda: len(asyncio.all_tasks()) == baseline, what="cancel")
+                await eventually(lambda: fd_count() == fds, what="cancel")
+                assert len(asyncio.all_tasks()) == baseline
                 assert dest_stats(dp, svc.key)[str(hole.key)].inactive == 0
                 assert dp.connect_failures()[(svc.key, hole.key)] == 2
         finally:
