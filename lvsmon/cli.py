@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lvsmon import __version__
 from lvsmon import config as configmod
+from lvsmon.config import format_duration
 from lvsmon.dataplane.base import snapshot_of
 from lvsmon.desired import desired_table
 from lvsmon.model import Endpoint
@@ -89,7 +90,18 @@ def _check(path: str) -> int:
     cfg = configmod.load(path)
     view = build_view(cfg, snapshot_of(desired_table(cfg)))
     print(render_table(view))
-    print(f"{path}: configuration is valid ({_plural(len(cfg.virtual_servers), 'virtual server')})")
+    for g in cfg.failover_groups:
+        mode = "preempt" if g.preempt else "nopreempt"
+        if g.preempt and g.preempt_delay:
+            mode += f" after {format_duration(g.preempt_delay)}"
+        print(f"Failover group {g.name}: vrid {g.vrid} on {g.interface}, priority {g.priority}, "
+              f"advert {format_duration(g.advert_interval)}, {mode}")  # fmt: skip
+        for address in g.addresses:
+            print(f"  address {address}")
+    counts = [_plural(len(cfg.virtual_servers), "virtual server")]
+    if cfg.failover_groups:
+        counts.append(_plural(len(cfg.failover_groups), "failover group"))
+    print(f"{path}: configuration is valid ({', '.join(counts)})")
     return 0
 
 

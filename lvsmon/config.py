@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from lvsmon import schedulers
 from lvsmon.dataplane.capabilities import Capabilities, for_dataplane
+from lvsmon.health import config as health_config
+from lvsmon.health.check import HealthCheck
 from lvsmon.model import (
     MAX_WEIGHT,
     Config,
@@ -26,11 +28,17 @@ from lvsmon.model import (
     Endpoint,
     Forwarding,
     IPAddress,
+    IpvsSettings,
+    IpvsSysctls,
     Protocol,
     RealServer,
+    SyncDaemon,
+    SyncState,
     Timeouts,
     VirtualServer,
 )
+from lvsmon.weights import config as weights_config  # a cycle: looked up at call time
+from lvsmon.weights.spec import AdaptiveSpec
 
 if TYPE_CHECKING:
     import tomllib
@@ -278,11 +286,65 @@ def _read_daemon(root: _Section) -> DaemonSettings:
         udp=tsec.get("udp", _duration, defaults.udp, DURATION),
     )
     tsec.check_unknown()
+    ipvs = _read_ipvs(_Section(sec.table("ipvs"), "daemon.ipvs", root.problems))
     sec.check_unknown()
     return DaemonSettings(
         dataplane=dataplane, metrics_listen=listen, pid_file=pid_file,
-        shutdown_grace=grace, log_level=level, timeouts=timeouts,
+        shutdown_grace=grace, log_level=level, timeouts=timeouts, ipvs=ipvs,
     )  # fmt: skip
+
+
+def _adopt(value: Any) -> bool | frozenset[str]:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return frozenset(value)
+    raise TypeError(value)
+
+
+def _read_ipvs(sec: _Section) -> IpvsSettings:
+    """[daemon.ipvs]: read whatever the data plane; only `dataplane = "ipvs"` uses it."""
+    defaults = IpvsSettings()
+    flush = sec.get("flush_on_stop", _bool, False, "true or false")
+    no: bool | frozenset[str] = False
+    adopt = sec.get(
+        "adopt", _adopt, no, "true, false or an array of virtual server names"
+    )  # names are checked against the virtual servers in build()
+    state_file = sec.get("state_file", _text, defaults.state_file, "a file path")
+    ksec = _Section(sec.table("sysctl"), "daemon.ipvs.sysctl", sec.problems)
+    kd = IpvsSysctls()
+    sysctl = IpvsSysctls(
+        expire_nodest_conn=ksec.get(
+            "expire_nodest_conn", _bool, kd.expire_nodest_conn, "true or false"),
+        expire_quiescent_template=ksec.get(
+            "expire_quiescent_template", _bool, kd.expire_quiescent_template, "true or false"),
+        conntrack=ksec.get("conntrack", _bool, kd.conntrack, "true or false"),
+        conn_reuse_mode=ksec.get(
+            "conn_reuse_mode", _int_in(0, 3), kd.conn_reuse_mode, "an integer 0..3 (a bitmap)"),
+    )  # fmt: skip
+    ksec.check_unknown()
+    ssec = _Section(sec.table("sync_daemon"), "daemon.ipvs.sync_daemon", sec.problems)
+    state = ssec.get("state", SyncState, SyncState.NONE, 'one of "none", "master", "backup"')
+    interface = ssec.get("interface", _interface, "", "a network interface name")
+    syncid = ssec.get("syncid", _int_in(0, 255), 0, "an integer 0..255")
+    if state is not SyncState.NONE and not interface:
+        ssec.error(
+            "interface", f'missing: the sync daemon needs an interface when state is "{state}"'
+        )
+    ssec.check_unknown()
+    sec.check_unknown()
+    return IpvsSettings(
+        flush_on_stop=flush, adopt=adopt is True,
+        adopt_names=adopt if isinstance(adopt, frozenset) else frozenset(),
+        state_file=state_file, sysctl=sysctl,
+        sync_daemon=SyncDaemon(state=state, interface=interface, syncid=syncid),
+    )  # fmt: skip
+
+
+def _interface(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"[^\s/:]{0,15}", value):
+        raise ValueError(value)
+    return value
 
 
 def _text(value: Any) -> str:
@@ -292,7 +354,8 @@ def _text(value: Any) -> str:
 
 
 def _read_real_server(
-    sec: _Section, vs_port: int, family: int | None, forwarding: Forwarding
+    sec: _Section, vs_port: int, family: int | None, forwarding: Forwarding,
+    check: HealthCheck | None = None,
 ) -> RealServer | None:
     address = sec.require("address", _address, "an IPv4 or IPv6 address")
     # real servers of a fwmark service may be port-less (0: the packet's own port)
@@ -302,6 +365,7 @@ def _read_real_server(
     fwd = sec.get("forwarding", Forwarding, forwarding, 'one of "nat", "dr", "tunnel"')
     upper = sec.get("upper_threshold", _int_in(0, 2**31 - 1), 0, "an integer >= 0 (0 = no limit)")
     lower = sec.get("lower_threshold", _int_in(0, 2**31 - 1), 0, "an integer >= 0")
+    check = health_config.health_check_of(sec, base=check, port=port)
     sec.check_unknown()
     if address is None:
         return None
@@ -313,7 +377,7 @@ def _read_real_server(
         )
     if upper and lower > upper:
         sec.error("lower_threshold", f"{lower} is above upper_threshold {upper}")
-    return RealServer(address, port, weight, fwd, upper, lower)
+    return RealServer(address, port, weight, fwd, upper, lower, check)
 
 
 def _read_virtual_server(
@@ -345,13 +409,16 @@ def _read_virtual_server(
         "a netmask such as \"255.255.255.0\" or a prefix length",
     )  # fmt: skip
     forwarding = sec.get("forwarding", Forwarding, Forwarding.NAT, 'one of "nat", "dr", "tunnel"')
-    quiesce = sec.get("quiesce", _bool, False, "true or false")
+    on_failure = sec.get("on_failure", _choice(("remove", "quiesce")), "remove",
+                         'one of "remove", "quiesce"')  # fmt: skip
+    slow_start = sec.get("slow_start", _duration, 0.0, DURATION + " (0 = off)")
+    check = health_config.health_check_of(sec)
     sorry = sec.get("sorry_server", _endpoint, None, 'an address:port such as "10.0.0.9:80"')
     reals: list[RealServer] = []
     seen: dict[object, int] = {}
     for i, rdata in enumerate(sec.tables("real_server"), start=1):
         rsec = _Section(rdata, f"{sec.path}.real_server[{i}]", problems)
-        rs = _read_real_server(rsec, port, family, forwarding)
+        rs = _read_real_server(rsec, port, family, forwarding, check)
         if rs is None:
             continue
         if rs.key in seen:
@@ -359,17 +426,31 @@ def _read_virtual_server(
             continue
         seen[rs.key] = i
         reals.append(rs)
+    adaptive = _read_adaptive(sec, reals)
     sec.check_unknown()
     if name is None or (address is None and not fwmark):
         return None
     vs = VirtualServer(
         name=name, address=address, port=port, protocol=protocol, fwmark=fwmark,
         scheduler=scheduler, scheduler_flags=flags, persistence_timeout=timeout,
-        persistence_netmask=netmask, quiesce=quiesce, sorry_server=sorry,
-        real_servers=tuple(reals),
+        persistence_netmask=netmask, quiesce=on_failure == "quiesce", slow_start=slow_start,
+        sorry_server=sorry, real_servers=tuple(reals), adaptive_weights=adaptive,
     )  # fmt: skip
     _check_semantics(sec, vs, forwarding, caps)
     return vs
+
+
+def _read_adaptive(sec: _Section, reals: list[RealServer]) -> AdaptiveSpec | None:
+    """[virtual_server.adaptive_weights] (lvsmon.weights.config has the keys)."""
+    sec.known.add("adaptive_weights")
+    if "adaptive_weights" not in sec.data:
+        return None
+    path = sec.key_path("adaptive_weights")
+    spec = weights_config.read_adaptive(sec.table("adaptive_weights"), path, sec.problems)
+    if spec is not None:
+        weights_config.check_real_servers(spec, sec.path, [rs.weight for rs in reals],
+                                          sec.problems)  # fmt: skip
+    return spec
 
 
 def _netmask(family: int) -> Callable[[Any], int]:
@@ -450,20 +531,30 @@ def build(
                 )
             )
             continue
-        if vs.key in keys:
+        # IPVS names a fwmark service by mark and address family, not by protocol
+        ident = ("fwmark", vs.family, vs.fwmark) if vs.fwmark else vs.key
+        if ident in keys:
             problems.append(
                 Problem(
-                    path, f"duplicate virtual server {vs.key} (also virtual_server[{keys[vs.key]}])"
+                    path, f"duplicate virtual server {vs.key} (also virtual_server[{keys[ident]}])"
                 )
             )
             continue
         names[vs.name] = i
-        keys[vs.key] = vs.name
+        keys[ident] = vs.name
         services.append(vs)
+    for name in sorted(daemon.ipvs.adopt_names - names.keys()):
+        problems.append(Problem("daemon.ipvs.adopt", f'"{name}" names no virtual server'))
+    from lvsmon.ha.config import read_failover_groups  # imports this module: load late
+
+    groups = read_failover_groups(doc, problems)
+    root.known.add("failover_group")
     root.check_unknown()
     if problems:
         raise ConfigError(source, problems)
-    return Config(daemon=daemon, virtual_servers=tuple(services), source=source)
+    return Config(
+        daemon=daemon, virtual_servers=tuple(services), source=source, failover_groups=groups
+    )
 
 
 def loads(text: str, source: str = "<memory>", caps: Capabilities | None = None) -> Config:

@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
@@ -21,16 +22,28 @@ from lvsmon import config as configmod
 from lvsmon.dataplane.base import DataPlane, DataPlaneError
 from lvsmon.dataplane.capabilities import for_dataplane
 from lvsmon.desired import desired_table
+from lvsmon.ha.metrics import HACollector
+from lvsmon.ha.process import HAProcess
+from lvsmon.ha.status import GroupStatus
+from lvsmon.health.metrics import HealthCollector
+from lvsmon.health.monitor import HealthMonitor
+from lvsmon.health.targets import targets_of
 from lvsmon.httpd import StatusServer
 from lvsmon.logs import fields
 from lvsmon.metrics import DirectorCollector
-from lvsmon.model import Config, DaemonSettings
-from lvsmon.reconcile import reconcile
+from lvsmon.model import Config, DaemonSettings, DestKey, ServiceKey
+from lvsmon.reconcile import Table, reconcile
 from lvsmon.status import DirectorView, build_view
+from lvsmon.weights.controller import WeightController, group_for
+from lvsmon.weights.effective import overrides, weight_parts
+from lvsmon.weights.metrics import WeightCollector
 
 log = logging.getLogger("lvsmon.daemon")
 
 SYNC_INTERVAL = 1.0
+# A settled table (see Director.sync) is still read and reconciled this often, so a
+# change by another tool is repaired even when nothing reads the table in between.
+FULL_RESYNC_INTERVAL = 30.0
 
 
 class StartupError(Exception):
@@ -42,10 +55,32 @@ def create_dataplane(settings: DaemonSettings) -> DataPlane:
         from lvsmon.dataplane.proxy import ProxyDataPlane
 
         return ProxyDataPlane(settings.timeouts)
+    if settings.dataplane == "ipvs":
+        from lvsmon.dataplane.ipvs import IpvsDataPlane
+
+        return IpvsDataPlane(settings)
     raise StartupError(
-        f'daemon.dataplane = "{settings.dataplane}": this build has no such data plane yet; '
-        'use "proxy"'
+        f'daemon.dataplane = "{settings.dataplane}": this build has no such data plane; '
+        'use "proxy" or "ipvs"'
     )
+
+
+@runtime_checkable
+class Versioned(Protocol):
+    """A data plane whose `generation` changes whenever its table may have changed (its
+    own applies, or a difference any snapshot read): lets the periodic sync rest.
+    `read_at` (time.monotonic) is its last full read: a scrape's read that finds the
+    generation unchanged re-confirms the table as well as a resync would."""
+
+    generation: int
+    read_at: float
+
+
+@runtime_checkable
+class Configurable(Protocol):
+    """A data plane with settings beyond the table (ipvs: sysctls, sync daemon, adoption)."""
+
+    async def configure(self, config: Config) -> None: ...
 
 
 class PidFile:
@@ -87,19 +122,53 @@ class Director:
         self.dataplane = dataplane
         self.reload_ok = True
         self.reload_ok_at = time.time()
+        self.dataplane_errors = 0  # failed applies and reads: lvsmon_dataplane_errors_total
+        # (config, data plane generation, when) of the last sync that found nothing to do
+        self._settled: tuple[Config, int, float] | None = None
         self.registry = CollectorRegistry(auto_describe=True)
+        self.health = HealthMonitor()
+        # VRRP runs in its own process (timing isolation); started only with failover groups
+        self.ha: HAProcess | None = None
+        self.health.configure(targets_of(config.virtual_servers))
         self.registry.register(DirectorCollector(self.view))
+        self.registry.register(HealthCollector(self.health))
+        self.weights = WeightController()
+        self._configure_weights()
+        self.registry.register(WeightCollector(self.weights, self._names))
+        self.registry.register(HACollector(self.ha_status))
         self.http = StatusServer(self.registry, self.view)
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_error = ""
 
+    def _names(self) -> dict[ServiceKey, str]:
+        return {vs.key: vs.name for vs in self.config.virtual_servers}
+
+    def _configure_weights(self) -> None:
+        self.weights.configure(group_for(vs, vs.adaptive_weights)
+                               for vs in self.config.virtual_servers if vs.adaptive_weights)
+
+    def _overrides(self) -> dict[tuple[ServiceKey, DestKey], int | None]:
+        """Health x slow start x adaptive factor, in one place (lvsmon.weights.effective)."""
+        ramps, dynamic = self.health.weights()
+        parts = weight_parts(
+            self.config.virtual_servers, down=self.health.down(), slow_start=ramps, base=dynamic,
+            adaptive=self.weights.factors(), adaptive_services=self.weights.services(),
+        )  # fmt: skip
+        return overrides(parts)
+
+    def ha_status(self) -> tuple[GroupStatus, ...]:
+        return self.ha.status() if self.ha is not None else ()
+
     def view(self) -> DirectorView:
         return build_view(
             self.config,
             self.dataplane.snapshot(),
+            self.health.down(),
             last_reload_successful=self.reload_ok,
             last_reload_success_timestamp=self.reload_ok_at,
+            dataplane_errors=self.dataplane_errors,
+            failover_groups=[g.to_json() for g in self.ha_status()],
         )
 
     async def run(self) -> None:
@@ -107,12 +176,23 @@ class Director:
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
         loop.add_signal_handler(signal.SIGTERM, self._stop.set)
         loop.add_signal_handler(signal.SIGINT, self._stop.set)
-        await self.dataplane.start()
+        try:
+            if isinstance(self.dataplane, Configurable):
+                await self.dataplane.configure(self.config)
+            await self.dataplane.start()
+        except DataPlaneError as exc:
+            raise StartupError(str(exc)) from None
         await self.sync(strict=True)
+        await self.health.start()
+        await self.weights.start()
+        await self._configure_ha()
         listen = self.config.daemon.metrics_listen
         try:
             await self.http.start(str(listen.address), listen.port)
         except OSError as exc:
+            await self._stop_ha()
+            await self.health.stop()
+            await self.weights.stop()
             await self.dataplane.stop(0)
             raise StartupError(f'daemon.metrics_listen = "{listen}": {exc.strerror}') from None
         log.warning(
@@ -124,33 +204,68 @@ class Director:
         grace = self.config.daemon.shutdown_grace
         log.warning("shutting down", extra=fields(grace_seconds=grace))
         await self.http.stop()
+        await self._stop_ha()  # hands over first: the data plane serves until the backup is master
+        await self.health.stop()
+        await self.weights.stop()
         await self.dataplane.stop(grace)
 
     async def _main_loop(self) -> None:
         while not self._stop.is_set():
-            waiters = [asyncio.ensure_future(e.wait()) for e in (self._stop, self._reload)]
+            events = (self._stop, self._reload, self.health.changed, self.weights.changed)
+            waiters = [asyncio.ensure_future(e.wait()) for e in events]
             await asyncio.wait(waiters, timeout=SYNC_INTERVAL, return_when="FIRST_COMPLETED")
             for w in waiters:
                 w.cancel()
             if self._stop.is_set():
                 return
+            if self.health.changed.is_set() or self.health.ramping():
+                self.health.changed.clear()  # a verdict changed: sync now, not on the tick
+                self.desired_changed()
+                self._report_health_to_ha()
+            if self.weights.changed.is_set():
+                self.weights.changed.clear()  # an adaptive weight moved: sync now
+                self.desired_changed()
             if self._reload.is_set():
                 self._reload.clear()
                 await self.reload()
             else:
                 await self.sync()
 
+    def desired_changed(self) -> None:
+        """Anything that changes the desired table without a new config must call this."""
+        self._settled = None
+
+    def _is_settled(self) -> bool:
+        """Nothing to do: the table matched the same config, nothing drains, and the data
+        plane has not changed since (at 1,000 x 50 a full read + reconcile costs ~0.3 s of
+        CPU, so it runs only every FULL_RESYNC_INTERVAL, or when a snapshot saw a change)."""
+        settled, dp = self._settled, self.dataplane
+        return (
+            settled is not None and settled[0] is self.config and isinstance(dp, Versioned)
+            and dp.generation == settled[1]
+            and time.monotonic() - max(settled[2], dp.read_at) < FULL_RESYNC_INTERVAL
+        )  # fmt: skip
+
     async def sync(self, *, strict: bool = False) -> bool:
         """Reconcile the data plane to the config. `strict` raises instead of logging."""
-        snap = self.dataplane.snapshot()
-        ops = reconcile(desired_table(self.config), snap.table(), snap.in_use)
-        if not ops:
+        if not strict and self._is_settled():
             return True
-        for op in ops:
-            log.info("apply", extra=fields(op=str(op)))
+        self._settled = None
         try:
+            snap = self.dataplane.snapshot()
+            desired = desired_table(self.config, self._overrides())
+            actual = snap.table()
+            ops = reconcile(desired, actual, snap.in_use)
+            if not ops:
+                self._last_error = ""
+                if isinstance(self.dataplane, Versioned) and _nothing_drains(desired, actual):
+                    self._settled = (self.config, self.dataplane.generation, time.monotonic())
+                return True
+            for op in ops:
+                log.info("apply", extra=fields(op=str(op)))
             await self.dataplane.apply(ops)
         except DataPlaneError as exc:
+            self.dataplane_errors += 1
             if strict:
                 raise StartupError(str(exc)) from None
             if str(exc) != self._last_error:  # once per distinct failure, not every second
@@ -173,7 +288,18 @@ class Director:
             return
         old_listen = self.config.daemon.metrics_listen
         self.config = new
-        ok = await self.sync()
+        self.health.configure(targets_of(new.virtual_servers))
+        self._configure_weights()
+        await self._configure_ha()
+        configured = True
+        if isinstance(self.dataplane, Configurable):
+            try:
+                await self.dataplane.configure(new)
+            except DataPlaneError as exc:
+                self.dataplane_errors += 1
+                configured = False
+                log.error("data plane settings not applied", extra=fields(error=str(exc)))
+        ok = await self.sync() and configured
         if new.daemon.metrics_listen != old_listen:
             await self._rebind()
         self.reload_ok = ok
@@ -181,6 +307,34 @@ class Director:
             self.reload_ok_at = time.time()
         logging.getLogger("lvsmon").setLevel(new.daemon.log_level.upper())
         log.warning("reload applied", extra=fields(config=self.config_path, ok=ok))
+
+    async def _configure_ha(self) -> None:
+        groups = self.config.failover_groups
+        if self.ha is None:
+            if not groups:
+                return
+            self.ha = HAProcess(groups, log_level=self.config.daemon.log_level)
+            await self.ha.start()
+        else:
+            self.ha.configure(groups)  # unchanged groups keep their state
+        self._report_health_to_ha()
+
+    async def _stop_ha(self) -> None:
+        if self.ha is not None:
+            await self.ha.stop()
+            self.ha = None
+
+    def _report_health_to_ha(self) -> None:
+        """Real servers up/configured per virtual server, for `track_real_servers`."""
+        if self.ha is None:
+            return
+        down = self.health.down()
+        counts = {}
+        for vs in self.config.virtual_servers:
+            total = len(vs.real_servers)
+            up = sum(1 for rs in vs.real_servers if (vs.key, rs.key) not in down)
+            counts[vs.name] = (up, total)
+        self.ha.set_real_server_health(counts)
 
     async def _rebind(self) -> None:
         listen = self.config.daemon.metrics_listen
@@ -192,6 +346,13 @@ class Director:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+
+def _nothing_drains(desired: Table, actual: Table) -> bool:
+    """With no operations left, anything `actual` holds beyond `desired` is draining."""
+    return actual.keys() == desired.keys() and all(
+        len(vs.real_servers) == len(desired[key].real_servers) for key, vs in actual.items()
+    )
 
 
 def _check_reloadable(old: Config, new: Config) -> None:

@@ -7,10 +7,12 @@ DESIGN.md; packet counters appear only where the data plane counts packets.
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
 
 from lvsmon.status import UP, DirectorView
 
@@ -23,13 +25,30 @@ class DirectorCollector(Collector):
         self._view = view
 
     def collect(self) -> Iterator[Metric]:
-        view = self._view()
+        # The view and its samples are ~1M short-lived containers at 1,000 x 50 real
+        # servers, freed by reference counting: pausing the cycle collector while they
+        # are built saves ~20% of the scrape (it would walk the whole heap ~10 times).
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            families = list(self._families(self._view()))
+        finally:
+            if paused:
+                gc.enable()
+        yield from families
+
+    def _families(self, view: DirectorView) -> Iterator[Metric]:
         build = GaugeMetricFamily(
             "lvsmon_build_info", "lvsmon version and data plane, always 1",
             labels=["version", "dataplane"],
         )  # fmt: skip
         build.add_metric([view.version, view.dataplane], 1)
         yield build
+        errors = CounterMetricFamily(
+            "lvsmon_dataplane_errors", "Data plane operations that failed (retried every second)"
+        )
+        errors.add_metric([], view.dataplane_errors)
+        yield errors
         yield from _config_metrics(view)
         yield from _service_metrics(view)
         yield from _real_server_metrics(view)
@@ -83,19 +102,35 @@ def _real_server_metrics(view: DirectorView) -> Iterator[Metric]:
     weight = _gauge("real_server_weight", "Weight programmed in the data plane")
     configured = _gauge("real_server_configured_weight", "Weight in the config file")
     up = _gauge("real_server_up", "1 if the real server is in service by the health verdict")
+    # Samples are appended directly with one label dict per real server, shared by its
+    # series (prometheus_client only reads it): add_metric builds a dict per sample,
+    # ~500,000 of them per scrape at 1,000 x 50.
+    (p_conns, p_active, p_inactive, p_in_b, p_out_b, p_weight, p_configured, p_up) = map(
+        _adder, (conns, active, inactive, in_b, out_b, weight, configured, up))  # fmt: skip
     for vs in view.virtual_servers:
         for rs in vs.real_servers:
-            labels = [vs.name, rs.label]
-            conns.add_metric(labels, rs.connections)
-            active.add_metric(labels, rs.active)
-            inactive.add_metric(labels, rs.inactive)
-            in_b.add_metric(labels, rs.in_bytes)
-            out_b.add_metric(labels, rs.out_bytes)
-            weight.add_metric(labels, rs.weight)
+            labels = {"virtual_server": vs.name, "real_server": rs.label}
+            p_conns(labels, rs.connections)
+            p_active(labels, rs.active)
+            p_inactive(labels, rs.inactive)
+            p_in_b(labels, rs.in_bytes)
+            p_out_b(labels, rs.out_bytes)
+            p_weight(labels, rs.weight)
             if rs.configured_weight is not None:
-                configured.add_metric(labels, rs.configured_weight)
-                up.add_metric(labels, 1 if rs.state == UP else 0)
+                p_configured(labels, rs.configured_weight)
+                p_up(labels, 1 if rs.state == UP else 0)
+    # per real server packets stay in /status: the contract keeps 8 series per real server
     yield from (conns, active, inactive, in_b, out_b, weight, configured, up)
+
+
+def _adder(family: Metric) -> Callable[[dict[str, str], float], None]:
+    append = family.samples.append
+    name = family.name + ("_total" if family.type == "counter" else "")
+
+    def add(labels: dict[str, str], value: float) -> None:
+        append(Sample(name, labels, value))
+
+    return add
 
 
 def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:

@@ -12,7 +12,13 @@ import dataclasses
 import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from lvsmon.health.check import HealthCheck
+from lvsmon.weights.spec import AdaptiveSpec
+
+if TYPE_CHECKING:  # lvsmon.ha.config reads through lvsmon.config, which imports this module
+    from lvsmon.ha.config import FailoverGroup
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -88,6 +94,9 @@ class RealServer:
     forwarding: Forwarding = Forwarding.NAT
     upper_threshold: int = 0  # ipvsadm -x: 0 = no limit
     lower_threshold: int = 0  # ipvsadm -y
+    # the effective check (the virtual server's table with this one's laid over it);
+    # compare=False: the data plane never sees it, so a changed check is no table edit
+    health_check: HealthCheck | None = field(default=None, compare=False)
 
     @property
     def key(self) -> DestKey:
@@ -110,8 +119,11 @@ class VirtualServer:
     persistence_timeout: float = 0.0  # seconds; 0 = not persistent
     persistence_netmask: int = 32  # prefix length applied to the client address
     quiesce: bool = False  # on health failure: weight 0 (True) or remove (False)
+    slow_start: float = field(default=0.0, compare=False)  # seconds of weight ramp on return
     sorry_server: Endpoint | None = None
     real_servers: tuple[RealServer, ...] = ()
+    # [virtual_server.adaptive_weights]; compare=False: the data plane never sees it
+    adaptive_weights: AdaptiveSpec | None = field(default=None, compare=False)
 
     @property
     def key(self) -> ServiceKey:
@@ -150,6 +162,46 @@ class Timeouts:
     udp: float = 300.0
 
 
+class SyncState(StrEnum):
+    """Role of the IPVS connection-synchronisation daemon (ipvsadm --start-daemon)."""
+
+    NONE = "none"
+    MASTER = "master"  # the active director sends its connection table
+    BACKUP = "backup"  # the standby receives it, so a takeover keeps connections
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDaemon:
+    state: SyncState = SyncState.NONE
+    interface: str = ""  # multicast interface facing the peer director
+    syncid: int = 0  # 0..255; 0 = accept any (backup) / none (master)
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsSysctls:
+    """net.ipv4.vs.* set on start and reload. Defaults suit a director that drains:
+    connections to a deleted real server fail fast instead of hanging, and
+    persistence templates of a quiesced (weight 0) server expire so clients move."""
+
+    expire_nodest_conn: bool = True
+    expire_quiescent_template: bool = True
+    conntrack: bool = False  # true when netfilter rules on the director need IPVS flows
+    conn_reuse_mode: int = 1  # the kernel default
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsSettings:
+    flush_on_stop: bool = False  # default: leave the table so traffic flows across restarts
+    adopt: bool = False  # take over foreign entries at every configured identity
+    adopt_names: frozenset[str] = frozenset()  # ... or at these virtual servers only
+    state_file: str = "/run/lvsmon/ipvs-owned.json"  # identities lvsmon created
+    sysctl: IpvsSysctls = field(default_factory=IpvsSysctls)
+    sync_daemon: SyncDaemon = field(default_factory=SyncDaemon)
+
+    def adopts(self, name: str) -> bool:
+        return self.adopt or name in self.adopt_names
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonSettings:
     dataplane: str = "proxy"
@@ -160,6 +212,7 @@ class DaemonSettings:
     shutdown_grace: float = 10.0
     timeouts: Timeouts = field(default_factory=Timeouts)
     log_level: str = "warning"
+    ipvs: IpvsSettings = field(default_factory=IpvsSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +220,7 @@ class Config:
     daemon: DaemonSettings
     virtual_servers: tuple[VirtualServer, ...]
     source: str = "<memory>"
+    failover_groups: tuple[FailoverGroup, ...] = ()
 
     def table(self) -> dict[ServiceKey, VirtualServer]:
         return {vs.key: vs for vs in self.virtual_servers}

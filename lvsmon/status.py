@@ -7,6 +7,7 @@ the config (what was asked for). Pure: no I/O; JSON round-trips for the CLI.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -34,6 +35,9 @@ class RealServerView:
     out_bytes: int
     in_packets: int | None = None
     out_packets: int | None = None
+    upper_threshold: int = 0
+    lower_threshold: int = 0
+    programmed: bool = True  # False: configured, but out of the table by its health verdict
 
     @property
     def label(self) -> str:
@@ -76,6 +80,8 @@ class DirectorView:
     last_reload_successful: bool
     last_reload_success_timestamp: float
     virtual_servers: list[VirtualServerView] = field(default_factory=list)
+    dataplane_errors: int = 0  # failed data plane operations since start
+    failover_groups: list[dict[str, Any]] = field(default_factory=list)  # lvsmon.ha GroupStatus
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,28 +102,44 @@ def build_view(
     *,
     last_reload_successful: bool = True,
     last_reload_success_timestamp: float = 0.0,
+    dataplane_errors: int = 0,
+    failover_groups: list[dict[str, Any]] | None = None,
 ) -> DirectorView:
     """`down`: real servers the health checks currently hold out of service."""
     table = config.table()
     services = []
     for s in snapshot.services:
         vs = s.service
-        wanted = table.get(vs.key)
+        skey = vs.key
+        wanted = table.get(skey)
+        # by key once per service: a lookup per real server would be quadratic
+        configured_by_key = {rs.key: rs for rs in wanted.real_servers} if wanted else {}
+        programmed_by_key = {rs.key: rs for rs in vs.real_servers}
         reals = []
         for d in s.dests:
-            configured = wanted.real_server(d.key) if wanted else None
-            state = _state(vs.key, d.key, configured is not None, wanted, down)
-            rs = vs.real_server(d.key)
+            configured = configured_by_key.get(d.key)
+            state = _state(skey, d.key, configured is not None, wanted, down)
+            rs = programmed_by_key.get(d.key)
             reals.append(RealServerView(
                 address=d.key.address, port=d.key.port,
-                forwarding=rs.forwarding.value if rs else "nat",
+                forwarding=rs.forwarding if rs else "nat",  # a StrEnum: no .value lookup
                 weight=d.weight,
                 configured_weight=configured.weight if configured else None,
                 state=state, active=d.active, inactive=d.inactive, persistent=d.persistent,
                 connections=d.counters.connections, in_bytes=d.counters.in_bytes,
                 out_bytes=d.counters.out_bytes, in_packets=d.counters.in_packets,
                 out_packets=d.counters.out_packets,
+                upper_threshold=rs.upper_threshold if rs else 0,
+                lower_threshold=rs.lower_threshold if rs else 0,
             ))  # fmt: skip
+        present = {d.key for d in s.dests}
+        for c in wanted.real_servers if wanted else ():
+            if c.key not in present and (vs.key, c.key) in down:  # removed by health: say so
+                reals.append(RealServerView(
+                    address=c.key.address, port=c.key.port, forwarding=c.forwarding.value,
+                    weight=0, configured_weight=c.weight, state=DOWN, active=0, inactive=0,
+                    persistent=0, connections=0, in_bytes=0, out_bytes=0, programmed=False,
+                ))  # fmt: skip
         services.append(VirtualServerView(
             name=wanted.name if wanted else vs.name, protocol=vs.key.protocol,
             address=vs.key.address or (str(vs.address) if vs.address else ""),
@@ -136,6 +158,8 @@ def build_view(
         last_reload_successful=last_reload_successful,
         last_reload_success_timestamp=last_reload_success_timestamp,
         virtual_servers=services,
+        dataplane_errors=dataplane_errors,
+        failover_groups=failover_groups or [],
     )
 
 
@@ -199,6 +223,11 @@ def render_table(view: DirectorView) -> str:
                 f"  -> {rs.label:<28} {FORWARD_NAMES.get(rs.forwarding, rs.forwarding):<7} "
                 f"{rs.weight:<6} {rs.active:<10} {rs.inactive:<9} {rs.state:<8} {cfg}"
             )
+    if view.failover_groups:
+        from lvsmon.ha.status import GroupStatus, render
+
+        groups = [GroupStatus.from_json(g) for g in view.failover_groups]
+        lines.extend(["", *render(groups, time.time())])
     return "\n".join(lines)
 
 
@@ -220,6 +249,13 @@ def render_save(view: DirectorView) -> str:
                 rule += f" -M {_netmask_text(vs)}"
         lines.append(rule)
         for rs in vs.real_servers:
+            if not rs.programmed:
+                continue
             fwd = {"nat": "-m", "dr": "-g", "tunnel": "-i"}[rs.forwarding]
-            lines.append(f"-a {svc} -r {rs.label} {fwd} -w {rs.weight}")
+            rule = f"-a {svc} -r {rs.label} {fwd} -w {rs.weight}"
+            if rs.upper_threshold:
+                rule += f" -x {rs.upper_threshold}"
+            if rs.lower_threshold:
+                rule += f" -y {rs.lower_threshold}"
+            lines.append(rule)
     return "\n".join(lines) + ("\n" if lines else "")

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from lvsmon.health.check import CheckType, HealthCheck, Reason, Result, fail
 from lvsmon.health.probes import Checker, classify, make_checker, poller
 from lvsmon.health.probes import exec as exec_probe
-from lvsmon.health.slowstart import ramp_weight
+from lvsmon.health.slowstart import ramp_weight, slow_start_fraction
 from lvsmon.health.state import CheckState, Transition, inherited, step
 from lvsmon.health.ticker import Limit, Ticker
 from lvsmon.logs import fields
@@ -210,6 +210,26 @@ class HealthMonitor:
                 if weight != target.weight:
                     out[key] = weight
         return out
+
+    def weights(
+        self, now: float | None = None
+    ) -> tuple[dict[TargetKey, float], dict[TargetKey, int]]:
+        """For lvsmon.weights.effective: the slow-start fraction of every ramping target in
+        service, and the exec checks' dynamic weights (where they replace the configured)."""
+        now = self._now() if now is None else now
+        ramps: dict[TargetKey, float] = {}
+        dynamic: dict[TargetKey, int] = {}
+        for probe in self._probes.values():
+            state = probe.state
+            if not state.up:
+                continue
+            for key, target in probe.targets.items():
+                fraction = slow_start_fraction(state.since, now, target.slow_start)
+                if fraction < 1.0:
+                    ramps[key] = fraction
+                if state.weight is not None and target.weight and state.weight != target.weight:
+                    dynamic[key] = state.weight
+        return ramps, dynamic
 
     def down(self) -> frozenset[TargetKey]:
         """Targets out of service by their verdict (lvsmon.status.build_view's `down`)."""

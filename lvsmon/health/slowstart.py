@@ -28,6 +28,13 @@ def ramp_weight(goal: int, since: float, now: float, window: float) -> int:
     return max(1, min(goal, math.ceil(goal * elapsed / window)))
 
 
+def slow_start_fraction(since: float, now: float, window: float) -> float:
+    """The ramp as a fraction, linear over `window` after the server came back at `since`."""
+    if window <= 0 or now - since >= window:
+        return 1.0
+    return max(0.0, (now - since) / window)
+
+
 def ramp_ends(since: float, window: float) -> float:
     """When the ramp reaches the goal (for a caller that wants to sync until then)."""
     return since + max(window, 0.0)

@@ -13,6 +13,17 @@ a down server, an agent's "drain"); any positive product is rounded half up
 and is at least 1, so a slow-starting or adapted server is never quiesced by
 rounding; the result is capped at IPVS's 65535.
 
+Slow-start scale: a ramp from weight 1 is no ramp when the weights are small.
+Under wlc, A and B at weight 1 holding 300 connections each and a returning
+C at weight 1 holding none: C still wins every decision until it holds 300
+(the flood the LVS documents warn about). So while any real server of a
+virtual server ramps, and its scheduler compares weights only as ratios
+(SCALED_SCHEDULERS), every weight of that virtual server is multiplied by
+`ramp_scale()` (up to 100, within 65535): the ratios of the servers in full
+service are unchanged, and the ramp gets ~100 steps. Hash and limit
+schedulers (sh dh mh: bucket counts; ovf: a connection limit; fo, rr, lc:
+only the order or zero matters) are never scaled.
+
 Group rule: adaptive weights never empty a virtual server. When every real
 server the health checks keep in service has an adaptive factor of 0 (all
 agents say "drain", or min_weight = 0 and all saturated), the adaptive
@@ -28,6 +39,18 @@ from dataclasses import dataclass
 from lvsmon.model import MAX_WEIGHT, DestKey, ServiceKey, VirtualServer
 
 Key = tuple[ServiceKey, DestKey]
+
+# Schedulers that use weights only as ratios between real servers.
+SCALED_SCHEDULERS = frozenset({"wrr", "wlc", "sed", "nq", "lblc", "lblcr", "twos"})
+RAMP_STEPS = 100
+
+
+def ramp_scale(vs: VirtualServer, ramping: bool) -> int:
+    """The factor every weight of `vs` is multiplied by while one of its servers ramps."""
+    if not ramping or vs.scheduler not in SCALED_SCHEDULERS:
+        return 1
+    top = max((rs.weight for rs in vs.real_servers), default=0)
+    return max(1, min(RAMP_STEPS, MAX_WEIGHT // max(top, 1)))
 
 
 def effective_weight(
@@ -47,12 +70,14 @@ class WeightParts:
     slow_start: float = 1.0
     adaptive: float | None = None  # None: the virtual server has no adaptive weights
     base: int | None = None  # health's weight when it is not `configured`: see weight_parts
+    scale: int = 1  # ramp_scale() of the virtual server while one of its servers ramps
 
     @property
     def effective(self) -> int:
         adaptive = 1.0 if self.adaptive is None else self.adaptive
         start = self.configured if self.base is None else self.base
-        return effective_weight(start, up=self.up, slow_start=self.slow_start, adaptive=adaptive)
+        return effective_weight(start * self.scale, up=self.up, slow_start=self.slow_start,
+                                adaptive=adaptive)  # fmt: skip
 
     @property
     def ramp(self) -> float:
@@ -73,13 +98,6 @@ class WeightParts:
         return {"configured": str(self.configured), "health": "up" if self.up else "down",
                 "slow_start": ramp, "adaptive": adaptive,
                 "effective": str(self.effective)}  # fmt: skip
-
-
-def slow_start_fraction(since: float, now: float, window: float) -> float:
-    """The ramp as a fraction, linear over `window` after the server came back at `since`."""
-    if window <= 0 or now - since >= window:
-        return 1.0
-    return max(0.0, (now - since) / window)
 
 
 def weight_parts(
@@ -108,12 +126,13 @@ def weight_parts(
         keys = [(vs.key, rs.key) for rs in vs.real_servers]
         in_service = [k for k in keys if k not in down_set]
         ignore = bool(in_service) and all(factors.get(k, 1.0) <= 0 for k in in_service)
+        scale = ramp_scale(vs, any(ramps.get(k, 1.0) < 1.0 for k in in_service))
         for rs, key in zip(vs.real_servers, keys, strict=True):
             adapt: float | None = None
             if vs.key in with_adaptive:
                 adapt = 1.0 if ignore else factors.get(key, 1.0)
             out[key] = WeightParts(rs.weight, key not in down_set, ramps.get(key, 1.0), adapt,
-                                   bases.get(key))  # fmt: skip
+                                   bases.get(key), scale)  # fmt: skip
     return out
 
 

@@ -69,3 +69,27 @@ def test_dashboards_have_the_template_variables_and_panels() -> None:
     assert "virtual_server" in {
         v["name"] for v in boards["virtual-server.json"]["templating"]["list"]
     }
+
+
+def test_failover_metrics_match_the_catalog() -> None:
+    from lvsmon.ha.metrics import HACollector
+    from lvsmon.ha.status import GroupStatus
+
+    group = GroupStatus(
+        name="edge", vrid=51, interface="eth0", state="master", priority=150,
+        configured_priority=150, source="192.0.2.2", master="192.0.2.2", peer="192.0.2.3",
+        peer_priority=100, peer_last_advert=1.0, since=1.0, adverts_sent=3,
+        adverts_received=2, rejected={"bad_checksum": 1}, transitions={"master": 1},
+    )  # fmt: skip
+    specs = {m.name: m for m in catalog.CATALOG}
+    families = list(HACollector(lambda: [group]).collect())
+    assert families
+    for family in families:
+        name = family.name + ("_total" if family.type == "counter" else "")
+        spec = specs.get(name)
+        assert spec is not None and spec.type == family.type, name
+        for sample in family.samples:
+            if not sample.name.endswith("_created"):
+                assert set(sample.labels) == set(spec.labels), (name, sample.labels)
+    failover = {m.name for m in catalog.CATALOG if m.feature == "failover"}
+    assert failover <= {f.name + ("_total" if f.type == "counter" else "") for f in families}

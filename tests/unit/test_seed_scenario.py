@@ -18,9 +18,15 @@ after its return is its weight's 50 %; in the first 20 s back it is 100 %;
 the run of consecutive connections to C lasts 42 s +- 25 %; it ends when C
 has caught up (about half of all active connections, as its weight says).
 
-Prevention is not tested here: quiescing a returning server and slow start
-are lvsmon options of the health issue, and the test that shows them keeping
-C out of this flood comes with slow start.
+Prevention: `slow_start = "120s"` on the virtual server. The last tests run
+the same scenario with the weights lvsmon programs while C ramps back,
+computed by lvsmon.weights.effective.weight_parts (as the daemon's sync
+does, once a second): during the ramp every weight is scaled x100 so C
+starts at 1/200 of its weight instead of at half of it, and C's share grows
+with its ramp instead of jumping to 100 %. The window must be long next to
+the connections' lifetime (here twice the mean): C's share of new
+connections is what it takes to follow its ramp while A and B drain, so a
+window as short as the lifetime still sends C ~80 % for the first 40 s.
 """
 
 from __future__ import annotations
@@ -34,7 +40,10 @@ from ipaddress import IPv4Address
 
 import pytest
 
+from lvsmon.health.slowstart import slow_start_fraction
+from lvsmon.model import RealServer, VirtualServer
 from lvsmon.schedulers import Dest, Flow, Scheduler, create
+from lvsmon.weights.effective import weight_parts
 
 RATE = 10.0  # new connections per second
 MEAN_LIFETIME = 60.0  # seconds a connection stays open (exponential)
@@ -75,7 +84,29 @@ class Trace:
         return n, after[n][0] - start
 
 
-def simulate(seed: int = 1) -> Trace:
+SLOW_START = 120.0  # at least twice the connections' lifetime: see the module docstring
+ADDRESSES = {"A": "10.0.0.1", "B": "10.0.0.2", "C": "10.0.0.3"}
+SERVICE = VirtualServer(
+    "web", IPv4Address("198.51.100.1"), 80, scheduler="wlc",
+    real_servers=tuple(RealServer(IPv4Address(ADDRESSES[n]), 80, w) for n, w in
+                       (("A", 1), ("B", 1), ("C", 2))),
+)  # fmt: skip
+
+
+def programmed(now: float, slow_start: float) -> dict[str, int]:
+    """The weights lvsmon programs at `now` when C came back at RETURN_AT."""
+    key_c = (SERVICE.key, SERVICE.real_servers[2].key)
+    ramps = {}
+    if slow_start and now >= RETURN_AT:
+        fraction = slow_start_fraction(RETURN_AT, now, slow_start)
+        if fraction < 1.0:
+            ramps[key_c] = fraction
+    parts = weight_parts([SERVICE], slow_start=ramps)
+    reals = zip("ABC", SERVICE.real_servers, strict=True)
+    return {n: parts[(SERVICE.key, rs.key)].effective for n, rs in reals}
+
+
+def simulate(seed: int = 1, slow_start: float = 0.0) -> Trace:
     rng = random.Random(seed)
     sched: Scheduler = create("wlc")
     a, b, c = server("A", 1), server("B", 1), server("C", 2)
@@ -106,6 +137,12 @@ def simulate(seed: int = 1) -> Trace:
             c = server("C", 2)  # back, with no connections at all
             dests.insert(0, c)
             sched.update(dests)
+        if slow_start and now >= RETURN_AT and abs(now - round(now)) < step / 2:
+            weights = programmed(now, slow_start)  # the daemon syncs once a second
+            if [d.weight for d in (a, b, c)] != [weights[n] for n in "ABC"]:
+                for dest in (a, b, c):
+                    dest.set_weight(weights[dest.label])
+                sched.update(dests)
         picked = sched.schedule(dests, FLOW, now)
         assert picked is not None
         if now >= RETURN_AT and picked is not c and trace.at_catch_up is None:
@@ -166,3 +203,28 @@ def test_the_flood_does_not_depend_on_the_random_lifetimes(seed: int) -> None:
     run, seconds = simulate(seed).run_after(RETURN_AT)
     assert seconds == pytest.approx(FLOOD_SECONDS, rel=0.25)
     assert run >= 300
+
+
+@pytest.fixture(scope="module")
+def slow_trace() -> Trace:
+    return simulate(slow_start=SLOW_START)
+
+
+def test_slow_start_programs_a_scaled_ramp() -> None:
+    assert programmed(RETURN_AT - 1, SLOW_START) == {"A": 1, "B": 1, "C": 2}
+    assert programmed(RETURN_AT + 12, SLOW_START) == {"A": 100, "B": 100, "C": 20}
+    assert programmed(RETURN_AT + 60, SLOW_START) == {"A": 100, "B": 100, "C": 100}
+    assert programmed(RETURN_AT + SLOW_START, SLOW_START) == {"A": 1, "B": 1, "C": 2}
+
+
+def test_slow_start_prevents_the_flood(trace: Trace, slow_trace: Trace) -> None:
+    flood_run, _ = trace.run_after(RETURN_AT)
+    run, _ = slow_trace.run_after(RETURN_AT)
+    assert flood_run > 300 and run < 20  # no long run of consecutive connections to C
+    flood = trace.shares(RETURN_AT, RETURN_AT + 20)["C"]
+    peak = max(slow_trace.shares(RETURN_AT + t, RETURN_AT + t + 20)["C"]
+               for t in range(0, int(SLOW_START), 10))  # fmt: skip
+    assert flood == 1.0 and peak < 0.7  # about its fair 50 % all through the ramp
+    # and C still gets its due: its share grows through the ramp to its weight's 50 %
+    late = slow_trace.shares(RETURN_AT + 2 * SLOW_START, END_AT)
+    assert late["C"] == pytest.approx(0.5, abs=0.08)

@@ -8,13 +8,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lvsmon.desired import desired_table
+from lvsmon.health.slowstart import slow_start_fraction
 from lvsmon.model import Config, DaemonSettings, DestKey, RealServer, ServiceKey, VirtualServer
 from lvsmon.weights.effective import (
     WeightParts,
     effective_weight,
     from_health,
     overrides,
-    slow_start_fraction,
     weight_parts,
 )
 
@@ -64,9 +64,28 @@ def test_parts_and_overrides_feed_desired_table() -> None:
     keys = [(web.key, rs.key) for rs in web.real_servers]
     parts = weight_parts([web], down=[keys[2]], slow_start={keys[1]: 0.5},
                          adaptive={keys[0]: 0.25, keys[1]: 0.8})  # fmt: skip
-    assert [parts[k].effective for k in keys] == [25, 40, 0]
+    # a server ramps under wlc: every weight of the virtual server is scaled x100 meanwhile
+    assert [parts[k].effective for k in keys] == [2500, 4000, 0]
     table = desired_table(Config(DaemonSettings(), (web,)), overrides(parts))
-    assert [rs.weight for rs in table[web.key].real_servers] == [25, 40]  # down: removed
+    assert [rs.weight for rs in table[web.key].real_servers] == [2500, 4000]  # down: removed
+
+
+def test_a_ramp_is_scaled_only_for_ratio_schedulers_and_only_while_it_runs() -> None:
+    import dataclasses
+
+    small = vs(1, 1, 2)
+    keys = [(small.key, rs.key) for rs in small.real_servers]
+    ramping = {keys[2]: 0.1}
+    assert [weight_parts([small], slow_start=ramping)[k].effective for k in keys] == [100, 100, 20]
+    assert [weight_parts([small])[k].effective for k in keys] == [1, 1, 2]  # ramp over: x1
+    for sched in ("sh", "dh", "mh", "ovf", "fo", "rr", "lc"):
+        plain = dataclasses.replace(small, scheduler=sched)
+        got = [weight_parts([plain], slow_start=ramping)[k].effective for k in keys]
+        assert got == [1, 1, 1], sched  # unscaled: a ramp from weight 1
+    big = vs(1000, 60000)  # the scale keeps weights within IPVS's 65535
+    bkeys = [(big.key, rs.key) for rs in big.real_servers]
+    assert [weight_parts([big], slow_start={bkeys[0]: 0.5})[k].effective for k in bkeys] == [
+        500, 60000]
 
 
 def test_group_rule_adaptive_weights_never_empty_a_virtual_server() -> None:

@@ -46,6 +46,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
+    "KERNEL_6_12_META_PACKAGE",
+    "KERNEL_META_PACKAGE",
     "Assets",
     "VmError",
     "VmResult",
@@ -60,6 +62,9 @@ Progress = Callable[[str], None]
 
 #: Meta package whose current dependency names the kernel to boot.
 KERNEL_META_PACKAGE = "linux-image-amd64"
+#: Meta package of Debian 12's newer kernel series (bookworm-security carries it),
+#: for tests that need a feature 6.1 lacks (e.g. the twos scheduler).
+KERNEL_6_12_META_PACKAGE = "linux-image-6.12-amd64"
 #: Modules the initramfs loads before mounting the host root (missing or
 #: built-in ones are skipped; dependencies come from modules.dep).
 INITRAMFS_MODULES = (
@@ -214,19 +219,26 @@ def _apt_lists_key() -> str:
     return h.hexdigest()
 
 
-def _resolve_kernel_package(cache_dir: Path) -> str | None:
-    """The package ``linux-image-amd64`` currently depends on, or None.
+def _memo_path(cache_dir: Path, meta_package: str) -> Path:
+    if meta_package == KERNEL_META_PACKAGE:
+        return cache_dir / "resolved-package"
+    return cache_dir / f"resolved-package-{meta_package}"
+
+
+def _resolve_kernel_package(cache_dir: Path, meta_package: str = KERNEL_META_PACKAGE) -> str | None:
+    """The package ``meta_package`` currently depends on, or None.
 
     ``apt-cache`` takes ~0.7 s here (its binary cache is disabled), so the
     answer is remembered until the apt package lists change.
+    ``$LVSMON_VM_KERNEL_PACKAGE`` overrides the default meta package only.
     """
     override = os.environ.get("LVSMON_VM_KERNEL_PACKAGE")
-    if override:
+    if override and meta_package == KERNEL_META_PACKAGE:
         return override
     apt_cache = shutil.which("apt-cache")
     if not apt_cache:
         return None
-    memo = cache_dir / "resolved-package"
+    memo = _memo_path(cache_dir, meta_package)
     key = _apt_lists_key()
     try:
         memo_key, memo_pkg = memo.read_text().split()
@@ -235,7 +247,7 @@ def _resolve_kernel_package(cache_dir: Path) -> str | None:
     except (OSError, ValueError):
         pass
     proc = subprocess.run(
-        [apt_cache, "depends", KERNEL_META_PACKAGE],
+        [apt_cache, "depends", meta_package],
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
@@ -264,6 +276,22 @@ def _complete_kernels(cache_dir: Path) -> list[Path]:
         (p.parent for p in cache_dir.glob("*/complete") if p.read_text().strip() == ASSET_FORMAT),
         key=lambda p: p.stat().st_mtime,
     )
+
+
+def _cached_kernel(cache_dir: Path, meta_package: str) -> Path | None:
+    """A prepared kernel tree for when apt cannot help (offline, no lists): the
+    one ``meta_package`` resolved to last, else (default meta package only)
+    the newest prepared one."""
+    try:
+        kdir = cache_dir / _kver_of(_memo_path(cache_dir, meta_package).read_text().split()[1])
+        if (kdir / "complete").read_text().strip() == ASSET_FORMAT:
+            return kdir
+    except (OSError, IndexError, VmError):
+        pass
+    if meta_package != KERNEL_META_PACKAGE:
+        return None
+    have = _complete_kernels(cache_dir)
+    return have[-1] if have else None
 
 
 def _download_deb(package: str, dest: Path, progress: Progress) -> Path:
@@ -537,34 +565,41 @@ def _ensure_initramfs(kdir: Path, modules_dir: Path, progress: Progress) -> Path
 # public API
 
 
-def ensure_assets(cache_dir: Path | None = None, progress: Progress = print) -> Assets:
+def ensure_assets(
+    cache_dir: Path | None = None,
+    progress: Progress = print,
+    meta_package: str = KERNEL_META_PACKAGE,
+) -> Assets:
     """Make sure kernel, vmlinux and initramfs exist in the cache; return them.
 
     Idempotent: the kernel tree is keyed by kernel version and the
-    initramfs by its content, so a warm call only checks files.
+    initramfs by its content, so a warm call only checks files. The kernel
+    is the package ``meta_package`` depends on (e.g.
+    :data:`KERNEL_6_12_META_PACKAGE` for Debian 12's 6.12 series).
     """
     cache = (cache_dir or default_cache_dir()).expanduser().resolve()
     cache.mkdir(parents=True, exist_ok=True)
+    overridden = meta_package == KERNEL_META_PACKAGE and os.environ.get("LVSMON_VM_KERNEL_PACKAGE")
     with _locked(cache / ".lock"):
-        package = _resolve_kernel_package(cache)
+        package = _resolve_kernel_package(cache, meta_package)
         if package is None:
-            have = _complete_kernels(cache)
-            if not have:
+            cached = _cached_kernel(cache, meta_package)
+            if cached is None:
                 raise VmError(
-                    f"cannot tell which kernel {KERNEL_META_PACKAGE} depends on "
+                    f"cannot tell which kernel {meta_package} depends on "
                     "(apt-cache missing or no package lists): run 'apt-get update', "
                     "or set LVSMON_VM_KERNEL_PACKAGE=linux-image-<version>-amd64"
                 )
-            kdir = have[-1]
+            kdir = cached
             package = (kdir / "package").read_text().strip()
         else:
             try:
                 kdir = _prepare_kernel(cache, package, progress)
             except VmError as exc:
-                have = _complete_kernels(cache)
-                if not have or os.environ.get("LVSMON_VM_KERNEL_PACKAGE"):
+                cached = _cached_kernel(cache, meta_package)
+                if cached is None or overridden:
                     raise
-                kdir = have[-1]  # e.g. offline: the newest kernel built before
+                kdir = cached  # e.g. offline: the kernel prepared before
                 progress(f"lvsmon-vm: WARNING: {exc}\nlvsmon-vm: using cached {kdir.name}")
                 package = (kdir / "package").read_text().strip()
         kver = kdir.name
@@ -782,9 +817,19 @@ def main(args: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="vmharness.py", description="Run commands in a throw-away IPVS-capable QEMU guest."
     )
+    kernel_opt = argparse.ArgumentParser(add_help=False)
+    kernel_opt.add_argument(
+        "--meta-package",
+        default=KERNEL_META_PACKAGE,
+        help=f"boot the kernel this meta package depends on (default {KERNEL_META_PACKAGE})",
+    )
     sub = parser.add_subparsers(dest="action", required=True)
-    sub.add_parser("assets", help="download/build the kernel, vmlinux and initramfs")
-    run_p = sub.add_parser("run", help="run a command in the guest: run [options] -- CMD...")
+    sub.add_parser(
+        "assets", parents=[kernel_opt], help="download/build the kernel, vmlinux and initramfs"
+    )
+    run_p = sub.add_parser(
+        "run", parents=[kernel_opt], help="run a command in the guest: run [options] -- CMD..."
+    )
     run_p.add_argument("--cwd", default=os.getcwd(), help="working directory (default: .)")
     run_p.add_argument("-e", "--env", action="append", default=[], metavar="K=V")
     run_p.add_argument("--timeout", type=float, default=900.0)
@@ -794,7 +839,7 @@ def main(args: Sequence[str] | None = None) -> int:
     try:
         if ns.action == "assets":
             t0 = time.monotonic()
-            a = ensure_assets()
+            a = ensure_assets(meta_package=ns.meta_package)
             print(f"kernel {a.kver} ({a.kernel_package})")
             print(f"vmlinux   {a.vmlinux}")
             print(f"initramfs {a.initramfs}")
@@ -812,7 +857,9 @@ def main(args: Sequence[str] | None = None) -> int:
             if not sep:
                 parser.error(f"-e expects K=V, got {item!r}")
             extra[key] = value
-        assets = ensure_assets(progress=lambda m: print(m, file=sys.stderr))
+        assets = ensure_assets(
+            progress=lambda m: print(m, file=sys.stderr), meta_package=ns.meta_package
+        )
         res = run_in_vm(
             command,
             cwd=os.path.abspath(ns.cwd),
