@@ -394,7 +394,8 @@ def test_balance_converges_in_closed_loop_after_a_step(
     for end in (80, 160):
         settled = loads_[end - 20 : end]
         mean = sum(settled[-1]) / len(settled[-1])
-        assert all(abs(u / mean - 1) < BAL.deadband + 0.05 for u in settled[-1]), settled[-1]
+        if mean > BAL.load_low:  # below it the law leaves an idle group alone, by design
+            assert all(abs(u / mean - 1) < BAL.deadband + 0.05 for u in settled[-1]), settled[-1]
         window = factors[end - 20 : end]
         for i in range(len(capacity)):
             assert spread([f[i] for f in window]) <= 1e-9  # no updates once settled
