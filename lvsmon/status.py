@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from lvsmon import __version__
 from lvsmon.dataplane.base import Snapshot
 from lvsmon.model import Config, DestKey, ServiceKey, endpoint_label
+from lvsmon.weights.effective import WeightParts
 
 # Real server states shown in `lvsmon status` and used for the `up` metric.
 UP, DOWN, DRAINING, SORRY = "up", "down", "draining", "sorry"
@@ -38,6 +40,9 @@ class RealServerView:
     upper_threshold: int = 0
     lower_threshold: int = 0
     programmed: bool = True  # False: configured, but out of the table by its health verdict
+    # lvsmon.weights.effective.WeightParts.columns(): configured, health, slow_start,
+    # adaptive, effective; empty for a server not in the config (draining, sorry)
+    weight_parts: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -104,8 +109,12 @@ def build_view(
     last_reload_success_timestamp: float = 0.0,
     dataplane_errors: int = 0,
     failover_groups: list[dict[str, Any]] | None = None,
+    weight_parts: Mapping[tuple[ServiceKey, DestKey], WeightParts] | None = None,
 ) -> DirectorView:
-    """`down`: real servers the health checks currently hold out of service."""
+    """`down`: real servers the health checks currently hold out of service.
+    `weight_parts`: each configured server's weight factor by factor (the daemon's
+    lvsmon.weights.effective.weight_parts); without it the columns show no effect."""
+    parts = weight_parts or {}
     table = config.table()
     services = []
     for s in snapshot.services:
@@ -131,6 +140,7 @@ def build_view(
                 out_packets=d.counters.out_packets,
                 upper_threshold=rs.upper_threshold if rs else 0,
                 lower_threshold=rs.lower_threshold if rs else 0,
+                weight_parts=_columns(parts, skey, d.key, configured),
             ))  # fmt: skip
         present = {d.key for d in s.dests}
         for c in wanted.real_servers if wanted else ():
@@ -139,6 +149,7 @@ def build_view(
                     address=c.key.address, port=c.key.port, forwarding=c.forwarding.value,
                     weight=0, configured_weight=c.weight, state=DOWN, active=0, inactive=0,
                     persistent=0, connections=0, in_bytes=0, out_bytes=0, programmed=False,
+                    weight_parts=_columns(parts, skey, c.key, c),
                 ))  # fmt: skip
         services.append(VirtualServerView(
             name=wanted.name if wanted else vs.name, protocol=vs.key.protocol,
@@ -161,6 +172,18 @@ def build_view(
         dataplane_errors=dataplane_errors,
         failover_groups=failover_groups or [],
     )
+
+
+def _columns(
+    parts: Mapping[tuple[ServiceKey, DestKey], WeightParts],
+    skey: ServiceKey,
+    dkey: DestKey,
+    configured: Any,
+) -> dict[str, str]:
+    if configured is None:
+        return {}
+    found = parts.get((skey, dkey))
+    return (found or WeightParts(configured.weight)).columns()
 
 
 def _state(
@@ -207,22 +230,29 @@ def _service_head(vs: VirtualServerView) -> str:
 FORWARD_NAMES = {"nat": "Masq", "dr": "Route", "tunnel": "Tunnel"}
 
 
+WEIGHT_COLUMNS = ("configured", "health", "slow_start", "adaptive", "effective")
+
+
 def render_table(view: DirectorView) -> str:
-    """`ipvsadm -Ln` layout, plus the health state and configured weight per real server."""
+    """`ipvsadm -Ln` layout, plus per real server its health state and its weight factor
+    by factor: Weight is what is programmed; Config x Health x SlowStart x Adapt gives
+    Effective ("-": no effect, e.g. no ramp running, no adaptive weights)."""
     lines = [
         f"lvsmon {view.version} (dataplane={view.dataplane}, config={view.config_source})",
         "Prot LocalAddress:Port Scheduler Flags",
-        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn State    CfgWeight",
+        "  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn State    "
+        "Config Health SlowStart Adapt Effective",
     ]
     for vs in view.virtual_servers:
         suffix = "" if vs.configured else "  [draining: removed from config]"
         lines.append(f"{_service_head(vs)}{suffix}")
         for rs in vs.real_servers:
-            cfg = "-" if rs.configured_weight is None else str(rs.configured_weight)
-            lines.append(
+            cells = [rs.weight_parts.get(c, "-") for c in WEIGHT_COLUMNS]
+            lines.append((
                 f"  -> {rs.label:<28} {FORWARD_NAMES.get(rs.forwarding, rs.forwarding):<7} "
-                f"{rs.weight:<6} {rs.active:<10} {rs.inactive:<9} {rs.state:<8} {cfg}"
-            )
+                f"{rs.weight:<6} {rs.active:<10} {rs.inactive:<9} {rs.state:<8} "
+                f"{cells[0]:<6} {cells[1]:<6} {cells[2]:<9} {cells[3]:<5} {cells[4]}"
+            ).rstrip())
     if view.failover_groups:
         from lvsmon.ha.status import GroupStatus, render
 

@@ -65,6 +65,14 @@ def test_programmed_weights_follow_scraped_load(tmp_path: Path) -> None:
             assert (d.sample("lvsmon_weight_updates_total", real_server=ra) or 0) >= 1
             assert (d.sample("lvsmon_weight_source_last_success_timestamp_seconds",
                              source="scrape") or 0) > 1.6e9  # fmt: skip
+            # `lvsmon status`: configured x health x slow start x adaptive = effective
+            table = subprocess.run([sys.executable, "-m", "lvsmon.cli", "status", "-c",
+                                    str(d.path)], capture_output=True, text=True,
+                                   timeout=30, check=True).stdout  # fmt: skip
+            rows = {line.split()[1]: line.split() for line in table.splitlines()
+                    if line.startswith("  -> ")}  # fmt: skip
+            assert rows[ra][3] == "10" and rows[ra][7:] == ["100", "up", "-", "0.10", "10"]
+            assert rows[rb][7:] == ["100", "up", "-", "1.00", "100"]
             # the data plane balances by the adapted weights: wlc, held connections, 10:100
             held = [connect(vport) for _ in range(22)]
             seen = Counter(name for _, name in held)

@@ -9,6 +9,7 @@ from lvsmon.dataplane.base import Counters, DestStats, ServiceStats, Snapshot
 from lvsmon.metrics import DirectorCollector
 from lvsmon.model import DestKey
 from lvsmon.status import DirectorView, build_view, render_save, render_table
+from lvsmon.weights.effective import weight_parts
 
 CFG = config.loads(
     """
@@ -111,6 +112,23 @@ def test_ipvsadm_layouts() -> None:
     table = render_table(view).splitlines()
     assert table[1] == "Prot LocalAddress:Port Scheduler Flags"
     assert table[3] == "TCP  192.0.2.10:80 wlc persistent 300 mask 255.255.255.0"
-    assert table[4].split() == ["->", "10.0.0.2:80", "Masq", "3", "2", "7", "up", "3"]
-    assert table[5].split() == ["->", "10.0.0.9:80", "Masq", "0", "1", "0", "draining", "-"]
+    assert table[2].split()[-5:] == ["Config", "Health", "SlowStart", "Adapt", "Effective"]
+    assert table[4].split() == ["->", "10.0.0.2:80", "Masq", "3", "2", "7", "up",
+                                "3", "up", "-", "-", "3"]  # fmt: skip
+    assert table[5].split() == ["->", "10.0.0.9:80", "Masq", "0", "1", "0", "draining",
+                                "-", "-", "-", "-", "-"]  # fmt: skip
     assert table[6] == "UDP  [2001:db8::53]:53 rr"
+
+
+def test_status_shows_each_weight_factor_in_its_own_column() -> None:
+    """Configured x health x slow start x adaptive = effective, one column each."""
+    key = (WEB.key, DestKey("10.0.0.2", 80))
+    parts = weight_parts([WEB], slow_start={key: 0.5}, adaptive={key: 0.8})
+    view = build_view(CFG, snapshot(False), weight_parts=parts)
+    assert DirectorView.from_json(view.to_json()) == view  # survives /status
+    row = render_table(view).splitlines()[4].split()
+    # weight 3 ramps, so the ratio scheduler's weights are x100 (lvsmon.weights.effective)
+    assert row[7:] == ["3", "up", "50%", "0.80", "120"]
+    down = build_view(CFG, snapshot(False), frozenset({key}),
+                      weight_parts=weight_parts([WEB], down=[key]))  # fmt: skip
+    assert render_table(down).splitlines()[4].split()[6:] == ["down", "3", "down", "-", "-", "0"]
