@@ -327,17 +327,20 @@ def _read_ipvs(sec: _Section) -> IpvsSettings:
     state = ssec.get("state", SyncState, SyncState.NONE, 'one of "none", "master", "backup"')
     interface = ssec.get("interface", _interface, "", "a network interface name")
     syncid = ssec.get("syncid", _int_in(0, 255), 0, "an integer 0..255")
-    if state is not SyncState.NONE and not interface:
-        ssec.error(
-            "interface", f'missing: the sync daemon needs an interface when state is "{state}"'
-        )
+    follow = ssec.get("follow", _text, "", "the name of a failover_group")
+    if follow and "state" in ssec.data:
+        ssec.error("state", f'"{state}" conflicts with follow = "{follow}": the role of that '
+                            "failover group decides master or backup; remove one")  # fmt: skip
+    if (follow or state is not SyncState.NONE) and not interface:
+        why = f'follow = "{follow}"' if follow else f'state is "{state}"'
+        ssec.error("interface", f"missing: the sync daemon needs an interface when {why}")
     ssec.check_unknown()
     sec.check_unknown()
     return IpvsSettings(
         flush_on_stop=flush, adopt=adopt is True,
         adopt_names=adopt if isinstance(adopt, frozenset) else frozenset(),
         state_file=state_file, sysctl=sysctl,
-        sync_daemon=SyncDaemon(state=state, interface=interface, syncid=syncid),
+        sync_daemon=SyncDaemon(state=state, interface=interface, syncid=syncid, follow=follow),
     )  # fmt: skip
 
 
@@ -548,6 +551,11 @@ def build(
     from lvsmon.ha.config import read_failover_groups  # imports this module: load late
 
     groups = read_failover_groups(doc, problems)
+    follow = daemon.ipvs.sync_daemon.follow
+    if follow and follow not in {g.name for g in groups}:
+        known = ", ".join(f'"{g.name}"' for g in groups) or "none is configured"
+        problems.append(Problem("daemon.ipvs.sync_daemon.follow",
+                                f'"{follow}" names no failover_group ({known})'))  # fmt: skip
     root.known.add("failover_group")
     root.check_unknown()
     if problems:

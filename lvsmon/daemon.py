@@ -31,7 +31,7 @@ from lvsmon.health.targets import targets_of
 from lvsmon.httpd import StatusServer
 from lvsmon.logs import fields
 from lvsmon.metrics import DirectorCollector
-from lvsmon.model import Config, DaemonSettings, DestKey, ServiceKey
+from lvsmon.model import Config, DaemonSettings, DestKey, ServiceKey, SyncDaemon
 from lvsmon.reconcile import Table, reconcile
 from lvsmon.status import DirectorView, build_view
 from lvsmon.weights.controller import WeightController, group_for
@@ -83,6 +83,13 @@ class Configurable(Protocol):
     async def configure(self, config: Config) -> None: ...
 
 
+@runtime_checkable
+class SyncDaemonControl(Protocol):
+    """A data plane with IPVS's connection-sync daemon (ipvs)."""
+
+    async def set_sync_daemon(self, want: SyncDaemon) -> None: ...
+
+
 class PidFile:
     """Refuses to start over a live daemon; removed on exit."""
 
@@ -129,6 +136,10 @@ class Director:
         self.health = HealthMonitor()
         # VRRP runs in its own process (timing isolation); started only with failover groups
         self.ha: HAProcess | None = None
+        self._ha_roles: dict[str, str] = {}  # failover group -> state, from the VRRP process
+        self._ha_changed = asyncio.Event()  # ... set when one of them changes
+        self._sync_role: SyncDaemon | None = None  # what _follow_ha_role last set
+        self._sync_error = ""
         self.health.configure(targets_of(config.virtual_servers))
         self.registry.register(DirectorCollector(self.view))
         self.registry.register(HealthCollector(self.health))
@@ -194,6 +205,7 @@ class Director:
         await self.health.start()
         await self.weights.start()
         await self._configure_ha()
+        await self._follow_ha_role()
         listen = self.config.daemon.metrics_listen
         try:
             await self.http.start(str(listen.address), listen.port)
@@ -213,13 +225,15 @@ class Director:
         log.warning("shutting down", extra=fields(grace_seconds=grace))
         await self.http.stop()
         await self._stop_ha()  # hands over first: the data plane serves until the backup is master
+        await self._follow_ha_role()  # no longer master: receive the new master's connections
         await self.health.stop()
         await self.weights.stop()
         await self.dataplane.stop(grace)
 
     async def _main_loop(self) -> None:
         while not self._stop.is_set():
-            events = (self._stop, self._reload, self.health.changed, self.weights.changed)
+            events = (self._stop, self._reload, self.health.changed, self.weights.changed,
+                      self._ha_changed)  # fmt: skip
             waiters = [asyncio.ensure_future(e.wait()) for e in events]
             await asyncio.wait(waiters, timeout=SYNC_INTERVAL, return_when="FIRST_COMPLETED")
             for w in waiters:
@@ -233,6 +247,8 @@ class Director:
             if self.weights.changed.is_set():
                 self.weights.changed.clear()  # an adaptive weight moved: sync now
                 self.desired_changed()
+            self._ha_changed.clear()
+            await self._follow_ha_role()  # a comparison unless the role or a setting changed
             if self._reload.is_set():
                 self._reload.clear()
                 await self.reload()
@@ -307,6 +323,7 @@ class Director:
                 self.dataplane_errors += 1
                 configured = False
                 log.error("data plane settings not applied", extra=fields(error=str(exc)))
+        await self._follow_ha_role()
         ok = await self.sync() and configured
         if new.daemon.metrics_listen != old_listen:
             await self._rebind()
@@ -321,7 +338,8 @@ class Director:
         if self.ha is None:
             if not groups:
                 return
-            self.ha = HAProcess(groups, log_level=self.config.daemon.log_level)
+            self.ha = HAProcess(groups, log_level=self.config.daemon.log_level,
+                                on_status=self._on_ha_status)  # fmt: skip
             await self.ha.start()
         else:
             self.ha.configure(groups)  # unchanged groups keep their state
@@ -331,6 +349,37 @@ class Director:
         if self.ha is not None:
             await self.ha.stop()
             self.ha = None
+
+    def _on_ha_status(self, groups: tuple[GroupStatus, ...]) -> None:
+        """Counters arrive up to 4 times a second; only a role change wakes the loop."""
+        roles = {g.name: g.state for g in groups}
+        if roles != self._ha_roles:
+            self._ha_roles = roles
+            self._ha_changed.set()
+
+    async def _follow_ha_role(self) -> None:
+        """[daemon.ipvs.sync_daemon] follow = GROUP: the IPVS sync daemon is master while
+        that failover group is master here, backup otherwise (SyncDaemon.for_role)."""
+        sync = self.config.daemon.ipvs.sync_daemon
+        if not sync.follow or not isinstance(self.dataplane, SyncDaemonControl):
+            self._sync_role = None  # a static state is the data plane's (configure)
+            return
+        role = next((g.state for g in self.ha_status() if g.name == sync.follow), "backup")
+        want = sync.for_role(role)
+        if want == self._sync_role:
+            return
+        try:
+            await self.dataplane.set_sync_daemon(want)
+        except DataPlaneError as exc:
+            self.dataplane_errors += 1  # retried every loop: _sync_role is unchanged
+            if str(exc) != self._sync_error:  # logged once per distinct failure
+                log.error("IPVS sync daemon not switched", extra=fields(
+                    failover_group=sync.follow, role=role, error=str(exc)))  # fmt: skip
+            self._sync_error = str(exc)
+            return
+        self._sync_role, self._sync_error = want, ""
+        log.warning("IPVS sync daemon follows the failover group", extra=fields(
+            failover_group=sync.follow, role=role, state=str(want.state)))  # fmt: skip
 
     def _report_health_to_ha(self) -> None:
         """Real servers up/configured per virtual server, for `track_real_servers`."""

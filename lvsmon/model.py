@@ -175,6 +175,15 @@ class SyncDaemon:
     state: SyncState = SyncState.NONE
     interface: str = ""  # multicast interface facing the peer director
     syncid: int = 0  # 0..255; 0 = accept any (backup) / none (master)
+    follow: str = ""  # a failover group: its role decides the state (see for_role)
+
+    def for_role(self, role: str) -> SyncDaemon:
+        """The sync daemon to run while the followed failover group is in `role`: master
+        sends the connection table; every other role (backup, fault, initialize, and no
+        VRRP process at all) receives it, so this director holds the connections when
+        it takes over later (keepalived's lvs_sync_daemon does the same)."""
+        state = SyncState.MASTER if role == "master" else SyncState.BACKUP
+        return SyncDaemon(state, self.interface, self.syncid)
 
 
 @dataclass(frozen=True, slots=True)

@@ -459,8 +459,10 @@ class IpvsDataPlane:
         new, old = self._settings, self._applied
         self._apply_sysctls(new.ipvs.sysctl)
         self._apply_timeouts(new.timeouts)
-        if old is None or old.ipvs.sync_daemon != new.ipvs.sync_daemon:
-            await self.set_sync_daemon(new.ipvs.sync_daemon)
+        sync = new.ipvs.sync_daemon
+        # with `follow`, the daemon sets it from the failover group's role (for_role)
+        if not sync.follow and (old is None or old.ipvs.sync_daemon != sync):
+            await self.set_sync_daemon(sync)
         self._applied = new
 
     def _apply_sysctls(self, want: IpvsSysctls) -> None:

@@ -95,14 +95,6 @@ class Hooks:
 
 
 @dataclass(frozen=True, slots=True)
-class SyncDaemon:
-    """The IPVS connection-sync daemon follows the role (ipvs data plane only)."""
-
-    interface: str
-    sync_id: int
-
-
-@dataclass(frozen=True, slots=True)
 class FailoverGroup:
     name: str
     vrid: int
@@ -122,7 +114,6 @@ class FailoverGroup:
     track_real_servers: TrackRealServers | None = None
     hooks: Hooks = field(default_factory=Hooks)
     auth_key: bytes = b""  # empty: plain VRRPv3; else HMAC-SHA256 (lvsmon peers only)
-    sync_daemon: SyncDaemon | None = None
 
     @property
     def advertised(self) -> tuple[IPAddress, ...]:
@@ -290,7 +281,11 @@ def _read_group(
     track_rs = _read_track_real_servers(sec, ctx)
     hooks = _read_hooks(sec)
     key = _read_auth(sec)
-    sync = _read_sync_daemon(sec, ctx, vrid or 1)
+    if "sync_daemon" in sec.data:  # where it was before the daemon drove it from the role
+        sec.known.add("sync_daemon")
+        sec.error("sync_daemon", "moved: set [daemon.ipvs.sync_daemon] interface, syncid and "
+                                 f'follow = "{name}" (the IPVS sync daemon follows this group\'s '
+                                 "role)")  # fmt: skip
     sec.check_unknown()
     for peer in peers:
         if peer.version != family:
@@ -309,7 +304,6 @@ def _read_group(
         preempt_delay=preempt_delay, unicast_peers=peers, garp_repeat=garp_repeat,
         garp_interval=garp_interval, garp_refresh=garp_refresh, handover_timeout=handover,
         track_interfaces=track_if, track_real_servers=track_rs, hooks=hooks, auth_key=key,
-        sync_daemon=sync,
     )  # fmt: skip
 
 
@@ -435,21 +429,6 @@ def _text(value: Any) -> str:
     if not isinstance(value, str):
         raise TypeError(value)
     return value
-
-
-def _read_sync_daemon(sec: _Section, ctx: _Context, vrid: int) -> SyncDaemon | None:
-    if "sync_daemon" not in sec.data:
-        sec.known.add("sync_daemon")
-        return None
-    ssec = _Section(sec.table("sync_daemon"), f"{sec.path}.sync_daemon", sec.problems)
-    iface = ssec.require("interface", _interface, 'an interface name such as "eth1"')
-    sync_id = ssec.get("sync_id", _int_in(0, 255), vrid, "an integer 0..255 (default: the vrid)")
-    ssec.check_unknown()
-    if ctx.dataplane != "ipvs":
-        sec.error("sync_daemon", f'needs daemon.dataplane = "ipvs" (it is "{ctx.dataplane}"): '
-                                 "the connection-sync daemon is part of kernel IPVS")  # fmt: skip
-        return None
-    return SyncDaemon(iface, sync_id) if iface else None
 
 
 def _check_shared_addresses(groups: list[FailoverGroup], problems: list[Problem]) -> None:

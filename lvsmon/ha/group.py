@@ -16,7 +16,7 @@ from collections.abc import Callable
 from lvsmon.ha import codec, machine
 from lvsmon.ha.announce import Announcer
 from lvsmon.ha.config import FailoverGroup
-from lvsmon.ha.hooks import Serial, SyncDaemonRole, hook_job
+from lvsmon.ha.hooks import Serial, hook_job
 from lvsmon.ha.links import Links
 from lvsmon.ha.netio import AdvertSocket, Datagram
 from lvsmon.ha.status import GroupStatus
@@ -49,7 +49,6 @@ class GroupRuntime:
         self._links = links
         self._announcer = announcer
         self._side = side
-        self._sync = SyncDaemonRole()
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
         self.state = machine.initial(self._params(cfg), cfg.priority)
@@ -178,9 +177,6 @@ class GroupRuntime:
                 job = hook_job(cfg, role.value, before.role.value, self.state.priority)
                 if job is not None:
                     self._side.submit(name, job)
-            case machine.SetSyncRole(role=role):
-                if cfg.sync_daemon is not None:
-                    self._side.submit(name, lambda: self._sync.apply(cfg, role))
             case machine.Stopped():
                 self.done.set()
 

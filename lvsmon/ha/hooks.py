@@ -1,4 +1,5 @@
-"""Notify programs and the IPVS sync daemon role: side effects of a role change.
+"""Notify programs: the side effects of a role change (the IPVS sync daemon follows the
+role in the main daemon instead: lvsmon.daemon.Director._follow_ha_role).
 
 A hook is the configured argv, executed directly (no shell), with stdin closed
 and this environment added:
@@ -99,31 +100,3 @@ async def run_program(argv: Sequence[str], env: dict[str, str], timeout: float) 
         return
     if code:
         log.warning("notify program failed", extra=fields(argv=" ".join(argv), exit=code))
-
-
-class SyncDaemonRole:
-    """`ipvsadm --start-daemon` in the role of the HA state (keepalived's lvs_sync_daemon).
-
-    master: send connection state; backup: receive it; none: stop both. The first
-    change also stops whatever a crashed predecessor left running.
-    """
-
-    def __init__(self, ipvsadm: str = "ipvsadm"):
-        self.ipvsadm = ipvsadm
-        self.role = "unknown"
-
-    def commands(self, group: FailoverGroup, role: str) -> list[list[str]]:
-        sync = group.sync_daemon
-        if sync is None or role == self.role:
-            return []
-        cmds = [[self.ipvsadm, "--stop-daemon", r] for r in ("master", "backup")
-                if self.role in (r, "unknown")]  # fmt: skip
-        if role != "none":
-            cmds.append([self.ipvsadm, "--start-daemon", role, "--mcast-interface",
-                         sync.interface, "--syncid", str(sync.sync_id)])  # fmt: skip
-        return cmds
-
-    async def apply(self, group: FailoverGroup, role: str) -> None:
-        for argv in self.commands(group, role):
-            await run_program(argv, dict(os.environ), 10.0)
-        self.role = role

@@ -169,17 +169,12 @@ class RunHook:
 
 
 @dataclass(frozen=True, slots=True)
-class SetSyncRole:
-    role: str  # "master", "backup" or "none"
-
-
-@dataclass(frozen=True, slots=True)
 class Stopped:
     """The group has finished (after Shutdown): the runner may exit."""
 
 
 Action: TypeAlias = (
-    SendAdvert | AddAddresses | RemoveAddresses | Announce | RunHook | SetSyncRole | Stopped
+    SendAdvert | AddAddresses | RemoveAddresses | Announce | RunHook | Stopped
 )
 Result: TypeAlias = tuple[State, tuple[Action, ...]]
 
@@ -237,7 +232,7 @@ def _stop(s: State, *, release: bool) -> Result:
         refresh_at=None, release_by=None,
     )  # fmt: skip
     if was is not Role.INITIALIZE:
-        actions += [SetSyncRole("none"), RunHook(Role.INITIALIZE)]
+        actions += [RunHook(Role.INITIALIZE)]
     return s, (*actions, Stopped())
 
 
@@ -334,8 +329,7 @@ def _to_master(s: State, now: float) -> Result:
         refresh_at=now + p.garp_refresh if p.garp_refresh else None,
     )  # fmt: skip
     return s, (
-        SendAdvert(s.priority), AddAddresses(), Announce(), SetSyncRole("master"),
-        RunHook(Role.MASTER),
+        SendAdvert(s.priority), AddAddresses(), Announce(), RunHook(Role.MASTER),
     )  # fmt: skip
 
 
@@ -348,7 +342,7 @@ def _to_backup(s: State, now: float, interval: float, *, entering: bool) -> Resu
         preempt_after=now + s.params.preempt_delay if entering else s.preempt_after,
     )  # fmt: skip
     actions: list[Action] = [RemoveAddresses()] if was_master else []
-    return s, (*actions, SetSyncRole("backup"), RunHook(Role.BACKUP))
+    return s, (*actions, RunHook(Role.BACKUP))
 
 
 def _to_fault(s: State) -> Result:
@@ -359,7 +353,7 @@ def _to_fault(s: State) -> Result:
     s = dataclasses.replace(
         s, role=Role.FAULT, adver_at=None, down_at=None, refresh_at=None, release_by=None
     )
-    return s, (*actions, SetSyncRole("none"), RunHook(Role.FAULT))
+    return s, (*actions, RunHook(Role.FAULT))
 
 
 def _above(a: IPAddress, b: IPAddress) -> bool:

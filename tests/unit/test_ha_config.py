@@ -79,7 +79,6 @@ def test_unicast_auth_example() -> None:
     (g,), _ = read((ROOT / "config/failover-ipvs-unicast.toml").read_text())
     assert g.unicast_peers == (ipaddress.ip_address("192.0.2.3"),)
     assert g.auth_key == b"change-me-to-a-long-random-secret"
-    assert g.sync_daemon is not None and g.sync_daemon.sync_id == 10
     assert g.advert_interval == 0.1
 
 
@@ -106,8 +105,8 @@ MISTAKES = {
         ['lvsmon.toml: failover_group[edge].priorty: unknown key (did you mean "priority"?); '
          "known keys here: address, advert_interval, auth, auth_key, auth_key_file, family, "
          "garp_interval, garp_refresh, garp_repeat, handover_timeout, interface, name, notify, "
-         "preempt, preempt_delay, priority, sync_daemon, track_interface, track_real_servers, "
-         "unicast_peers, version, vrid"],
+         "preempt, preempt_delay, priority, track_interface, track_real_servers, unicast_peers, "
+         "version, vrid"],
     ),
     "interval not in centiseconds": (
         with_group('advert_interval = "15ms"'),
@@ -171,10 +170,11 @@ MISTAKES = {
         ['lvsmon.toml: failover_group[edge].unicast_peers: "2001:db8::3" is not IPv4, the '
          "family of the adverts"],
     ),
-    "sync daemon on the proxy": (
+    "sync daemon where it used to be": (
         with_group('[failover_group.sync_daemon]\ninterface = "eth1"\n'),
-        ['lvsmon.toml: failover_group[edge].sync_daemon: needs daemon.dataplane = "ipvs" (it '
-         'is "proxy"): the connection-sync daemon is part of kernel IPVS'],
+        ['lvsmon.toml: failover_group[edge].sync_daemon: moved: set [daemon.ipvs.sync_daemon] '
+         'interface, syncid and follow = "edge" (the IPVS sync daemon follows this group\'s '
+         "role)"],
     ),
     "unknown virtual server": (
         '[[virtual_server]]\nname = "web"\n' + with_group(

@@ -8,8 +8,8 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from lvsmon.ha.config import FailoverGroup, GroupAddress, Hooks, SyncDaemon
-from lvsmon.ha.hooks import Serial, SyncDaemonRole, hook_job
+from lvsmon.ha.config import FailoverGroup, GroupAddress, Hooks
+from lvsmon.ha.hooks import Serial, hook_job
 
 GROUP = FailoverGroup(
     name="edge", vrid=51, interface="eth0", family=4,
@@ -56,24 +56,3 @@ def test_a_hanging_hook_is_killed_after_its_timeout(tmp_path: Path) -> None:
         return loop.time() - started
 
     assert asyncio.run(main()) < 5
-
-
-def test_sync_daemon_follows_the_role() -> None:
-    group = dataclasses.replace(GROUP, sync_daemon=SyncDaemon("eth1", 51))
-    role = SyncDaemonRole()
-    start_master = ["ipvsadm", "--start-daemon", "master", "--mcast-interface", "eth1",
-                    "--syncid", "51"]  # fmt: skip
-    assert role.commands(group, "master") == [  # first: clear a predecessor's daemons
-        ["ipvsadm", "--stop-daemon", "master"], ["ipvsadm", "--stop-daemon", "backup"],
-        start_master]
-    role.role = "none"
-    assert role.commands(group, "master") == [start_master]
-    role.role = "master"
-    assert role.commands(group, "backup") == [
-        ["ipvsadm", "--stop-daemon", "master"],
-        ["ipvsadm", "--start-daemon", "backup", "--mcast-interface", "eth1", "--syncid", "51"],
-    ]
-    assert role.commands(group, "master") == []
-    assert role.commands(dataclasses.replace(group, sync_daemon=None), "backup") == []
-    role.role = "backup"
-    assert role.commands(group, "none") == [["ipvsadm", "--stop-daemon", "backup"]]

@@ -53,7 +53,7 @@ def test_startup_enters_backup_and_clears_stale_addresses() -> None:
     s, actions = m.step(m.initial(params(), 100), m.Startup(), 10.0)
     assert s.role is Role.BACKUP
     assert s.down_at == pytest.approx(10 + m.master_down_interval(100, T))
-    assert kinds(actions) == ["RemoveAddresses", "SetSyncRole", "RunHook"]
+    assert kinds(actions) == ["RemoveAddresses", "RunHook"]
 
 
 def test_backup_becomes_master_when_the_down_timer_expires() -> None:
@@ -63,7 +63,7 @@ def test_backup_becomes_master_when_the_down_timer_expires() -> None:
     assert same.role is Role.BACKUP and actions == ()
     s, actions = m.step(s, m.Timer(), s.down_at)
     assert s.role is Role.MASTER
-    assert kinds(actions) == ["SendAdvert", "AddAddresses", "Announce", "SetSyncRole", "RunHook"]
+    assert kinds(actions) == ["SendAdvert", "AddAddresses", "Announce", "RunHook"]
     assert actions[0] == m.SendAdvert(100)
 
 
@@ -142,7 +142,7 @@ def test_master_yields_to_a_higher_priority() -> None:
     s = master(100)
     s, actions = m.step(s, m.Received(150, T, B), 10.0)
     assert s.role is Role.BACKUP
-    assert kinds(actions) == ["RemoveAddresses", "SetSyncRole", "RunHook"]
+    assert kinds(actions) == ["RemoveAddresses", "RunHook"]
     assert s.down_at == pytest.approx(10 + m.master_down_interval(100, T))
 
 
@@ -174,7 +174,7 @@ def test_graceful_handover_keeps_the_addresses_until_the_backup_is_master() -> N
     assert actions == () and s.holds_addresses  # one more interval for packets in flight
     assert s.release_by == pytest.approx(12.5)
     s, actions = m.step(s, m.Timer(), 12.5)
-    assert kinds(actions) == ["RemoveAddresses", "SetSyncRole", "RunHook", "Stopped"]
+    assert kinds(actions) == ["RemoveAddresses", "RunHook", "Stopped"]
     assert s.stopped and s.role is Role.INITIALIZE
     assert m.step(s, m.Startup(), 13.0) == (s, ())
 
@@ -191,7 +191,7 @@ def test_graceful_handover_gives_up_after_the_timeout() -> None:
 
 def test_shutdown_of_a_backup_is_immediate() -> None:
     s, actions = m.step(started(), m.Shutdown(), 1.0)
-    assert s.stopped and kinds(actions) == ["SetSyncRole", "RunHook", "Stopped"]
+    assert s.stopped and kinds(actions) == ["RunHook", "Stopped"]
     s, actions = m.step(m.initial(params(), 100), m.Shutdown(), 1.0)
     assert s.stopped and actions == (m.Stopped(),)
 
@@ -206,7 +206,7 @@ def test_fault_releases_at_once_and_recovery_restarts_in_backup() -> None:
     s = master(150, preempt_delay=5.0)
     s, actions = m.step(s, m.Track(150, fault=True), 5.0)
     assert s.role is Role.FAULT
-    assert kinds(actions) == ["SendAdvert", "RemoveAddresses", "SetSyncRole", "RunHook"]
+    assert kinds(actions) == ["SendAdvert", "RemoveAddresses", "RunHook"]
     assert actions[0] == m.SendAdvert(0) and m.next_deadline(s) is None
     s, actions = m.step(s, m.Received(200, T, B), 6.0)
     assert s.role is Role.FAULT and actions == ()

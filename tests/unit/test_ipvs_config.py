@@ -97,6 +97,38 @@ def test_a_sync_daemon_needs_an_interface() -> None:
     ]
 
 
+GROUP = """
+[[failover_group]]
+name = "www"
+vrid = 10
+interface = "eth0"
+[[failover_group.address]]
+address = "192.0.2.10/24"
+"""
+
+
+def test_the_sync_daemon_follows_a_failover_group() -> None:
+    sync = load('[daemon.ipvs.sync_daemon]\nfollow = "www"\ninterface = "eth1"\nsyncid = 10\n'
+                + GROUP).daemon.ipvs.sync_daemon  # fmt: skip
+    assert sync == SyncDaemon(SyncState.NONE, "eth1", 10, follow="www")
+    # master sends; every other role receives (keepalived's lvs_sync_daemon)
+    assert sync.for_role("master") == SyncDaemon(SyncState.MASTER, "eth1", 10)
+    for role in ("backup", "fault", "initialize"):
+        assert sync.for_role(role) == SyncDaemon(SyncState.BACKUP, "eth1", 10)
+    example = config.load(str(Path(__file__).parents[2] / "config/failover-ipvs-unicast.toml"))
+    assert example.daemon.ipvs.sync_daemon.follow == example.failover_groups[0].name
+
+
+def test_follow_mistakes() -> None:
+    assert errors('[daemon.ipvs.sync_daemon]\nfollow = "wwww"\nstate = "master"\n' + GROUP) == [
+        't.toml: daemon.ipvs.sync_daemon.state: "master" conflicts with follow = "wwww": the '
+        "role of that failover group decides master or backup; remove one",
+        't.toml: daemon.ipvs.sync_daemon.interface: missing: the sync daemon needs an '
+        'interface when follow = "wwww"',
+        't.toml: daemon.ipvs.sync_daemon.follow: "wwww" names no failover_group ("www")',
+    ]
+
+
 def _kernel_tree(tmp: Path, schedulers: list[str], builtin: tuple[str, ...] = ()) -> Path:
     mods = tmp / "lib" / "6.1.0-test"
     mods.mkdir(parents=True)
