@@ -108,6 +108,13 @@ CATALOG: tuple[MetricSpec, ...] = (
         "1 if the real server is in service by the health verdict",
     ),
     MetricSpec(
+        "lvsmon_scrape_duration_seconds",
+        "gauge",
+        (),
+        "Seconds the previous /metrics render took (collect and encode); 0 before the first",
+        "-",
+    ),
+    MetricSpec(
         "lvsmon_dataplane_errors_total",
         "counter",
         (),

@@ -3,23 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import signal
 import sys
 import time
 import urllib.error
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 
 from lvsmon import __version__
 from lvsmon import config as configmod
+from lvsmon.client import PASSWORD_ENV, StatusClient, basic_authorization, tls_context
 from lvsmon.config import format_duration
 from lvsmon.dataplane.base import snapshot_of
 from lvsmon.desired import desired_table
 from lvsmon.model import Endpoint
 from lvsmon.status import DirectorView, build_view, render_save, render_table
+from lvsmon.webconfig import TlsServer
 
 DEFAULT_CONFIG = "/etc/lvsmon/lvsmon.toml"
 
@@ -41,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
         ("save", "print the running director's table as ipvsadm -S rules"),
     ):
         c = cmd(name, text)
-        c.add_argument("--address", help="the daemon's metrics_listen (default: from the config)")
+        _endpoint_options(c)
         if name == "status":
             c.add_argument("--json", action="store_true", help="the raw /status document")
             c.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
@@ -50,6 +52,22 @@ def _parser() -> argparse.ArgumentParser:
     demo.set_defaults(config="config/demo.toml")
     demo.add_argument("--duration", type=float, default=0, help="stop after SECONDS (0 = Ctrl-C)")
     return p
+
+
+def _endpoint_options(c: argparse.ArgumentParser) -> None:
+    """Where and how to reach the daemon's /status (TLS and auth: daemon.web_config_file)."""
+    c.add_argument("--address", help="the daemon's metrics_listen, plain HTTP "
+                   "(default: from the config, https when its web config sets TLS)")
+    c.add_argument("--url", help="the daemon's base URL, e.g. https://director.example:9108")
+    c.add_argument("--ca-file", help="CA certificate(s) verifying the daemon's certificate "
+                   "(default: the system's; from the config: the daemon's own certificate)")
+    c.add_argument("--insecure", action="store_true",
+                   help="do not verify the daemon's certificate (like curl -k)")
+    c.add_argument("--cert-file", help="client certificate (PEM), when the daemon asks for one")
+    c.add_argument("--key-file", help="the client certificate's key (default: in --cert-file)")
+    c.add_argument("--user", help=f"basic auth user; password from --password-file, "
+                   f"${PASSWORD_ENV} or a prompt")  # fmt: skip
+    c.add_argument("--password-file", help="file holding the basic auth password")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,6 +116,8 @@ def _check(path: str) -> int:
               f"advert {format_duration(g.advert_interval)}, {mode}")  # fmt: skip
         for address in g.addresses:
             print(f"  address {address}")
+    if cfg.daemon.web is not None:
+        print(f"Metrics endpoint {cfg.daemon.metrics_listen}: {cfg.daemon.web.describe()}")
     counts = [_plural(len(cfg.virtual_servers), "virtual server")]
     if cfg.failover_groups:
         counts.append(_plural(len(cfg.failover_groups), "failover group"))
@@ -109,26 +129,71 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def _daemon_address(args: argparse.Namespace) -> str:
-    if args.address:
-        return str(args.address)
-    listen: Endpoint = configmod.load(args.config).daemon.metrics_listen
-    return str(listen)
+class UsageError(Exception):
+    """Options that cannot work; the message says what to change."""
+
+
+def _client(args: argparse.Namespace) -> StatusClient:
+    server: TlsServer | None = None
+    if args.url:
+        url = str(args.url).rstrip("/")
+    elif args.address:
+        url = f"http://{args.address}"
+    else:
+        daemon = configmod.load(args.config).daemon
+        server = daemon.web.tls if daemon.web else None
+        listen: Endpoint = daemon.metrics_listen
+        url = f"{'https' if server else 'http'}://{listen}"
+    context = None
+    if url.startswith("https://"):
+        try:
+            context = tls_context(ca_file=args.ca_file, insecure=args.insecure,
+                                  cert_file=args.cert_file, key_file=args.key_file,
+                                  server=server)  # fmt: skip
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise UsageError(f"cannot use the TLS files given: {exc}") from None
+    authorization = basic_authorization(args.user, _password(args)) if args.user else None
+    return StatusClient(url, context, authorization)
+
+
+def _password(args: argparse.Namespace) -> str:
+    if args.password_file:
+        try:  # trimmed as Prometheus trims its password_file
+            return Path(args.password_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"--password-file {args.password_file}: {exc.strerror}") from None
+    if (password := os.environ.get(PASSWORD_ENV)) is not None:
+        return password
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password for {args.user}: ")
+    raise UsageError(f"--user {args.user}: no password: give --password-file or set "
+                     f"${PASSWORD_ENV}")  # fmt: skip
 
 
 def fetch_view(address: str, timeout: float = 5.0) -> DirectorView:
-    with urllib.request.urlopen(f"http://{address}/status", timeout=timeout) as resp:
-        return DirectorView.from_json(json.load(resp))
+    """The /status of a daemon at address:port over plain HTTP (the demo's)."""
+    return StatusClient(f"http://{address}").view(timeout)
 
 
 def _status(args: argparse.Namespace) -> int:
-    address = _daemon_address(args)
+    try:
+        client = _client(args)
+    except UsageError as exc:
+        print(f"lvsmon: {exc}", file=sys.stderr)
+        return 1
     while True:
         try:
-            view = fetch_view(address)
+            view = client.view()
+        except urllib.error.HTTPError as exc:
+            hint = ""
+            if exc.code == 401:
+                hint = ": it needs basic auth (--user)" if not args.user else ": wrong password?"
+            print(f"lvsmon: {client.base_url} answered {exc.code} {exc.reason}{hint}",
+                  file=sys.stderr)  # fmt: skip
+            return 1
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            print(f"lvsmon: no director answers at {address}: {reason}", file=sys.stderr)
+            print(f"lvsmon: no director answers at {client.base_url}: {reason}", file=sys.stderr)
             return 1
         if args.command == "save":
             sys.stdout.write(render_save(view))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from lvsmon import schedulers
+from lvsmon import schedulers, webconfig
 from lvsmon.dataplane.capabilities import Capabilities, for_dataplane
 from lvsmon.health import config as health_config
 from lvsmon.health.check import HealthCheck
@@ -278,6 +278,8 @@ def _read_daemon(root: _Section) -> DaemonSettings:
     pid_file = sec.get("pid_file", _text, "", "a file path")
     grace = sec.get("shutdown_grace", _duration, 10.0, DURATION)
     level = sec.get("log_level", _choice(LOG_LEVELS), "warning", "one of " + ", ".join(LOG_LEVELS))
+    web_file = sec.get("web_config_file", _text, "", "a file path (an exporter-toolkit web config)")
+    web = _read_web_config(sec, web_file)
     tsec = _Section(sec.table("timeouts"), "daemon.timeouts", root.problems)
     defaults = Timeouts()
     timeouts = Timeouts(
@@ -291,7 +293,21 @@ def _read_daemon(root: _Section) -> DaemonSettings:
     return DaemonSettings(
         dataplane=dataplane, metrics_listen=listen, pid_file=pid_file,
         shutdown_grace=grace, log_level=level, timeouts=timeouts, ipvs=ipvs,
+        web_config_file=web_file, web=web,
     )  # fmt: skip
+
+
+def _read_web_config(sec: _Section, path: str) -> webconfig.WebConfig | None:
+    """daemon.web_config_file: TLS and basic auth for metrics_listen (lvsmon.webconfig)."""
+    if not path:
+        return None
+    try:
+        return webconfig.load(path)
+    except webconfig.WebConfigError as exc:
+        for key, message in exc.problems:
+            sec.error("web_config_file", f'"{path}": {key}: {message}' if key
+                      else f'"{path}": {message}')  # fmt: skip
+        return None
 
 
 def _adopt(value: Any) -> bool | frozenset[str]:

@@ -147,7 +147,7 @@ class Director:
         self._configure_weights()
         self.registry.register(WeightCollector(self.weights, self._names))
         self.registry.register(HACollector(self.ha_status))
-        self.http = StatusServer(self.registry, self.status_view)
+        self.http = StatusServer(self.registry, self.status_view, config.daemon.web)
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_error = ""
@@ -325,7 +325,9 @@ class Director:
                 log.error("data plane settings not applied", extra=fields(error=str(exc)))
         await self._follow_ha_role()
         ok = await self.sync() and configured
-        if new.daemon.metrics_listen != old_listen:
+        # users and headers apply at once; new TLS settings or certificates need a new listener
+        tls_changed = self.http.configure(new.daemon.web)
+        if tls_changed or new.daemon.metrics_listen != old_listen:
             await self._rebind()
         self.reload_ok = ok
         if ok:

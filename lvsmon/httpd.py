@@ -2,6 +2,8 @@
 
 On the loop rather than in prometheus_client's thread so a scrape reads the
 data plane's state from the thread that owns it (no locks on the hot path).
+TLS, client certificates and basic auth come from the web config
+(`daemon.web_config_file`, lvsmon.webconfig); every path is protected alike.
 """
 
 from __future__ import annotations
@@ -9,11 +11,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from lvsmon.logs import fields
+from lvsmon.metrics import ScrapeCollector
 from lvsmon.status import DirectorView
+from lvsmon.webauth import REALM, BasicAuth
+from lvsmon.webconfig import TlsServer, WebConfig
 
 log = logging.getLogger("lvsmon.http")
 
@@ -21,16 +30,54 @@ MAX_HEAD = 8192
 READ_TIMEOUT = 10.0
 
 
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: str
+    ctype: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = field(default=())
+
+
+UNAUTHORIZED = Response(
+    "401 Unauthorized", "text/plain", b"unauthorized\n",
+    (("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),),
+)  # fmt: skip
+
+
 class StatusServer:
-    def __init__(self, registry: CollectorRegistry, view: Callable[[], DirectorView]):
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        view: Callable[[], DirectorView],
+        web: WebConfig | None = None,
+    ):
         self._registry = registry
         self._view = view
+        self._scrape = ScrapeCollector()
+        registry.register(self._scrape)
+        self._web: WebConfig | None = None
+        self._users: tuple[tuple[str, str], ...] = ()
+        self._auth: BasicAuth | None = None
+        self.configure(web)
         self._server: asyncio.Server | None = None
 
+    def configure(self, web: WebConfig | None) -> bool:
+        """Take a (re)loaded web config; users and headers apply to the next request.
+        True when TLS changed (a renewed certificate too): the caller must rebind."""
+        old, self._web = self._web, web
+        users = web.users if web else ()
+        if users != self._users:  # unchanged users keep their verified-password cache
+            self._users = users
+            self._auth = BasicAuth(users) if users else None
+        return _tls(old) != _tls(web)
+
     async def start(self, host: str, port: int) -> None:
+        tls = _tls(self._web)
         self._server = await asyncio.start_server(
-            self._handle, host, port, reuse_address=True, limit=MAX_HEAD
-        )
+            self._handle, host, port, reuse_address=True, limit=MAX_HEAD,
+            ssl=tls.context if tls else None,
+            ssl_handshake_timeout=READ_TIMEOUT if tls else None,
+        )  # fmt: skip
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -39,39 +86,79 @@ class StatusServer:
             self._server = None
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        web = self._web
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            status, ctype, body = self._route(head)
+            response = await self._respond(head, web, writer)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            status, ctype, body = "400 Bad Request", "text/plain", b"bad request\n"
+            response = Response("400 Bad Request", "text/plain", b"bad request\n")
+        except (ConnectionError, ssl.SSLError):
+            writer.close()  # the client went away, or its TLS failed mid-request
+            return
         except Exception:  # a bug must not kill the daemon's endpoint
             log.exception("status endpoint failed")
-            status, ctype, body = "500 Internal Server Error", "text/plain", b"error\n"
+            response = Response("500 Internal Server Error", "text/plain", b"error\n")
+        extra = (web.headers if web else ()) + response.headers
         try:
             writer.write(
-                f"HTTP/1.0 {status}\r\nContent-Type: {ctype}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
-                + body
+                f"HTTP/1.0 {response.status}\r\nContent-Type: {response.ctype}\r\n"
+                f"Content-Length: {len(response.body)}\r\nConnection: close\r\n".encode()
+                + "".join(f"{k}: {v}\r\n" for k, v in extra).encode("latin-1")
+                + b"\r\n"
+                + response.body
             )
             await writer.drain()
-        except ConnectionError:
+        except (ConnectionError, ssl.SSLError):
             pass
         finally:
             writer.close()
 
-    def _route(self, head: bytes) -> tuple[str, str, bytes]:
-        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
-        parts = request_line.split(" ")
+    async def _respond(
+        self, head: bytes, web: WebConfig | None, writer: asyncio.StreamWriter
+    ) -> Response:
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
-            return "400 Bad Request", "text/plain", b"bad request line\n"
-        method, target = parts[0], parts[1].split("?", 1)[0]
+            return Response("400 Bad Request", "text/plain", b"bad request line\n")
+        tls = _tls(web)
+        if tls is not None and not tls.allows_peer(_peercert(writer)):
+            log.info("client certificate not in client_allowed_sans",
+                     extra=fields(peer=str(writer.get_extra_info("peername"))))  # fmt: skip
+            return Response("403 Forbidden", "text/plain", b"client certificate not allowed\n")
+        auth = self._auth
+        if auth is not None and not await auth.allows(_header(lines, "authorization")):
+            return UNAUTHORIZED
+        return self._route(parts[0], parts[1].split("?", 1)[0])
+
+    def _route(self, method: str, target: str) -> Response:
         if method != "GET":
-            return "405 Method Not Allowed", "text/plain", b"only GET\n"
+            return Response("405 Method Not Allowed", "text/plain", b"only GET\n")
         if target == "/metrics":
-            return "200 OK", CONTENT_TYPE_LATEST, generate_latest(self._registry)
+            start = time.perf_counter()
+            body = generate_latest(self._registry)
+            self._scrape.last = time.perf_counter() - start
+            return Response("200 OK", CONTENT_TYPE_LATEST, body)
         if target == "/status":
             body = json.dumps(self._view().to_json(), indent=1).encode()
-            return "200 OK", "application/json", body
+            return Response("200 OK", "application/json", body)
         if target == "/":
-            return "200 OK", "text/plain", b"lvsmon: /metrics /status\n"
-        return "404 Not Found", "text/plain", b"not found\n"
+            return Response("200 OK", "text/plain", b"lvsmon: /metrics /status\n")
+        return Response("404 Not Found", "text/plain", b"not found\n")
+
+
+def _tls(web: WebConfig | None) -> TlsServer | None:
+    return web.tls if web is not None else None
+
+
+def _header(lines: list[str], name: str) -> str | None:
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() == name:
+            return value.strip()
+    return None
+
+
+def _peercert(writer: asyncio.StreamWriter) -> dict[str, object] | None:
+    sslobj = writer.get_extra_info("ssl_object")
+    cert = sslobj.getpeercert() if sslobj is not None else None
+    return dict(cert) if cert else None

@@ -139,3 +139,19 @@ def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
 
 def _gauge(name: str, doc: str) -> GaugeMetricFamily:
     return GaugeMetricFamily(f"lvsmon_{name}", doc, labels=RS)
+
+
+class ScrapeCollector(Collector):
+    """`lvsmon_scrape_duration_seconds`: the cost of the previous /metrics render (collect
+    and encode, on the event loop), as a gauge, per the exporter guidelines for metrics
+    about the scrape itself. A render cannot include its own encoding, hence "previous"."""
+
+    def __init__(self) -> None:
+        self.last = 0.0  # seconds; set by the HTTP endpoint after each render
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily(
+            "lvsmon_scrape_duration_seconds",
+            "Seconds the previous /metrics render took (collect and encode); 0 before the first",
+            value=self.last,
+        )

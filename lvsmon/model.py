@@ -19,6 +19,7 @@ from lvsmon.weights.spec import AdaptiveSpec
 
 if TYPE_CHECKING:  # lvsmon.ha.config reads through lvsmon.config, which imports this module
     from lvsmon.ha.config import FailoverGroup
+    from lvsmon.webconfig import WebConfig
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -222,6 +223,9 @@ class DaemonSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     log_level: str = "warning"
     ipvs: IpvsSettings = field(default_factory=IpvsSettings)
+    # TLS and basic auth for metrics_listen: an exporter-toolkit web config (lvsmon.webconfig)
+    web_config_file: str = ""
+    web: WebConfig | None = None  # web_config_file, read and validated with the config
 
 
 @dataclass(frozen=True, slots=True)
