@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test setup test-deps lint bench dashboards docs clean
+.PHONY: demo test setup test-deps lint bench dashboards docs panel-png clean
 
 demo: setup
 	$(VENV)/bin/lvsmon demo -c config/demo.toml
@@ -33,6 +33,12 @@ dashboards: setup
 
 docs: setup
 	$(PY) -m lvsmon.catalog > docs/metrics.md
+
+# The README picture, redrawn from a real run: the end-to-end test (a real Prometheus
+# scraping the daemon while a real server is killed) renders two panels from its data.
+panel-png: setup test-deps
+	$(PY) -m pip install --quiet -e '.[test,docs]'
+	LVSMON_PANEL_PNG=docs/img/real-server-down.png $(PY) -m pytest -q tests/integration/test_prometheus_e2e.py
 
 bench: setup test-deps
 	$(PY) bench/proxy.py
