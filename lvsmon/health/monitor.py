@@ -8,7 +8,7 @@
 - One probe per distinct (connect address, connect port, check): every
   virtual server sharing that real server and check reads the same verdict.
   Exec probes are per virtual server too (the program is told which one).
-- At most `max_in_flight` probes run at once (an asyncio.Semaphore): a burst
+- At most `max_in_flight` probes run at once (engine.py): a burst
   never exhausts file descriptors; late probes show up as lag, not errors.
 - Verdicts leave as `overrides()`: the mapping lvsmon.desired.desired_table
   takes ((service, dest) -> None = out of service, or an int weight: slow-start
@@ -21,60 +21,28 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 import random
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from lvsmon.health.check import CheckType, HealthCheck, Reason, Result, fail
-from lvsmon.health.probes import Checker, classify, make_checker, poller
+from lvsmon.health.check import OK, Reason, Result
+from lvsmon.health.engine import Engine
+from lvsmon.health.probe import BUCKETS, Histogram, Probe, ProbeKey, Target, TargetKey
 from lvsmon.health.probes import exec as exec_probe
+from lvsmon.health.probes import make_checker, poller
 from lvsmon.health.slowstart import ramp_weight, slow_start_fraction
 from lvsmon.health.state import CheckState, Transition, inherited, step
-from lvsmon.health.ticker import Limit, Ticker
 from lvsmon.logs import fields
-from lvsmon.model import DestKey, ServiceKey, endpoint_label
+
+__all__ = ["BUCKETS", "HealthMonitor", "Histogram", "Observer", "Probe", "ProbeKey", "Target",
+           "TargetKey", "TransitionEvent"]  # fmt: skip
 
 log = logging.getLogger("lvsmon.health")
 
-TargetKey = tuple[ServiceKey, DestKey]
 DEFAULT_IN_FLIGHT = 256
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One real server of one virtual server, with the check that judges it."""
-
-    service: ServiceKey
-    dest: DestKey
-    check: HealthCheck
-    virtual_server: str = ""  # the name: logs, metrics, the exec environment
-    weight: int = 1  # configured weight: what slow start ramps to
-    slow_start: float = 0.0  # seconds; 0 = the weight is restored at once
-
-    @property
-    def key(self) -> TargetKey:
-        return (self.service, self.dest)
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeKey:
-    address: str
-    port: int
-    check: HealthCheck
-    scope: str = ""  # the virtual server, for exec checks only
-
-    @classmethod
-    def of(cls, target: Target) -> ProbeKey:
-        address, port = target.check.endpoint(target.dest.address, target.dest.port)
-        scope = target.virtual_server if target.check.type is CheckType.EXEC else ""
-        return cls(address, port, target.check, scope)
-
-    def __str__(self) -> str:
-        return f"{self.check.type} {endpoint_label(self.address, self.port)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,42 +51,11 @@ class TransitionEvent:
     up: bool
     reason: Reason | None
     why: str
-    at: float  # the monitor's clock (loop.time())
+    at: float  # the monitor's clock
 
 
-class Histogram:
-    """Cumulative-at-read histogram: one bisect per observation, no label lookups."""
-
-    __slots__ = ("counts", "sum")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(BUCKETS) + 1)
-        self.sum = 0.0
-
-    def observe(self, value: float) -> None:
-        self.counts[bisect.bisect_left(BUCKETS, value)] += 1
-        self.sum += value
-
-
-@dataclass(slots=True)
-class Probe:
-    key: ProbeKey
-    checker: Checker
-    targets: dict[TargetKey, Target]
-    state: CheckState
-    durations: Histogram = field(default_factory=Histogram)
-    failures: dict[Reason, int] = field(default_factory=dict)
-    transitions: int = 0
-    task: asyncio.Task[None] | None = None
-    expired: bool = False  # the running check hit its timeout (vs. a cancel from stop)
-
-    def expire(self) -> None:
-        if self.task is not None:
-            self.expired = True
-            self.task.cancel()
-
-
-# (probe, scheduled start, actual start, result, duration): for benchmarks and tests
+# (probe, scheduled start, actual start, result, duration): for benchmarks and tests;
+# the times are on the engine's clock (time.monotonic)
 Observer = Callable[[Probe, float, float, Result, float], None]
 
 
@@ -132,37 +69,32 @@ class HealthMonitor:
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
     ):
-        """`clock` stamps verdicts (slow start counts from it); scheduling uses the loop's."""
+        """`clock` stamps verdicts (slow start counts from it); the engine schedules on
+        time.monotonic."""
         self.max_in_flight = max_in_flight
         self.changed = asyncio.Event()
-        self._limit = Limit(max_in_flight)
-        self._ticker = Ticker()
+        self._engine = Engine(max_in_flight, self._record)
         self._on_transition = on_transition
         self._rng = rng or random.Random()
         self._observer = observer
         self._clock = clock
         self._probes: dict[ProbeKey, Probe] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stopping: set[asyncio.Task[None]] = set()
+        self._running = False
 
     # --- lifecycle ---
 
     async def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._ticker.start()
-        poller.acquire()
+        self._running = True
+        poller.acquire()  # the coroutine checkers' sockets (send_expect, dns, https)
+        self._engine.start(asyncio.get_running_loop())
         for probe in self._probes.values():
             self._launch(probe)
 
     async def stop(self) -> None:
-        if self._loop is None:
+        if not self._running:
             return
-        for probe in self._probes.values():
-            self._cancel(probe)
-        self._loop = None
-        if self._stopping:
-            await asyncio.gather(*self._stopping, return_exceptions=True)
-        await self._ticker.stop()
+        self._running = False
+        await self._engine.stop()
         await exec_probe.settle()  # exec programs given up on mid-start: killed and reaped
         poller.release()
 
@@ -172,7 +104,7 @@ class HealthMonitor:
             wanted.setdefault(ProbeKey.of(t), {})[t.key] = t
         before = {tk: (p.state, t) for p in self._probes.values() for tk, t in p.targets.items()}
         for key in [k for k in self._probes if k not in wanted]:
-            self._cancel(self._probes.pop(key))
+            self._engine.drop(self._probes.pop(key))
         for key, members in wanted.items():
             probe = self._probes.get(key)
             if probe is not None:
@@ -182,7 +114,7 @@ class HealthMonitor:
             state = inherited(min(olds, key=lambda s: s.up)) if olds else CheckState()
             checker = make_checker(key.check, key.address, key.port, key.scope)
             probe = self._probes[key] = Probe(key, checker, members, state)
-            if self._loop is not None:
+            if self._running:
                 self._launch(probe)
         now = self._now()
         for probe in self._probes.values():  # a target moved onto a probe with another verdict
@@ -249,7 +181,7 @@ class HealthMonitor:
 
     @property
     def in_flight(self) -> int:
-        return self._limit.in_use
+        return self._engine.in_flight
 
     # --- running ---
 
@@ -257,70 +189,31 @@ class HealthMonitor:
         return self._clock()
 
     def _launch(self, probe: Probe) -> None:
-        assert self._loop is not None
-        delay = self._rng.uniform(0, probe.key.check.interval)
-        probe.task = self._loop.create_task(self._run(probe, delay), name=f"health {probe.key}")
-        probe.task.add_done_callback(_report_crash)
+        # jitter: the first run at a random point of the first interval
+        self._engine.add(probe, self._rng.uniform(0, probe.key.check.interval))
 
-    def _cancel(self, probe: Probe) -> None:
-        if probe.task is not None and not probe.task.done():
-            probe.task.cancel()
-            self._stopping.add(probe.task)
-            probe.task.add_done_callback(self._stopping.discard)
-        probe.task = None
-
-    async def _run(self, probe: Probe, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        limit, ticker = self._limit, self._ticker
-        check = probe.key.check
-        interval, timeout = check.interval, check.timeout
-        due = loop.time() + delay
-        while True:
-            if due > loop.time():
-                await ticker.sleep_until(due)
-            if limit.free:
-                limit.free -= 1
-            else:
-                await limit.wait()
-            try:
-                started = loop.time()
-                deadline = ticker.at(started + timeout, probe.expire)
-                try:
-                    result = await probe.checker()
-                except asyncio.CancelledError:
-                    if not probe.expired:
-                        raise
-                    probe.task.uncancel()  # type: ignore[union-attr]
-                    result = fail(Reason.TIMEOUT, f"no answer within {timeout:g}s "
-                                                  f"({probe.checker.phase})")  # fmt: skip
-                except Exception as exc:
-                    result = classify(exc)
-                finally:
-                    ticker.cancel(deadline)
-                    probe.expired = False
-                ended = loop.time()
-            finally:
-                limit.release()
-            self._record(probe, result, ended - started, self._clock())
-            if self._observer is not None:
-                self._observer(probe, due, started, result, ended - started)
-            # the next start is an interval after this one's actual start, not its
-            # planned one: a late probe never squeezes the next (`fall` failures always
-            # span (fall-1) intervals) and lag never accumulates into a burst
-            due = started + interval
-
-    def _record(self, probe: Probe, result: Result, duration: float, now: float) -> None:
-        probe.durations.observe(duration)
-        if not result.ok and result.reason is not None:
-            probe.failures[result.reason] = probe.failures.get(result.reason, 0) + 1
-        check = probe.key.check
-        old = probe.state
-        probe.state, transition = step(old, result, now, rise=check.rise, fall=check.fall)
-        if transition is not None:
-            probe.transitions += 1
-            self._transition(probe, transition)
-        elif probe.state.up and probe.state.weight != old.weight:
-            self.changed.set()  # a new dynamic weight
+    def _record(self, probe: Probe, result: Result, ended: float) -> None:
+        """The engine's callback at the end of every run."""
+        duration = ended - probe.started
+        histogram = probe.durations  # Histogram.observe, inlined: once per check
+        histogram.counts[bisect_left(BUCKETS, duration)] += 1
+        histogram.sum += duration
+        state = probe.state
+        # the steady state (nearly every result) changes nothing: skip step() and the clock
+        if not (result is OK and state.up and state.settled and not state.streak
+                and state.weight is None):  # fmt: skip
+            if not result.ok and result.reason is not None:
+                probe.failures[result.reason] = probe.failures.get(result.reason, 0) + 1
+            check = probe.key.check
+            probe.state, transition = step(state, result, self._clock(),
+                                           rise=check.rise, fall=check.fall)  # fmt: skip
+            if transition is not None:
+                probe.transitions += 1
+                self._transition(probe, transition)
+            elif probe.state.up and probe.state.weight != state.weight:
+                self.changed.set()  # a new dynamic weight
+        if self._observer is not None:
+            self._observer(probe, probe.due, probe.started, result, duration)
 
     def _transition(self, probe: Probe, tr: Transition) -> None:
         for target in probe.targets.values():
@@ -336,9 +229,3 @@ class HealthMonitor:
         )  # fmt: skip
         if self._on_transition is not None:
             self._on_transition(event)
-
-
-def _report_crash(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("health probe stopped by a bug", exc_info=task.exception(),
-                  extra=fields(probe=task.get_name()))  # fmt: skip

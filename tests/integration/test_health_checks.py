@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from lvsmon.health.check import CheckType, HealthCheck, HttpSpec, Reason
+from lvsmon.health.check import CheckType, HealthCheck, HttpSpec, Reason, TcpSpec
 from lvsmon.health.monitor import Target
 from lvsmon.model import DestKey
 from tests.integration.test_health_support import (
@@ -265,3 +265,41 @@ def test_tcp_send_expect_banner_literal_hex_and_any() -> None:
         run(scenario())
     finally:
         listener.close()
+
+
+def test_no_socket_outlives_its_probe() -> None:
+    """Timeouts, refusals, resets and answers, with an in-flight cap: after stop(), no
+    file descriptor the probes opened is left (the servers' own ones, in this process
+    too, are told apart by their local port)."""
+    import os
+    import socket
+
+    servers = {mode: Misbehaving() for mode in ("ok", "hang", "reset", "close", "status")}
+    for mode, server in servers.items():
+        server.set(mode)
+    dead = DestKey("127.0.0.1", free_port())
+    targets = [Target(WEB, s.dest, c, "web") for s in servers.values()
+               for c in (HTTP, replace(HTTP, type=CheckType.TCP, spec=TcpSpec()))]  # fmt: skip
+    targets.append(Target(WEB, dead, HTTP, "web"))
+
+    def local_port(fd: int) -> int:
+        try:
+            with socket.socket(fileno=os.dup(fd)) as sock:
+                return int(sock.getsockname()[1])
+        except OSError:  # not a socket
+            return -1
+
+    async def scenario() -> set[int]:
+        before = set(os.listdir("/proc/self/fd"))
+        async with Watch(targets, max_in_flight=3) as w:
+            await asyncio.sleep(8 * I)
+            assert w.monitor.in_flight <= 3
+            assert sum(sum(p.durations.counts) for p in w.monitor.probes()) >= 4 * len(targets)
+        new = set(os.listdir("/proc/self/fd")) - before
+        return {local_port(int(fd)) for fd in new}
+
+    try:
+        assert run(scenario()) <= {s.port for s in servers.values()}
+    finally:
+        for server in servers.values():
+            server.close()

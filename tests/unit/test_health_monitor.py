@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import itertools
 import random
+import time
 from dataclasses import replace
+
+import pytest
 
 from lvsmon.desired import desired_table
 from lvsmon.health.check import OK, CheckType, ExecSpec, HealthCheck, Reason, Result
 from lvsmon.health.monitor import HealthMonitor, Probe, Target, TransitionEvent
+from lvsmon.health.probes import SocketChecker
 from lvsmon.health.state import CheckState
 from lvsmon.model import DestKey, ServiceKey
 
@@ -18,6 +24,11 @@ RS1 = DestKey("10.0.0.1", 80)
 RS2 = DestKey("10.0.0.2", 80)
 TCP = HealthCheck(CheckType.TCP, interval=1.0, timeout=0.5)
 HTTP = HealthCheck(CheckType.HTTP, interval=1.0, timeout=0.5)
+
+
+class NoJitter(random.Random):
+    def uniform(self, a: float, b: float) -> float:
+        return a
 
 
 def probe_of(monitor: HealthMonitor, dest: DestKey) -> Probe:
@@ -157,3 +168,98 @@ def test_a_check_that_cannot_be_set_up_fails_its_probes_not_the_reload() -> None
     (probe,) = m.probes()
     result = asyncio.run(probe.checker())
     assert not result.ok and result.reason is Reason.ERROR and "No such file" in result.detail
+
+
+def test_a_probe_keeps_its_rhythm_and_a_late_run_restarts_it() -> None:
+    """Each run is due one interval after the last was due (no drift: 1 s means 1/s),
+    unless the last started more than `slack` late: then one interval after its start."""
+    runs: list[tuple[float, float]] = []
+
+    async def scenario() -> None:
+        async def sometimes_blocks() -> Result:
+            if len(runs) == 3:
+                time.sleep(0.05)  # the whole loop stalls: the next run starts late
+            return OK
+
+        m = HealthMonitor(rng=random.Random(2),
+                          observer=lambda p, due, started, r, d: runs.append((due, started)))
+        m.configure([Target(WEB, RS1, HealthCheck(CheckType.TCP, interval=0.04, timeout=0.02))])
+        (probe,) = m.probes()
+        probe.checker = sometimes_blocks  # type: ignore[assignment]
+        await m.start()
+        await asyncio.sleep(0.5)
+        await m.stop()
+
+    asyncio.run(scenario())
+    assert len(runs) >= 8
+    late = 0
+    for (due, started), (next_due, _) in itertools.pairwise(runs):
+        if started - due < 0.04 / 10:  # the slack: a tenth of the interval
+            assert next_due == pytest.approx(due + 0.04, abs=1e-9)
+        else:
+            late += 1
+            assert next_due == pytest.approx(started + 0.04, abs=1e-9)
+    assert late >= 1
+
+
+def test_timeouts_and_a_dropped_run_free_their_slot() -> None:
+    """One slot: a hanging coroutine check times out with its phase; a probe removed
+    mid-run hands its slot to the next."""
+    results: list[tuple[int, Result]] = []
+
+    class Hang:
+        phase = "wait for the answer"
+
+        async def __call__(self) -> Result:
+            await asyncio.sleep(3600)
+            return OK
+
+    async def scenario() -> None:
+        m = HealthMonitor(max_in_flight=1, rng=NoJitter(),
+                          observer=lambda p, due, started, r, d: results.append((p.key.port, r)))
+        check = HealthCheck(CheckType.TCP, interval=10.0, timeout=0.2)
+        targets = [Target(WEB, DestKey("10.0.0.1", port), check) for port in (1, 2, 3)]
+        m.configure(targets)
+        for p in m.probes():
+            p.checker = Hang()
+        await m.start()
+        await asyncio.sleep(0.3)  # port 1 timed out at 0.2; port 2 runs
+        assert [port for port, _ in results] == [1] and m.in_flight == 1
+        m.configure([targets[2]])  # drop 1 and the running 2: 3 gets the slot
+        await asyncio.sleep(0.01)
+        (probe,) = m.probes()
+        assert probe.busy and m.in_flight == 1
+        await asyncio.sleep(0.3)
+        await m.stop()
+        assert m.in_flight == 0
+
+    asyncio.run(scenario())
+    assert [port for port, _ in results] == [1, 3]
+    assert all(r.reason is Reason.TIMEOUT for _, r in results)
+    assert results[0][1].detail == "no answer within 0.2s (wait for the answer)"
+
+
+def test_sockets_that_cannot_open_fail_their_probes_without_recursion() -> None:
+    """Out of file descriptors: every run fails at once with `error`; the waiting runs
+    are started in a loop, not by ever deeper calls."""
+
+    class NoFds(SocketChecker):
+        def start(self) -> int:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    failed: list[Result] = []
+
+    async def scenario() -> None:
+        m = HealthMonitor(max_in_flight=1, rng=NoJitter(),
+                          observer=lambda p, due, started, r, d: failed.append(r))
+        check = HealthCheck(CheckType.TCP, interval=10.0, timeout=1.0)
+        m.configure([Target(WEB, DestKey("10.0.0.1", port), check) for port in range(1, 3001)])
+        for p in m.probes():
+            p.checker = NoFds(p.key.address, p.key.port)
+        await m.start()
+        await asyncio.sleep(0.05)
+        await m.stop()
+
+    asyncio.run(scenario())
+    assert len(failed) == 3000 and {r.reason for r in failed} == {Reason.ERROR}
+    assert "Too many open files" in failed[0].detail

@@ -1,10 +1,12 @@
-"""Small pure pieces of health checking: DNS wire format, chunked bodies, the ticker,
-the in-flight limit, check definitions."""
+"""Small pure pieces of health checking: DNS wire format, chunked bodies, HTTP response
+judging, the timeline, check definitions."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import math
+import re
+from typing import Any
 
 import dns.message
 import dns.rrset
@@ -13,9 +15,19 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lvsmon.health import dnswire
-from lvsmon.health.check import CheckType, HealthCheck, HttpSpec, TcpSpec, TlsSpec
-from lvsmon.health.probes.http import dechunk
-from lvsmon.health.ticker import Limit, Ticker
+from lvsmon.health.check import (
+    OK,
+    CheckType,
+    HealthCheck,
+    HttpSpec,
+    Reason,
+    Result,
+    TcpSpec,
+    TlsSpec,
+    fail,
+)
+from lvsmon.health.probes.http import Response, dechunk
+from lvsmon.health.ticker import Timeline
 
 
 def test_queries_are_what_dnspython_reads() -> None:
@@ -56,6 +68,56 @@ def test_dechunk() -> None:
     assert dechunk(b"5\r\nhel") == b"hel"  # capped mid-chunk: what there is
 
 
+OK_BODY = b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nstatus: healthy"
+CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+           b"7\r\nstatus:\r\n8\r\n healthy\r\n0\r\n\r\n")  # fmt: skip
+
+
+def judge(spec: HttpSpec, data: bytes, cap: int = 65536, step: int = 0) -> Result | None:
+    """Feed `data` whole (step 0) or `step` bytes at a time, then EOF if still undecided."""
+    response = Response(spec, cap)
+    pieces = [data[i : i + step] for i in range(0, len(data), step)] if step else [data]
+    for piece in pieces:
+        if (result := response.feed(piece[: response.room])) is not None:
+            return result
+    return response.feed(b"")
+
+
+BODY = HttpSpec(expect_body=re.compile(b"healthy"))
+RESPONSES = [  # (spec, answer, cap, reason or None for OK, detail)
+    (HttpSpec(), b"HTTP/1.1 204 No Content\r\n", 65536, None, ""),
+    (HttpSpec(), b"HTTP/1.0 503 Busy\r\n\r\n", 65536, Reason.BAD_STATUS, "status 503"),
+    (HttpSpec(expect_status=((503, 503),)), b"HTTP/1.1 503 x\r\n", 65536, None, ""),
+    (HttpSpec(), b"SSH-2.0-OpenSSH\r\n", 65536, Reason.BAD_RESPONSE, "not HTTP"),
+    (HttpSpec(), b"HTTP/1.1 20", 65536, Reason.CLOSED, "before the status line ended"),
+    (HttpSpec(), b"HTTP/1.1 200" + b"x" * 100, 64, Reason.BAD_RESPONSE, "longer than 64"),
+    (BODY, OK_BODY, 65536, None, ""),
+    (BODY, OK_BODY.replace(b"healthy", b"sickly!"), 65536, Reason.BAD_BODY, "first 15"),
+    (BODY, OK_BODY[:30], 65536, Reason.CLOSED, "before the headers ended"),
+    (BODY, CHUNKED, 65536, None, ""),
+    (BODY, OK_BODY + b"never read", 65536, None, ""),  # Content-Length decides, not EOF
+    (BODY, OK_BODY.replace(b"15", b"99").replace(b"healthy", b"sickly!") + b"x" * 30
+     + b"healthy", 60, Reason.BAD_BODY, "first 21"),  # past the cap: never seen
+]
+
+
+@pytest.mark.parametrize("spec,data,cap,reason,detail", RESPONSES)
+@pytest.mark.parametrize("step", [0, 1, 7])
+def test_responses_are_judged_the_same_however_they_arrive(
+    spec: HttpSpec, data: bytes, cap: int, reason: Reason | None, detail: str, step: int
+) -> None:
+    result = judge(spec, data, cap, step)
+    assert result is not None and result.reason is reason and detail in result.detail, result
+
+
+def test_a_response_is_decided_as_soon_as_it_can_be() -> None:
+    response = Response(HttpSpec(), 65536)
+    assert response.feed(b"HTTP/1.1 200") is None and response.phase == "read the status line"
+    assert response.feed(b" OK\r\n") is OK  # no need for headers, body or EOF
+    response.reset()
+    assert response.feed(b"HTTP/1.1 500 no\r\n") == fail(Reason.BAD_STATUS, "status 500")
+
+
 def test_the_spec_follows_the_type() -> None:
     assert HealthCheck(CheckType.HTTP).spec == HttpSpec()
     assert HealthCheck(CheckType.HTTPS).spec == HttpSpec(tls=TlsSpec())
@@ -64,46 +126,30 @@ def test_the_spec_follows_the_type() -> None:
     assert HealthCheck(CheckType.TCP).spec == TcpSpec()
 
 
-def test_ticker_runs_in_order_skips_cancelled_and_wakes_early() -> None:
-    async def scenario() -> list[str]:
-        loop = asyncio.get_running_loop()
-        ticker = Ticker(tick=0.005)
-        ticker.start()
-        ran: list[str] = []
-        now = loop.time()
-        ticker.at(now + 0.2, lambda: ran.append("late"))
-        gone = ticker.at(now + 0.01, lambda: ran.append("cancelled"))
-        Ticker.cancel(gone)
-        await asyncio.sleep(0.01)  # the runner sleeps until 0.2 now...
-        ticker.at(loop.time() + 0.02, lambda: ran.append("early"))  # ...and must wake sooner
-        start = loop.time()
-        await ticker.sleep_until(start + 0.05)
-        ran.append(f"slept {loop.time() - start < 0.1}")
-        await asyncio.sleep(0.2)
-        await ticker.stop()
-        return ran
-
-    assert asyncio.run(scenario()) == ["early", "slept True", "late"]
+def test_timeline_keeps_time_order_across_lanes_and_the_heap() -> None:
+    tl: Timeline[str] = Timeline()
+    tl.add("first-run", 0.5)  # no lane: the heap
+    tl.add("a", 1.0, lane=1.0)
+    tl.add("b", 1.2, lane=1.0)
+    tl.add("early", 0.9, lane=1.0)  # out of order for its lane: the heap, not lost
+    tl.add("c", 0.7, lane=2.0)
+    assert len(tl) == 5 and tl.next_time() == 0.5
+    assert tl.pop_due(0.4) == []
+    assert sorted(tl.pop_due(1.0)) == ["a", "c", "early", "first-run"]
+    assert tl.next_time() == 1.2 and len(tl) == 1
+    assert tl.pop_due(5.0) == ["b"] and tl.next_time() == math.inf
+    assert tl._lanes == {}  # an emptied lane goes: intervals nobody uses any more
 
 
-def test_limit_hands_slots_over_and_survives_cancellation() -> None:
-    async def scenario() -> None:
-        limit = Limit(1)
-        limit.free -= 1  # taken
-        waiter = asyncio.ensure_future(limit.wait())
-        gone = asyncio.ensure_future(limit.wait())
-        await asyncio.sleep(0)
-        gone.cancel()  # cancelled while queued: leaves the queue
-        await asyncio.sleep(0)
-        limit.release()  # to the first waiter
-        await waiter
-        assert limit.free == 0 and limit.in_use == 1
-        late = asyncio.ensure_future(limit.wait())
-        await asyncio.sleep(0)
-        limit.release()  # granted to `late`...
-        late.cancel()  # ...which is cancelled before it runs: the slot is passed back
-        with pytest.raises(asyncio.CancelledError):
-            await late
-        assert limit.free == 1
-
-    asyncio.run(scenario())
+@given(st.lists(st.tuples(st.floats(0, 10), st.sampled_from([None, 0.5, 1.0])), max_size=60))
+def test_timeline_pops_every_entry_once_and_only_when_due(entries: list[Any]) -> None:
+    tl: Timeline[int] = Timeline()
+    for i, (when, lane) in enumerate(entries):
+        tl.add(i, when, lane)
+    seen: list[int] = []
+    for now in (2.5, 5.0, 7.5, 10.0):
+        due = tl.pop_due(now)
+        assert all(entries[i][0] <= now for i in due)
+        assert tl.next_time() > now
+        seen += due
+    assert sorted(seen) == list(range(len(entries)))

@@ -1,11 +1,13 @@
-"""One module per check type; `make_checker` picks one. The only I/O of health checking.
+"""One module per check type; `make_checker` picks one. The I/O of health checking.
 
 A checker is built once per probe (requests pre-encoded, TLS context loaded)
-and called once per interval, never concurrently with itself. It returns a
-`Result` or raises; the monitor applies the timeout (cancellation) and maps
-exceptions to failure reasons with `classify`. Every checker releases what it
-holds (sockets, the exec process group) in `finally`, so a cancelled probe
-leaks nothing.
+and run once per interval, never concurrently with itself. Two kinds (see
+base.py): tcp and plain http are `SocketChecker`s, state machines the engine
+drives from its epoll set; the others are coroutines run in a task. Either
+returns a `Result` or raises; the engine applies the timeout (abort, or
+cancellation) and maps exceptions to failure reasons with `classify`. Every
+checker releases what it holds (sockets, the exec process group) when it
+ends, is aborted or cancelled, so a timed-out probe leaks nothing.
 """
 
 from __future__ import annotations
@@ -19,14 +21,17 @@ from lvsmon.health.check import (
     SendExpectSpec,
     TcpSpec,
 )
-from lvsmon.health.probes.base import Checker, classify
+from lvsmon.health.probes.base import Checker as CoroutineChecker
+from lvsmon.health.probes.base import SocketChecker, classify
 from lvsmon.health.probes.dns import DnsChecker
 from lvsmon.health.probes.exec import ExecChecker
-from lvsmon.health.probes.http import HttpChecker
+from lvsmon.health.probes.http import HttpChecker, HttpsChecker
 from lvsmon.health.probes.send_expect import SendExpectChecker
 from lvsmon.health.probes.tcp import TcpChecker
 
-__all__ = ["Checker", "classify", "make_checker"]
+__all__ = ["Checker", "CoroutineChecker", "SocketChecker", "classify", "make_checker"]
+
+Checker = CoroutineChecker | SocketChecker
 
 
 class Broken:
@@ -54,6 +59,8 @@ def _make(check: HealthCheck, address: str, port: int, virtual_server: str) -> C
     if isinstance(spec, TcpSpec):
         return TcpChecker(address, port)
     if isinstance(spec, HttpSpec):
+        if spec.tls is not None:
+            return HttpsChecker(spec, address, port, check.max_response_bytes)
         return HttpChecker(spec, address, port, check.max_response_bytes)
     if isinstance(spec, SendExpectSpec):
         return SendExpectChecker(spec, address, port, check.max_response_bytes)

@@ -1,8 +1,10 @@
-"""Readiness for probe sockets: one epoll set, watched by the loop through one fd.
+"""Readiness for the coroutine checkers' sockets (send_expect, dns, https until TLS).
 
-The loop's add_writer/remove_writer per probe costs two epoll_ctl calls and,
-on uvloop, a poll handle allocated and freed each time; an HTTP probe does it
-twice. Here every probe socket joins one epoll set with EPOLLONESHOT: a
+tcp and plain http do not come here: the engine (engine.py) drives them from
+its own epoll set by callbacks. For the coroutine checkers, the loop's
+add_writer/remove_writer per probe costs two epoll_ctl calls and, on uvloop,
+a poll handle allocated and freed each time; an HTTP probe does it twice.
+Here every probe socket joins one epoll set with EPOLLONESHOT: a
 connect costs one epoll_ctl, the answer one more, and closing the socket
 takes it out of the set (the kernel does that), so there is no DEL at all.
 Measured on loopback: a TCP probe 43 -> 31 µs of CPU, an HTTP probe 68 -> 45.

@@ -6,13 +6,13 @@ from lvsmon.health.check import OK, Result
 from lvsmon.health.probes import base
 
 
-class TcpChecker:
-    def __init__(self, address: str, port: int):
-        self.address = address
-        self.port = port
-        self.phase = "connect"
+class TcpChecker(base.SocketChecker):
+    """Watched for EPOLLOUT only: the first event is the verdict."""
 
-    async def __call__(self) -> Result:
-        sock = await base.connect(self.address, self.port)
-        base.close(sock)
+    def ready(self, events: int) -> Result | None:
+        sock = self.sock
+        assert sock is not None
+        if events & base.FAILED:
+            raise self.connect_error(sock)
+        self.abort()
         return OK
