@@ -44,5 +44,11 @@ dashboard = Dashboard(
         timeseries("Health check failures", [q(
             f"sum by (real_server, reason) (rate(lvsmon_healthcheck_failures_total{{{SEL}}}[{RATE}]))",
             "{{real_server}} {{reason}}")], (12, 24, 12, 8), unit="ops"),
+        timeseries("Connect failures (proxy data plane)", [q(
+            f"sum by (real_server) (rate(lvsmon_real_server_connect_failures_total{{{SEL}}}[{RATE}]))",
+            "{{real_server}}")], (0, 32, 12, 8), unit="ops",
+            description="Client connections the proxy could not open to the real server: "
+                        "refused, timed out or unreachable. Failures between health checks show here "
+                        "before the verdict changes. Kernel IPVS cannot see them (no series)."),
     ],
 ).auto_panel_ids()

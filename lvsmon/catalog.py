@@ -108,6 +108,15 @@ CATALOG: tuple[MetricSpec, ...] = (
         "1 if the real server is in service by the health verdict",
     ),
     MetricSpec(
+        "lvsmon_real_server_connect_failures_total",
+        "counter",
+        RS,
+        "Connections to the real server that failed: connect refused or timed out (TCP), "
+        "port unreachable (UDP). Failures between health checks show here first",
+        "proxy",
+        "proxy",
+    ),
+    MetricSpec(
         "lvsmon_scrape_duration_seconds",
         "gauge",
         (),

@@ -102,11 +102,14 @@ def _real_server_metrics(view: DirectorView) -> Iterator[Metric]:
     weight = _gauge("real_server_weight", "Weight programmed in the data plane")
     configured = _gauge("real_server_configured_weight", "Weight in the config file")
     up = _gauge("real_server_up", "1 if the real server is in service by the health verdict")
+    failed = _counter("real_server_connect_failures", "Connections to the real server that "
+                      "failed (proxy data plane)", RS)  # fmt: skip
     # Samples are appended directly with one label dict per real server, shared by its
     # series (prometheus_client only reads it): add_metric builds a dict per sample,
     # ~500,000 of them per scrape at 1,000 x 50.
-    (p_conns, p_active, p_inactive, p_in_b, p_out_b, p_weight, p_configured, p_up) = map(
-        _adder, (conns, active, inactive, in_b, out_b, weight, configured, up))  # fmt: skip
+    (p_conns, p_active, p_inactive, p_in_b, p_out_b, p_weight, p_configured, p_up,
+     p_failed) = map(_adder, (conns, active, inactive, in_b, out_b, weight, configured, up,
+                              failed))  # fmt: skip
     for vs in view.virtual_servers:
         for rs in vs.real_servers:
             labels = {"virtual_server": vs.name, "real_server": rs.label}
@@ -116,11 +119,14 @@ def _real_server_metrics(view: DirectorView) -> Iterator[Metric]:
             p_in_b(labels, rs.in_bytes)
             p_out_b(labels, rs.out_bytes)
             p_weight(labels, rs.weight)
+            if rs.connect_failures is not None:
+                p_failed(labels, rs.connect_failures)
             if rs.configured_weight is not None:
                 p_configured(labels, rs.configured_weight)
                 p_up(labels, 1 if rs.state == UP else 0)
     # per real server packets stay in /status: the contract keeps 8 series per real server
-    yield from (conns, active, inactive, in_b, out_b, weight, configured, up)
+    # under IPVS (the proxy adds its connect failures, which IPVS cannot see)
+    yield from (conns, active, inactive, in_b, out_b, weight, configured, up, failed)
 
 
 def _adder(family: Metric) -> Callable[[dict[str, str], float], None]:

@@ -40,6 +40,7 @@ class RealServerView:
     upper_threshold: int = 0
     lower_threshold: int = 0
     programmed: bool = True  # False: configured, but out of the table by its health verdict
+    connect_failures: int | None = None  # lvsmon.dataplane.base.DestStats (proxy only)
     # lvsmon.weights.effective.WeightParts.columns(): configured, health, slow_start,
     # adaptive, effective; empty for a server not in the config (draining, sorry)
     weight_parts: dict[str, str] = field(default_factory=dict)
@@ -141,6 +142,7 @@ def build_view(
                 upper_threshold=rs.upper_threshold if rs else 0,
                 lower_threshold=rs.lower_threshold if rs else 0,
                 weight_parts=_columns(parts, skey, d.key, configured),
+                connect_failures=d.connect_failures,
             ))  # fmt: skip
         present = {d.key for d in s.dests}
         for c in wanted.real_servers if wanted else ():

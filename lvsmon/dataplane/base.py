@@ -36,6 +36,9 @@ class DestStats:
     inactive: int
     persistent: int
     counters: Counters
+    # connects refused or timed out (TCP), ports unreachable (UDP); None: the data plane
+    # cannot see them (IPVS forwards packets, it makes no connections of its own)
+    connect_failures: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

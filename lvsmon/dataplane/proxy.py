@@ -19,7 +19,7 @@ from lvsmon.dataplane.base import DataPlaneError, Snapshot
 from lvsmon.dataplane.proxy_state import Runtime, ServiceState
 from lvsmon.dataplane.proxy_tcp import Poller, TcpListener
 from lvsmon.dataplane.proxy_udp import UdpListener
-from lvsmon.model import DestKey, ServiceKey, Timeouts, VirtualServer
+from lvsmon.model import ServiceKey, Timeouts, VirtualServer
 from lvsmon.reconcile import (
     AddDest,
     AddService,
@@ -109,16 +109,6 @@ class ProxyDataPlane:
             self._poller.close()
             self._poller = None
         self._rt = None
-
-    # -- extras for metrics ----------------------------------------------------
-
-    def connect_failures(self) -> dict[tuple[ServiceKey, DestKey], int]:
-        """Per real server: connects refused or timed out (TCP), ports unreachable (UDP)."""
-        return {
-            (svc.key, dest.real_server.key): dest.connect_failures
-            for svc in self._services.values()
-            for dest in svc.dests
-        }
 
     # -- operations ------------------------------------------------------------
 

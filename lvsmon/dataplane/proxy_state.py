@@ -77,6 +77,7 @@ class DestState(Dest):
             inactive=self.inactive,
             persistent=self.persistent,
             counters=Counters(self.connections, self.in_bytes, self.out_bytes),
+            connect_failures=self.connect_failures,
         )
 
 

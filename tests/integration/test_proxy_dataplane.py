@@ -28,6 +28,7 @@ import uvloop
 from lvsmon.dataplane.base import DataPlaneError, DestStats, ServiceStats
 from lvsmon.dataplane.proxy import ProxyDataPlane
 from lvsmon.model import (
+    DestKey,
     Forwarding,
     Protocol,
     RealServer,
@@ -258,6 +259,12 @@ def service_stats(dp: ProxyDataPlane, key: ServiceKey) -> ServiceStats:
 
 def dest_stats(dp: ProxyDataPlane, key: ServiceKey) -> dict[str, DestStats]:
     return {str(d.key): d for d in service_stats(dp, key).dests}
+
+
+def connect_failures(dp: ProxyDataPlane) -> dict[tuple[ServiceKey, DestKey], int | None]:
+    """Per (virtual server, real server), as the snapshot (and so /metrics) reports them."""
+    return {(s.service.key, d.key): d.connect_failures
+            for s in dp.snapshot().services for d in s.dests}  # fmt: skip
 
 
 def label(b: Backend) -> str:
@@ -596,7 +603,7 @@ def test_unreachable_real_server_is_skipped_and_counted() -> None:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs(), dead))
             assert await names_of(svc.port, 6) == ["a"] * 6
-            failures = dp.connect_failures()
+            failures = connect_failures(dp)
             assert failures[(svc.key, dead.key)] >= 3
             assert failures[(svc.key, a.rs().key)] == 0
             d = dest_stats(dp, svc.key)
@@ -643,7 +650,7 @@ def test_connect_timeout_fails_over_and_client_leaving_cancels_connect() -> None
                 t0 = time.monotonic()
                 assert await names_of(svc.port, 1) == ["a"]
                 assert 0.25 < time.monotonic() - t0 < 2
-                assert dp.connect_failures()[(svc.key, hole.key)] == 1
+                assert connect_failures(dp)[(svc.key, hole.key)] == 1
 
                 # a request and FIN sent before any real server accepted still get through
                 reader, writer = await asyncio.open_connection("127.0.0.1", svc.port)
@@ -652,7 +659,7 @@ def test_connect_timeout_fails_over_and_client_leaving_cancels_connect() -> None
                 assert await asyncio.wait_for(reader.read(), 3) == b"a\nearlyBYE"
                 writer.close()
                 await writer.wait_closed()
-                assert dp.connect_failures()[(svc.key, hole.key)] == 2
+                assert connect_failures(dp)[(svc.key, hole.key)] == 2
 
                 # the next one is scheduled to the hole again (rr); the client resets
                 # while the proxy is still connecting: the connect is cancelled
@@ -668,7 +675,7 @@ def test_connect_timeout_fails_over_and_client_leaving_cancels_connect() -> None
                 await eventually(lambda: fd_count() == fds, what="cancel")
                 assert len(asyncio.all_tasks()) == baseline
                 assert dest_stats(dp, svc.key)[str(hole.key)].inactive == 0
-                assert dp.connect_failures()[(svc.key, hole.key)] == 2
+                assert connect_failures(dp)[(svc.key, hole.key)] == 2
         finally:
             lsock.close()
             for s in fillers:
@@ -985,7 +992,7 @@ def test_no_leaks_under_resets_clean_closes_and_dead_backends(loop: str) -> None
             assert 600 <= d.counters.connections <= 2400
             assert (d.active, d.inactive) == (0, d.counters.connections)  # all in tcp_fin
             dead_failures = sum(
-                n for (key, _), n in dp.connect_failures().items() if key == dead.key
+                n for (key, _), n in connect_failures(dp).items() if key == dead.key
             )
             assert dead_failures == 2 * 600
 

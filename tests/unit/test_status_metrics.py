@@ -96,6 +96,16 @@ def test_series_of_a_removed_real_server_disappear() -> None:
     assert reg.get_sample_value("lvsmon_real_server_connections_total", drain) is None
 
 
+def test_connect_failures_only_where_the_data_plane_sees_them() -> None:
+    key = DestKey("10.0.0.2", 80)
+    proxy = Snapshot((ServiceStats(WEB, Counters(), (
+        DestStats(key, 3, 0, 0, 0, Counters(), connect_failures=5),)),))  # fmt: skip
+    web = {"virtual_server": "web", "real_server": "10.0.0.2:80"}
+    name = "lvsmon_real_server_connect_failures_total"
+    assert registry_for(proxy).get_sample_value(name, web) == 5
+    assert registry_for(snapshot(False)).get_sample_value(name, web) is None  # IPVS: no series
+
+
 def test_view_json_round_trip() -> None:
     view = build_view(CFG, snapshot(True))
     assert DirectorView.from_json(view.to_json()) == view
