@@ -21,7 +21,7 @@ DECISIONS = 20_000
 
 
 def dests(n: int) -> list[Dest]:
-    out = []
+    out: list[Dest] = []
     for i in range(n):
         d = Dest(ipaddress.IPv4Address(0x0A000000 + i + 1), 80, weight=1 + i % 4)
         d.active, d.inactive = i % 5, i % 7

@@ -43,7 +43,7 @@ def test_rr_distributes_evenly(daemon_factory: list[Daemon], tmp_path: Path) -> 
     vip = free_port()
     with backends("a", "b", "c") as (a, b, c):
         start(daemon_factory, tmp_path, service(vip, a.toml(), b.toml(), c.toml(), scheduler="rr"))
-        seen = Counter()
+        seen: Counter[str] = Counter()
         for _ in range(30):
             sock, name = connect(vip)
             sock.close()

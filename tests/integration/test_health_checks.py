@@ -134,6 +134,7 @@ def test_a_10_mb_answer_is_read_only_up_to_the_cap() -> None:
         probe = await first_verdict(capped, server.dest)
         assert probe.state.up and probe.durations.sum < 0.05 * sum(probe.durations.counts)
         # a pattern only past the cap is never seen: bad_body, not a 10 MB read
+        assert isinstance(capped.spec, HttpSpec)
         tail = replace(capped, spec=replace(capped.spec, expect_body=re.compile(b"not-there")))
         start = time.monotonic()
         probe = await first_verdict(tail, server.dest)

@@ -37,7 +37,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     ca.configure_trust(ctx)  # client certificates are verified against the same CA...
     ctx.verify_mode = ssl.CERT_OPTIONAL  # ...when one is sent
     sni: list[str | None] = []
-    ctx.sni_callback = lambda obj, name, c: sni.append(name)  # type: ignore[assignment,misc]
+    ctx.sni_callback = lambda obj, name, c: sni.append(name)
     server = Misbehaving(ssl_context=ctx)
     yield Pki(str(tmp / "ca.pem"), str(tmp / "client.pem"), str(tmp / "other.pem"), server, sni)
     server.close()

@@ -261,10 +261,15 @@ def dest_stats(dp: ProxyDataPlane, key: ServiceKey) -> dict[str, DestStats]:
     return {str(d.key): d for d in service_stats(dp, key).dests}
 
 
-def connect_failures(dp: ProxyDataPlane) -> dict[tuple[ServiceKey, DestKey], int | None]:
-    """Per (virtual server, real server), as the snapshot (and so /metrics) reports them."""
-    return {(s.service.key, d.key): d.connect_failures
-            for s in dp.snapshot().services for d in s.dests}  # fmt: skip
+def connect_failures(dp: ProxyDataPlane) -> dict[tuple[ServiceKey, DestKey], int]:
+    """Per (virtual server, real server), as the snapshot (and so /metrics) reports them.
+    The proxy counts them for every real server (None is for data planes that cannot)."""
+    failures: dict[tuple[ServiceKey, DestKey], int] = {}
+    for s in dp.snapshot().services:
+        for d in s.dests:
+            assert d.connect_failures is not None, f"{d.key}: the proxy counts connect failures"
+            failures[(s.service.key, d.key)] = d.connect_failures
+    return failures
 
 
 def label(b: Backend) -> str:

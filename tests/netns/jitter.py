@@ -18,8 +18,11 @@ import statistics
 import subprocess
 import time
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 
-from lvsmon.config import Problem, tomllib
+import tomli
+
+from lvsmon.config import Problem
 from lvsmon.ha.config import FailoverGroup, read_failover_groups
 from lvsmon.ha.process import HAProcess
 from tests.netns.topology import HERE, PYTHON, Topology, lvsmon_config
@@ -39,7 +42,7 @@ class Jitter:
 
 def groups(config: str) -> tuple[FailoverGroup, ...]:
     problems: list[Problem] = []
-    result = read_failover_groups(tomllib.loads(config), problems)
+    result = read_failover_groups(tomli.loads(config), problems)
     assert not problems, problems
     return result
 
@@ -72,7 +75,7 @@ async def _measure(topo: Topology, seconds: float, busy: bool, interval: float) 
         )  # fmt: skip
         assert capture.stderr is not None
         capture.stderr.readline()  # "capturing"
-        burners: list[multiprocessing.Process] = []
+        burners: list[BaseProcess] = []
         if busy:
             ctx = multiprocessing.get_context("fork")
             burners = [ctx.Process(target=_burn, args=(seconds,))

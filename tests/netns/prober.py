@@ -34,7 +34,12 @@ def main() -> None:
     address, port = sys.argv[1], int(sys.argv[2])
     interval, timeout = float(sys.argv[3]), float(sys.argv[4])
     stop = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+
+    def stop_at_eof() -> None:
+        sys.stdin.read()
+        stop.set()
+
+    threading.Thread(target=stop_at_eof, daemon=True).start()
     next_at = time.monotonic()
     while not stop.is_set():
         started = time.monotonic()

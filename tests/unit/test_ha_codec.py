@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -19,7 +20,7 @@ ADDRS = (V4("192.0.2.100"), V4("198.51.100.1"))
 KEY = b"k" * 32
 
 
-def scapy_payload(src: str, dst: str, **fields: object) -> bytes:
+def scapy_payload(src: str, dst: str, **fields: Any) -> bytes:  # scapy: Packet(**fields: Any)
     from scapy.layers.inet import IP
     from scapy.layers.inet6 import IPv6
     from scapy.layers.vrrp import VRRPv3
@@ -147,7 +148,8 @@ v6s = st.builds(V6, st.integers(0, 2**128 - 1))
 )  # fmt: skip
 def test_round_trip(vrid: int, priority: int, interval: int, family: int,
                     data: st.DataObject, key: bytes) -> None:  # fmt: skip
-    addrs = tuple(data.draw(st.lists(v4s if family == 4 else v6s, max_size=8)))
+    addresses: st.SearchStrategy[V4 | V6] = v4s if family == 4 else v6s
+    addrs = tuple(data.draw(st.lists(addresses, max_size=8)))
     src, dst = (SRC, DST) if family == 4 else (SRC6, DST6)
     counter = data.draw(st.integers(0, 2**64 - 1)) if key else None
     adv = Advert(vrid, priority, interval, addrs, counter)

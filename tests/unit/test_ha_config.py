@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import tomli
 
-from lvsmon.config import Problem, _Section, tomllib
+from lvsmon.config import Problem, _Section
 from lvsmon.ha.config import FailoverGroup, TrackInterface, read_failover_groups
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +27,7 @@ address = "192.0.2.100/24"
 
 def read(text: str) -> tuple[tuple[FailoverGroup, ...], list[str]]:
     problems: list[Problem] = []
-    groups = read_failover_groups(tomllib.loads(text), problems)
+    groups = read_failover_groups(tomli.loads(text), problems)
     return groups, [p.render("lvsmon.toml") for p in problems]
 
 
@@ -51,7 +52,7 @@ def test_minimal_group_and_defaults() -> None:
 @pytest.mark.parametrize("path", sorted((ROOT / "config").glob("failover-*.toml")),
                          ids=lambda p: p.name)  # fmt: skip
 def test_shipped_failover_examples_are_valid(path: Path) -> None:
-    doc: dict[str, Any] = tomllib.loads(path.read_text())
+    doc: dict[str, Any] = tomli.loads(path.read_text())
     (group,), problems = read(path.read_text())
     assert problems == []
     assert group.addresses

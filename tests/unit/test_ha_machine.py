@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import ipaddress
+from typing import TypedDict, Unpack
 
 import pytest
 from hypothesis import given, settings
@@ -14,25 +15,37 @@ from hypothesis import strategies as st
 
 from lvsmon.ha import machine as m
 from lvsmon.ha.machine import Role
+from lvsmon.model import IPAddress
 
 A = ipaddress.IPv4Address("192.0.2.2")
 B = ipaddress.IPv4Address("192.0.2.3")
 T = 1.0  # advert interval
 
 
-def params(**kw: object) -> m.Params:
-    base: dict[str, object] = {"advert_interval": T, "primary": A, "garp_refresh": 0.0,
-                               "handover_timeout": 4.0}  # fmt: skip
+class ParamsKw(TypedDict, total=False):
+    """m.Params' fields, as keyword arguments overriding the tests' defaults."""
+
+    advert_interval: float
+    primary: IPAddress
+    preempt: bool
+    preempt_delay: float
+    garp_refresh: float
+    handover_timeout: float
+
+
+def params(**kw: Unpack[ParamsKw]) -> m.Params:
+    base: ParamsKw = {"advert_interval": T, "primary": A, "garp_refresh": 0.0,
+                      "handover_timeout": 4.0}  # fmt: skip
     base.update(kw)
-    return m.Params(**base)  # type: ignore[arg-type]
+    return m.Params(**base)
 
 
-def started(priority: int = 100, now: float = 0.0, **kw: object) -> m.State:
+def started(priority: int = 100, now: float = 0.0, **kw: Unpack[ParamsKw]) -> m.State:
     state, _ = m.step(m.initial(params(**kw), priority), m.Startup(), now)
     return state
 
 
-def master(priority: int = 100, **kw: object) -> m.State:
+def master(priority: int = 100, **kw: Unpack[ParamsKw]) -> m.State:
     s = started(priority, **kw)
     s, _ = m.step(s, m.Timer(), s.down_at or 0)
     assert s.role is Role.MASTER
@@ -105,6 +118,7 @@ def test_priority_zero_makes_the_backup_take_over_after_skew_time() -> None:
     s, _ = m.step(s, m.Received(150, T, B), 1.0)
     s, _ = m.step(s, m.Received(0, T, B), 2.0)
     assert s.down_at == pytest.approx(2.0 + m.skew_time(100, T))
+    assert s.down_at is not None
     s, actions = m.step(s, m.Timer(), s.down_at)
     assert s.role is Role.MASTER and m.AddAddresses() in actions
 

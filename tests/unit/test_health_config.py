@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import stat
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +26,6 @@ from lvsmon.health.config import health_check_of, read_health_check
 ROOT = Path(__file__).resolve().parents[2]
 VS = "virtual_server[web].health_check"
 RS = "virtual_server[web].real_server[2].health_check"
-
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover
-    import tomli as tomllib
 
 
 def read(data: dict[str, Any], base: HealthCheck | None = None) -> HealthCheck | None:

@@ -166,7 +166,9 @@ def test_a_check_that_cannot_be_set_up_fails_its_probes_not_the_reload() -> None
     m = HealthMonitor()
     m.configure([Target(WEB, RS1, broken, "web")])
     (probe,) = m.probes()
-    result = asyncio.run(probe.checker())
+    checker = probe.checker
+    assert not isinstance(checker, SocketChecker)  # a coroutine checker that only fails
+    result = asyncio.run(checker())
     assert not result.ok and result.reason is Reason.ERROR and "No such file" in result.detail
 
 

@@ -17,7 +17,9 @@ def reference(results: list[bool], rise: int, fall: int) -> list[tuple[bool, boo
     """(verdict, transitioned) after each result, stated differently from `step`:
     the first result decides; afterwards the verdict flips when the last `fall`
     (when up) or `rise` (when down) results since the last flip all disagree."""
-    out, up, run = [], True, []
+    out: list[tuple[bool, bool]] = []
+    up = True
+    run: list[bool] = []
     for i, ok in enumerate(results):
         if i == 0:
             flipped = ok != up

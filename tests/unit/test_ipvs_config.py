@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lvsmon import config
-from lvsmon.dataplane.capabilities import ipvs, kernel_ipvs_schedulers
-from lvsmon.model import IpvsSettings, IpvsSysctls, SyncDaemon, SyncState
+from lvsmon.dataplane.capabilities import Capabilities, ipvs, kernel_ipvs_schedulers
+from lvsmon.model import Config, IpvsSettings, IpvsSysctls, SyncDaemon, SyncState
 
 BASE = """
 [daemon]
@@ -25,11 +25,11 @@ address = "10.0.0.2"
 """
 
 
-def load(extra: str = "", scheduler: str = "wlc", caps: object = None) -> config.Config:
-    return config.loads(BASE.format(extra=extra, scheduler=scheduler), "t.toml", caps)  # type: ignore[arg-type]
+def load(extra: str = "", scheduler: str = "wlc", caps: Capabilities | None = None) -> Config:
+    return config.loads(BASE.format(extra=extra, scheduler=scheduler), "t.toml", caps)
 
 
-def errors(extra: str = "", scheduler: str = "wlc", caps: object = None) -> list[str]:
+def errors(extra: str = "", scheduler: str = "wlc", caps: Capabilities | None = None) -> list[str]:
     with pytest.raises(config.ConfigError) as info:
         load(extra, scheduler, caps)
     return info.value.render().splitlines()[1:]
@@ -147,7 +147,7 @@ def test_kernel_schedulers_come_from_the_module_files(tmp_path: Path) -> None:
     sysfs = tmp_path / "sys"
     (sysfs / "module" / "ip_vs_fo").mkdir(parents=True)  # loaded (e.g. from elsewhere)
     found = kernel_ipvs_schedulers("6.1.0-test", lib, sysfs)
-    assert found == {"rr", "wlc", "mh", "sh", "fo"}  # not ftp / pe_sip: no schedulers
+    assert found == frozenset({"rr", "wlc", "mh", "sh", "fo"})  # not ftp / pe_sip: no schedulers
     # a kernel without IPVS at all narrows nothing (checking a config for another machine)
     assert kernel_ipvs_schedulers("5.0-none", lib, tmp_path / "nosys") is None
 

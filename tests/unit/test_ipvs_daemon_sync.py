@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -87,7 +88,7 @@ def test_a_settled_table_is_not_read_again_until_something_changes(
     assert kernel.reads == 4
     # and every FULL_RESYNC_INTERVAL regardless
     now = [1000.0]
-    monkeypatch.setattr(daemon.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
     director._settled = (director.config, kernel.generation, now[0])
     run(director)
     assert kernel.reads == 4

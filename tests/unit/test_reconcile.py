@@ -110,12 +110,14 @@ services = st.builds(
 tables = st.lists(services, max_size=3, unique_by=lambda s: s.key).map(lambda ss: table(*ss))
 
 
-def _normal(t: dict[ServiceKey, VirtualServer]) -> dict[ServiceKey, frozenset[RealServer]]:
+Normal = dict[ServiceKey | tuple[str, ServiceKey], frozenset[RealServer] | frozenset[VirtualServer]]
+
+
+def _normal(t: dict[ServiceKey, VirtualServer]) -> Normal:
     """A table up to real-server order (order is a data-plane matter)."""
-    return {k: frozenset(v.real_servers) for k, v in t.items()} | {
-        ("attrs", k): frozenset([v.attributes()])
-        for k, v in t.items()  # type: ignore[misc]
-    }
+    servers: Normal = {k: frozenset(v.real_servers) for k, v in t.items()}
+    attributes: Normal = {("attrs", k): frozenset([v.attributes()]) for k, v in t.items()}
+    return servers | attributes
 
 
 @settings(max_examples=300)

@@ -121,10 +121,10 @@ class Daemon:
 
     def start(self, timeout: float = 120) -> None:
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([LVSMON, "run", "-c", str(self.cfg)], stdout=out,
-                                         stderr=subprocess.STDOUT)  # fmt: skip
-        wait_for(lambda: self.proc.poll() is not None or _answers(), timeout, "daemon up")
-        assert self.proc.poll() is None, f"lvsmon run exited:\n{self.log.read_text()}"
+            self.proc = proc = subprocess.Popen([LVSMON, "run", "-c", str(self.cfg)], stdout=out,
+                                                stderr=subprocess.STDOUT)  # fmt: skip
+        wait_for(lambda: proc.poll() is not None or _answers(), timeout, "daemon up")
+        assert proc.poll() is None, f"lvsmon run exited:\n{self.log.read_text()}"
 
     def stop(self) -> int:
         assert self.proc is not None
