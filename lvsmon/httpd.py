@@ -16,8 +16,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
+from lvsmon.exposition import render
 from lvsmon.logs import fields
 from lvsmon.metrics import ScrapeCollector
 from lvsmon.status import DirectorView
@@ -135,7 +136,7 @@ class StatusServer:
             return Response("405 Method Not Allowed", "text/plain", b"only GET\n")
         if target == "/metrics":
             start = time.perf_counter()
-            body = generate_latest(self._registry)
+            body = render(self._registry)
             self._scrape.last = time.perf_counter() - start
             return Response("200 OK", CONTENT_TYPE_LATEST, body)
         if target == "/status":
