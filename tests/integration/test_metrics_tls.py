@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 import os
-import shutil
 import ssl
 import subprocess
 import sys
@@ -26,6 +25,7 @@ import trustme
 from lvsmon.client import PASSWORD_ENV, StatusClient, basic_authorization
 from tests.integration.harness import REPO, Daemon, backends, free_port, wait_for
 from tests.integration.test_daemon import service
+from tests.prometheus import Job, Prometheus, job
 
 USER, PASSWORD = "prom", "correct horse"
 # cost 12 (~0.25 s a check): an uncached verification per scrape could not hide
@@ -283,8 +283,6 @@ def test_check_and_run_reject_a_bad_web_config(tmp_path: Path, pki: Pki) -> None
 def test_prometheus_scrapes_over_tls_with_basic_auth(
     daemons: list[Daemon], tmp_path: Path, pki: Pki
 ) -> None:
-    prometheus = shutil.which("prometheus")
-    assert prometheus, "prometheus not installed: run scripts/install-test-deps"
     with backends("a") as (a,):
         (tmp_path / "web.yml").write_text(web_yml(pki))
         d = TlsDaemon(tmp_path, service(free_port(), a.toml(3)), tmp_path / "web.yml",
@@ -292,42 +290,19 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
         daemons.append(d)
         d.start()
         (tmp_path / "password").write_text(PASSWORD + "\n")
-        prom_port = free_port()
         target = f"127.0.0.1:{d.metrics_port}"
         (tmp_path / "wrong").write_text("wrong\n")
 
-        def job(name: str, password: Path) -> str:
-            return (f"  - job_name: {name}\n    scheme: https\n"
-                    f"    tls_config: {{ca_file: {pki.ca_file}}}\n"
-                    f"    basic_auth: {{username: {USER}, password_file: {password}}}\n"
-                    f"    static_configs: [{{targets: ['{target}']}}]\n")  # fmt: skip
+        def https(name: str, password: Path) -> Job:
+            return job(name, [target], scheme="https", tls_config={"ca_file": str(pki.ca_file)},
+                       basic_auth={"username": USER, "password_file": str(password)})  # fmt: skip
 
-        (tmp_path / "prometheus.yml").write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n"
-            + job("lvsmon", tmp_path / "password") + job("wrong_password", tmp_path / "wrong")
-        )
-        proc = subprocess.Popen(
-            [prometheus, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'data'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"),  # noqa: SIM115
-        )  # fmt: skip
-        try:
-            wait_for(lambda: query(prom_port, 'up{job="lvsmon"} == 1'), 30, "a successful scrape")
-            weights = wait_for(lambda: query(prom_port, 'lvsmon_real_server_weight{job="lvsmon"}'),
-                               30, "the weight in Prometheus")  # fmt: skip
+        jobs = [https("lvsmon", tmp_path / "password"), https("wrong_password", tmp_path / "wrong")]
+        with Prometheus(tmp_path, jobs) as prom:
+            prom.wait('up{job="lvsmon"} == 1', 30, "a successful scrape")
+            weights = prom.wait('lvsmon_real_server_weight{job="lvsmon"}', 30,
+                                "the weight in Prometheus")  # fmt: skip
             assert [float(r["value"][1]) for r in weights] == [3]
-            assert wait_for(lambda: query(prom_port, 'up{job="wrong_password"} == 0'), 30,
-                            "the wrong password's failed scrape")  # fmt: skip
-            assert query(prom_port, 'lvsmon_build_info{job="wrong_password"}') == []
-        finally:
-            proc.terminate()
-            proc.wait(20)
-
-
-def query(port: int, promql: str) -> list[dict]:  # type: ignore[type-arg]
-    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-    with urllib.request.urlopen(url, timeout=5) as resp:
-        body = json.load(resp)
-    assert body["status"] == "success", body
-    return list(body["data"]["result"])
+            assert prom.wait('up{job="wrong_password"} == 0', 30,
+                             "the wrong password's failed scrape")  # fmt: skip
+            assert prom.vector('lvsmon_build_info{job="wrong_password"}') == []

@@ -18,7 +18,6 @@ import contextlib
 import http.server
 import os
 import re
-import shutil
 import socket
 import subprocess
 import threading
@@ -27,12 +26,13 @@ from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import pytest
 
 from dashboards import render
 from tests.integration.harness import REPO, Backend, Daemon, connect, free_port, wait_for
+from tests.prometheus import API, Prometheus, job
 
 RULES = REPO / "alerts" / "lvsmon.rules.yml"
 SCRAPE = 1.0  # Prometheus scrape and rule evaluation interval, seconds
@@ -119,59 +119,6 @@ def director_config(web: int, reals: Mapping[str, Backend], sorry: Backend, api:
     )
 
 
-class PrometheusAPI(Protocol):
-    def api(self, path: str, **params: str) -> dict[str, Any]: ...
-
-
-class Prometheus:
-    """`prometheus` on a free port: scrapes `targets` every SCRAPE s, evaluates RULES."""
-
-    def __init__(self, tmp: Path, targets: list[str], port: int | None = None):
-        exe = shutil.which("prometheus")
-        assert exe, "prometheus not installed: run scripts/install-test-deps"
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            f"global: {{scrape_interval: {SCRAPE:g}s, evaluation_interval: {SCRAPE:g}s}}\n"
-            f"rule_files: ['{RULES}']\n"
-            "scrape_configs:\n"
-            "  - job_name: lvsmon\n"
-            f"    static_configs: [{{targets: {targets!r}}}]\n"
-        )
-        self.log = tmp / "prometheus.log"
-        self.proc = subprocess.Popen(
-            [exe, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),  # noqa: SIM115
-        )  # fmt: skip
-
-    def api(self, path: str, **params: str) -> dict[str, Any]:
-        return render.api(self.url, path, params)
-
-    def query(self, expr: str) -> dict[str, Any]:
-        """The whole /api/v1/query answer (status, error or data)."""
-        return self.api("/api/v1/query", query=expr)
-
-    def vector(self, expr: str) -> list[dict[str, Any]]:
-        body = self.query(expr)
-        assert body["status"] == "success", (expr, body)
-        return list(body["data"]["result"])
-
-    def alerts(self, name: str, state: str) -> list[dict[str, Any]]:
-        body = self.api("/api/v1/alerts")
-        return [a for a in body["data"]["alerts"]
-                if a["labels"]["alertname"] == name and a["state"] == state]  # fmt: skip
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
 class Traffic(threading.Thread):
     """Clients of both virtual servers: ~20 connections/s to web, 8 of them held open at a
     time (active connections), ~10 HTTP requests/s to api."""
@@ -225,7 +172,9 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     web, api, prom_port = free_port(), free_port(), free_port()
     body = director_config(web, reals, sorry, api, http_reals, f"http://127.0.0.1:{prom_port}")
     daemon = Daemon(tmp, body)
-    prometheus = Prometheus(tmp, [f"127.0.0.1:{daemon.metrics_port}"], prom_port)
+    # scrapes the daemon every SCRAPE s, evaluates RULES
+    prometheus = Prometheus(tmp, [job("lvsmon", [f"127.0.0.1:{daemon.metrics_port}"])],
+                            port=prom_port, interval=SCRAPE, rule_files=[RULES])  # fmt: skip
     traffic = Traffic(web, api)
     try:
         started = time.time()
@@ -234,18 +183,16 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         # A few scrapes with every series there, the adaptive source answering included
         # (the picture wants a longer steady state before the kill).
         scrapes = 12 if os.environ.get("LVSMON_PANEL_PNG") else 4
-        wait_for(
-            lambda: prometheus.vector(f'count_over_time(up{{job="lvsmon"}}[1m]) >= {scrapes}'),
-            30, f"{scrapes} scrapes of the daemon",
-        )  # fmt: skip
+        prometheus.wait(f'count_over_time(up{{job="lvsmon"}}[1m]) >= {scrapes}', 30,
+                        f"{scrapes} scrapes of the daemon")  # fmt: skip
         wait_for(lambda: len(prometheus.vector("lvsmon_real_server_load")) == 2, 20,
                  "adaptive load of both api real servers in Prometheus")  # fmt: skip
         killed = reals["a"]
         killed_at = time.time()
         killed.close()
         label = f"127.0.0.1:{killed.port}"
-        wait_for(lambda: prometheus.vector(f'lvsmon_real_server_up{{real_server="{label}"}} == 0'),
-                 20, "Prometheus to see the killed real server down")  # fmt: skip
+        prometheus.wait(f'lvsmon_real_server_up{{real_server="{label}"}} == 0', 20,
+                        "Prometheus to see the killed real server down")  # fmt: skip
         yield Scenario(daemon, prometheus, killed, label, started, killed_at)
     finally:
         traffic.stop()
@@ -258,7 +205,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
                 r.close()
 
 
-def template_values(prometheus: PrometheusAPI) -> dict[str, list[str]]:
+def template_values(prometheus: API) -> dict[str, list[str]]:
     """Each query variable's values, asked the way Grafana asks (label_values -> the label
     values API, the selector interpolated with the variables before it, set to All)."""
     values: dict[str, list[str]] = {}

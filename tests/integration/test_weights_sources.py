@@ -22,12 +22,8 @@ from lvsmon.weights.config import read_adaptive
 from lvsmon.weights.controller import Group, WeightController
 from lvsmon.weights.sources import Member
 from lvsmon.weights.spec import AdaptiveSpec
-from tests.integration.test_weights_support import (
-    Agent,
-    Prometheus,
-    exporters,
-    free_port_on,
-)
+from tests.integration.test_weights_support import Agent, exporters, free_port_on
+from tests.prometheus import Prometheus, job
 
 SVC = ServiceKey("tcp", "127.0.0.10", 80)
 HOSTS = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -73,9 +69,9 @@ def factors(ctl: WeightController) -> dict[str, float]:
 
 def test_prometheus_source_follows_exporter_load(tmp_path: Path) -> None:
     with exporters(HOSTS) as (port, (a, b, c)):
-        prom = Prometheus(tmp_path, [e.address for e in (a, b, c)])
-        try:
-            prom.wait_scraped(3)
+        targets = [e.address for e in (a, b, c)]
+        with Prometheus(tmp_path, [job("node", targets)], scrape_timeout="900ms") as prom:
+            prom.wait("count(up == 1) == 3", 20, "3 scraped targets")
             spec = spec_of(f'source = "prometheus"\nurl = "{prom.url}"\n'
                            "query = 'node_load1{instance=~\"${instances}\"} / on (instance) "
                            'count by (instance) (node_cpu_seconds_total{mode="idle"})\'\n'
@@ -107,8 +103,6 @@ def test_prometheus_source_follows_exporter_load(tmp_path: Path) -> None:
                     await ctl.stop()
 
             asyncio.run(main())
-        finally:
-            prom.stop()
 
 
 def test_prometheus_source_down_holds_weights(tmp_path: Path) -> None:

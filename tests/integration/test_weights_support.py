@@ -1,4 +1,4 @@
-"""Helpers for the adaptive-weight integration tests: exporters, agents, Prometheus.
+"""Helpers for the adaptive-weight integration tests: exporters and agents.
 
 Real processes and sockets on loopback. Real servers sit on their own loopback
 addresses (127.0.0.2, .3, ...), each with its exporter or agent on one shared
@@ -9,20 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import json
-import shutil
 import socket
 import socketserver
 import ssl
-import subprocess
 import threading
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-from tests.integration.harness import wait_for
 
 
 def free_port_on(*hosts: str) -> int:
@@ -113,40 +105,6 @@ class Agent:
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
-
-
-class Prometheus:
-    """The Debian `prometheus` server, scraping `targets` every second."""
-
-    def __init__(self, tmp: Path, targets: list[str]):
-        binary = shutil.which("prometheus")
-        assert binary, "prometheus not installed: run scripts/install-test-deps"
-        self.port = free_port_on("127.0.0.1")
-        config = tmp / "prometheus.yml"
-        config.write_text(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s, scrape_timeout: 900ms}\n"
-            "scrape_configs:\n  - job_name: node\n"
-            f"    static_configs: [{{targets: {json.dumps(targets)}}}]\n"
-        )
-        self.log = tmp / "prometheus.log"
-        self.proc = subprocess.Popen(
-            [binary, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),  # noqa: SIM115
-        )  # fmt: skip
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def query(self, promql: str) -> list[dict[str, Any]]:
-        url = f"{self.url}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return list(json.load(resp)["data"]["result"])
-
-    def wait_scraped(self, n: int, timeout: float = 20) -> None:
-        wait_for(lambda: len(self.query("up == 1")) == n, timeout, f"{n} scraped targets")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(20)
 
 
 @contextlib.contextmanager

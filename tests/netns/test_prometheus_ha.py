@@ -12,7 +12,6 @@ without a word.
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,7 @@ from tests.netns.topology import (
     lvsmon_config,
     wait_for,
 )
+from tests.prometheus import API, command, job
 
 PROMETHEUS = f"http://{PUBLIC['client']}:9090"
 METRICS_PORT = 9108  # inside the directors' own namespaces: no clash with the host's
@@ -50,6 +50,9 @@ for url, params in json.loads(sys.argv[1]):
         resp = urllib.request.urlopen(url + "?" + urllib.parse.urlencode(params), timeout=10)
     except urllib.error.HTTPError as exc:
         resp = exc
+    except urllib.error.URLError:  # not listening yet
+        out.append(None)
+        continue
     body = resp.read().decode()
     try:
         out.append(json.loads(body))
@@ -59,7 +62,7 @@ print(json.dumps(out))
 """
 
 
-class NsPrometheus:
+class NsPrometheus(API):
     """The HTTP API of the Prometheus in the client's namespace."""
 
     def __init__(self, topo: Topology):
@@ -72,13 +75,12 @@ class NsPrometheus:
     def api(self, path: str, **params: str) -> dict[str, Any]:
         return dict(self.batch([(PROMETHEUS + path, params)])[0])
 
+    def ready(self) -> bool:
+        """Listening is not ready: until /-/ready says so, the API answers 503."""
+        return "Ready" in str(self.batch([(PROMETHEUS + "/-/ready", {})])[0])
+
     def query_all(self, exprs: list[str]) -> list[dict[str, Any]]:
         return self.batch([(PROMETHEUS + "/api/v1/query", {"query": e}) for e in exprs])
-
-    def vector(self, expr: str) -> list[dict[str, Any]]:
-        body = self.api("/api/v1/query", query=expr)
-        assert body["status"] == "success", (expr, body)
-        return list(body["data"]["result"])
 
     def scrape(self, host: str) -> str:
         url = f"http://{PUBLIC[host]}:{METRICS_PORT}/metrics"
@@ -117,21 +119,10 @@ def start_director(topo: Topology, host: str, priority: int) -> Director:
 
 
 def start_prometheus(topo: Topology, tmp: Path) -> None:
-    exe = shutil.which("prometheus")
-    assert exe, "prometheus not installed: run scripts/install-test-deps"
     targets = [f"{PUBLIC[h]}:{METRICS_PORT}" for h in ("dir1", "dir2")]
-    config = tmp / "prometheus.yml"
-    config.write_text(
-        f"global: {{scrape_interval: {SCRAPE:g}s, evaluation_interval: {SCRAPE:g}s}}\n"
-        f"rule_files: ['{RULES}']\n"
-        "scrape_configs:\n"
-        "  - job_name: lvsmon\n"
-        f"    static_configs: [{{targets: {targets!r}}}]\n"
-    )
-    topo.spawn("client", "prometheus", [
-        exe, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-        f"--web.listen-address={PUBLIC['client']}:9090", "--log.level=warn",
-    ])  # fmt: skip
+    argv = command(tmp, f"{PUBLIC['client']}:9090", [job("lvsmon", targets)], interval=SCRAPE,
+                   rule_files=[RULES])  # fmt: skip
+    topo.spawn("client", "prometheus", argv)
 
 
 def role(prom: NsPrometheus, host: str, state: str) -> bool:
@@ -144,6 +135,7 @@ def test_failover_panels_and_alerts_with_a_real_prometheus(topo: Topology, tmp_p
     topo.listener("rs2")
     start_prometheus(topo, tmp_path)
     prom = NsPrometheus(topo)
+    wait_for("Prometheus ready", prom.ready, 30, every=0.2)
     dir1 = start_director(topo, "dir1", 150)
     wait_for("Prometheus: dir1 master", lambda: role(prom, "dir1", "master"), 30, every=0.2)
     start_director(topo, "dir2", 100)
@@ -154,10 +146,8 @@ def test_failover_panels_and_alerts_with_a_real_prometheus(topo: Topology, tmp_p
 
     dir1.kill9()  # a crash: dir2 takes over, and its to="master" counter moves while scraped
     wait_for("Prometheus: dir2 master", lambda: role(prom, "dir2", "master"), 15, every=0.2)
-    firing = wait_for("LvsmonFailover firing", lambda: [
-        a for a in prom.api("/api/v1/alerts")["data"]["alerts"]
-        if a["labels"]["alertname"] == "LvsmonFailover" and a["state"] == "firing"
-    ], 15, every=0.2)  # fmt: skip
+    firing = wait_for("LvsmonFailover firing", lambda: prom.alerts("LvsmonFailover", "firing"),
+                      15, every=0.2)  # fmt: skip
     assert {a["labels"]["instance"] for a in firing} == {f"{PUBLIC['dir2']}:{METRICS_PORT}"}
 
     # every panel the integration tier exempts has data here; every query evaluates
