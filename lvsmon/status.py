@@ -88,6 +88,9 @@ class DirectorView:
     virtual_servers: list[VirtualServerView] = field(default_factory=list)
     dataplane_errors: int = 0  # failed data plane operations since start
     failover_groups: list[dict[str, Any]] = field(default_factory=list)  # lvsmon.ha GroupStatus
+    # the IPVS connection-sync daemons running now: state, interface, syncid (ipvs only)
+    sync_daemons: list[dict[str, Any]] = field(default_factory=list)
+    sync_follows: str = ""  # daemon.ipvs.sync_daemon.follow: the failover group they follow
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,6 +113,7 @@ def build_view(
     last_reload_success_timestamp: float = 0.0,
     dataplane_errors: int = 0,
     failover_groups: list[dict[str, Any]] | None = None,
+    sync_daemons: list[dict[str, Any]] | None = None,
     weight_parts: Mapping[tuple[ServiceKey, DestKey], WeightParts] | None = None,
 ) -> DirectorView:
     """`down`: real servers the health checks currently hold out of service.
@@ -173,6 +177,8 @@ def build_view(
         virtual_servers=services,
         dataplane_errors=dataplane_errors,
         failover_groups=failover_groups or [],
+        sync_daemons=sync_daemons or [],
+        sync_follows=config.daemon.ipvs.sync_daemon.follow if sync_daemons is not None else "",
     )
 
 
@@ -255,6 +261,10 @@ def render_table(view: DirectorView) -> str:
                 f"{rs.weight:<6} {rs.active:<10} {rs.inactive:<9} {rs.state:<8} "
                 f"{cells[0]:<6} {cells[1]:<6} {cells[2]:<9} {cells[3]:<5} {cells[4]}"
             ).rstrip())
+    for d in view.sync_daemons:  # as `ipvsadm -L --daemon` writes them
+        follows = f"  (follows failover group {view.sync_follows})" if view.sync_follows else ""
+        lines.append(f"{d['state']} sync daemon (mcast={d['interface']}, "
+                     f"syncid={d['syncid']}){follows}")  # fmt: skip
     if view.failover_groups:
         from lvsmon.ha.status import GroupStatus, render
 

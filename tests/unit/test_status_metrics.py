@@ -106,6 +106,14 @@ def test_connect_failures_only_where_the_data_plane_sees_them() -> None:
     assert registry_for(snapshot(False)).get_sample_value(name, web) is None  # IPVS: no series
 
 
+def test_status_names_the_running_sync_daemons() -> None:
+    running = [{"state": "master", "interface": "eth1", "syncid": 7}]
+    view = build_view(CFG, snapshot(False), sync_daemons=running)
+    assert DirectorView.from_json(view.to_json()) == view
+    assert "master sync daemon (mcast=eth1, syncid=7)" in render_table(view).splitlines()
+    assert "sync daemon" not in render_table(build_view(CFG, snapshot(False)))
+
+
 def test_view_json_round_trip() -> None:
     view = build_view(CFG, snapshot(True))
     assert DirectorView.from_json(view.to_json()) == view

@@ -176,6 +176,10 @@ class Director:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
 
+    def status(self) -> str:
+        """`lvsmon status` in the director's namespace (its metrics_listen is there)."""
+        return sh("ip", "netns", "exec", ns(self.name), LVSMON, "status", "-c", str(self.path))
+
     def logs(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else "(not started)"
 
@@ -208,6 +212,11 @@ def test_the_sync_daemon_follows_the_failover_role(lan: RealServer, tmp_path: Pa
         d2.start()
         wait_for("d2 to follow as backup", lambda: runs("d2", "backup"))
         assert owns_vip("d1") and not owns_vip("d2")
+        # what an operator sees: the running sync daemon and what it follows
+        assert "master sync daemon (mcast=eth0, syncid=34)  (follows failover group vip)" in (
+            d1.status().splitlines())
+        assert "backup sync daemon (mcast=eth0, syncid=34)  (follows failover group vip)" in (
+            d2.status().splitlines())
 
         # connections through d1 reach d2's table over the sync daemons
         held = [client_connection() for _ in range(3)]
