@@ -37,7 +37,6 @@ docs: setup
 # The README picture, redrawn from a real run: the end-to-end test (a real Prometheus
 # scraping the daemon while a real server is killed) renders two panels from its data.
 panel-png: setup test-deps
-	$(PY) -m pip install --quiet -e '.[test,docs]'
 	LVSMON_PANEL_PNG=docs/img/real-server-down.png $(PY) -m pytest -q tests/integration/test_prometheus_e2e.py
 
 bench: setup test-deps
