@@ -115,6 +115,11 @@ def test_a_down_real_server_gets_no_new_connections_until_it_rises(
     vport = free_port()
     with running(tmp_path, service(vport, "remove") + a.toml() + b.toml()) as d:
         assert names(vport) == Counter(a=6, b=6)
+        # b's first check must be in: a probe's very first failure takes it out at once
+        # (lvsmon/health/state.py), and this test times fall x interval
+        checked = "lvsmon_healthcheck_duration_seconds_count"
+        wait_for(lambda: d.sample(checked, check="tcp", real_server=f"127.0.0.1:{b.port}"), 5,
+                 "b's first check")  # fmt: skip
         b.stop()
         t0 = time.monotonic()
         wait_for(lambda: d.sample("lvsmon_real_server_up", real_server=f"127.0.0.1:{b.port}") == 0,
