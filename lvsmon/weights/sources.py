@@ -19,7 +19,7 @@ import contextlib
 import json
 import math
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlencode
@@ -61,6 +61,21 @@ class Poll:
     def up(self) -> bool:
         """The source answered: the query succeeded, or some real server answered."""
         return not self.error and (bool(self.samples) or not self.errors)
+
+
+async def poll_each(
+    members: Sequence[Member], one: Callable[[DestKey], Awaitable[Sample | str]]
+) -> Poll:
+    """Sources that ask every real server (scrape, agent): all at once, a sample or an
+    error per server."""
+    out = Poll()
+    results = await asyncio.gather(*(one(m.dest) for m in members))
+    for m, result in zip(members, results, strict=True):
+        if isinstance(result, Sample):
+            out.samples[m.dest] = result
+        else:
+            out.errors[m.dest] = result
+    return out
 
 
 class Source(Protocol):
@@ -202,13 +217,7 @@ class ScrapeSource(_HttpSource):
         self._previous: dict[DestKey, tuple[Samples, float]] = {}  # for rate()
 
     async def poll(self, members: Sequence[Member], clock: Clock) -> Poll:
-        out = Poll()
-        results = await asyncio.gather(*(self._one(m.dest, clock) for m in members))
-        for m, result in zip(members, results, strict=True):
-            if isinstance(result, Sample):
-                out.samples[m.dest] = result
-            else:
-                out.errors[m.dest] = result
+        out = await poll_each(members, lambda dest: self._one(dest, clock))
         self._previous = {m.dest: self._previous[m.dest] for m in members
                           if m.dest in self._previous}  # fmt: skip
         return out
@@ -269,14 +278,7 @@ class AgentSource:
         self.limits = limits
 
     async def poll(self, members: Sequence[Member], clock: Clock) -> Poll:
-        out = Poll()
-        results = await asyncio.gather(*(self._one(m.dest, clock) for m in members))
-        for m, result in zip(members, results, strict=True):
-            if isinstance(result, Sample):
-                out.samples[m.dest] = result
-            else:
-                out.errors[m.dest] = result
-        return out
+        return await poll_each(members, lambda dest: self._one(dest, clock))
 
     async def _one(self, dest: DestKey, clock: Clock) -> Sample | str:
         values = values_for(dest.address, dest.port, self.virtual_server)
