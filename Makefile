@@ -26,6 +26,7 @@ test-deps:
 
 lint: setup
 	$(VENV)/bin/ruff check lvsmon tests bench dashboards
+	$(VENV)/bin/ruff format --check lvsmon tests bench dashboards
 	$(VENV)/bin/mypy
 
 dashboards: setup

@@ -131,13 +131,19 @@ class RealServer:
             await reader.readuntil(b"\r\n\r\n")
             self._account(0)
             busy = self.busy + sum(time.monotonic() - t for t in self.running)
-            body = (f"# TYPE backend_inflight_seconds_total counter\n"
-                    f"backend_inflight_seconds_total {self.area:.6f}\n"
-                    f"# TYPE backend_busy_seconds_total counter\n"
-                    f"backend_busy_seconds_total {busy:.6f}\n"
-                    f"backend_workers {self.workers}\n").encode()  # fmt: skip
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n" + body)
+            body = (
+                f"# TYPE backend_inflight_seconds_total counter\n"
+                f"backend_inflight_seconds_total {self.area:.6f}\n"
+                f"# TYPE backend_busy_seconds_total counter\n"
+                f"backend_busy_seconds_total {busy:.6f}\n"
+                f"backend_workers {self.workers}\n"
+            ).encode()
+            writer.write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: "
+                + str(len(body)).encode()
+                + b"\r\nConnection: close\r\n\r\n"
+                + body
+            )
             await writer.drain()
         writer.close()
 
@@ -162,10 +168,16 @@ async def serve_backends(args: argparse.Namespace) -> None:
     else:
         marks = [s.busy for s in servers]
     elapsed = time.monotonic() - start
-    Path(args.out).write_text(json.dumps({
-        "busy_first": marks, "busy": [s.busy for s in servers], "elapsed": elapsed,
-        "workers": args.workers,
-    }))  # fmt: skip
+    Path(args.out).write_text(
+        json.dumps(
+            {
+                "busy_first": marks,
+                "busy": [s.busy for s in servers],
+                "elapsed": elapsed,
+                "workers": args.workers,
+            }
+        )
+    )
 
 
 # --- director -------------------------------------------------------------------------------
@@ -187,8 +199,9 @@ async def direct(args: argparse.Namespace) -> None:
     from lvsmon.weights.effective import overrides, weight_parts
 
     reals = tuple(Rs(ipaddress.ip_address(h), args.port, 100) for h in HOSTS)
-    vs = VirtualServer("bench", ipaddress.ip_address("127.0.0.1"), args.vip, scheduler="wlc",
-                       real_servers=reals)  # fmt: skip
+    vs = VirtualServer(
+        "bench", ipaddress.ip_address("127.0.0.1"), args.vip, scheduler="wlc", real_servers=reals
+    )
     config = Config(DaemonSettings(), (vs,))
     dp = ProxyDataPlane()
     await dp.start()
@@ -282,8 +295,17 @@ async def generate(args: argparse.Namespace) -> None:
 def spawn(role: str, tmp: Path, extra: list[str]) -> tuple[subprocess.Popen[bytes], Path]:
     out = tmp / f"{role}.json"
     ready = tmp / f"{role}.ready"
-    cmd = [sys.executable, __file__, "--role", role, "--out", str(out), "--ready", str(ready),
-           *extra]  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--role",
+        role,
+        "--out",
+        str(out),
+        "--ready",
+        str(ready),
+        *extra,
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT)
     if role != "generate":
         deadline = time.monotonic() + 20
@@ -295,28 +317,46 @@ def spawn(role: str, tmp: Path, extra: list[str]) -> tuple[subprocess.Popen[byte
 
 
 def run(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    common = ["--port", str(free_port(*HOSTS)), "--workers", str(args.workers),
-              "--base", str(args.base), "--duration", str(args.duration),
-              "--warmup", str(args.warmup)]  # fmt: skip
-    common += ["--exporter-port", str(free_port(*HOSTS)), "--vip", str(free_port("127.0.0.1")),
-               "--signal", args.signal]
+    common = [
+        "--port",
+        str(free_port(*HOSTS)),
+        "--workers",
+        str(args.workers),
+        "--base",
+        str(args.base),
+        "--duration",
+        str(args.duration),
+        "--warmup",
+        str(args.warmup),
+    ]
+    common += [
+        "--exporter-port",
+        str(free_port(*HOSTS)),
+        "--vip",
+        str(free_port("127.0.0.1")),
+        "--signal",
+        args.signal,
+    ]
     with tempfile.TemporaryDirectory(prefix="lvsmon-bench-") as d:
         tmp = Path(d)
         back, back_out = spawn("backends", tmp, common)
         director, dir_out = spawn("director", tmp, [*common, "--mode", mode])
         try:
             time.sleep(args.warmup)
-            gen, gen_out = spawn("generate", tmp, [*common, "--rate", str(args.rate),
-                                                   "--seed", str(args.seed)])  # fmt: skip
+            gen, gen_out = spawn(
+                "generate", tmp, [*common, "--rate", str(args.rate), "--seed", str(args.seed)]
+            )
             gen.wait(args.duration + 120)
         finally:
             for p in (director, back):
                 p.send_signal(signal.SIGTERM)
             for p in (director, back):
                 p.wait(30)
-        return {"backends": json.loads(back_out.read_text()),
-                "director": json.loads(dir_out.read_text()),
-                "requests": json.loads(gen_out.read_text())}  # fmt: skip
+        return {
+            "backends": json.loads(back_out.read_text()),
+            "director": json.loads(dir_out.read_text()),
+            "requests": json.loads(gen_out.read_text()),
+        }
 
 
 def pct(values: list[float], q: float) -> float:
@@ -334,8 +374,10 @@ def summarise(mode: str, r: dict[str, Any], args: argparse.Namespace) -> dict[st
     half = args.warmup + args.duration / 2
     cap = b["workers"]
     first = [x / (cap * half) for x in b["busy_first"]]
-    second = [(x - y) / (cap * (b["elapsed"] - half))
-              for x, y in zip(b["busy"], b["busy_first"], strict=True)]  # fmt: skip
+    second = [
+        (x - y) / (cap * (b["elapsed"] - half))
+        for x, y in zip(b["busy"], b["busy_first"], strict=True)
+    ]
 
     def imbalance(u: list[float]) -> float:
         return max(u) / statistics.mean(u)
@@ -354,19 +396,26 @@ def summarise(mode: str, r: dict[str, Any], args: argparse.Namespace) -> dict[st
         turns.append(sum(1 for x, y in itertools.pairwise(moves) if (x > 0) != (y > 0)))
     changes = sum(1 for a, b2 in itertools.pairwise(tl) if a[1] != b2[1])
     s = {
-        "p50": pct(lat, 0.5) * 1000, "p99": pct(lat, 0.99) * 1000, "failed": failed,
-        "imbalance1": imbalance(first), "imbalance2": imbalance(second),
+        "p50": pct(lat, 0.5) * 1000,
+        "p99": pct(lat, 0.99) * 1000,
+        "failed": failed,
+        "imbalance1": imbalance(first),
+        "imbalance2": imbalance(second),
         "imbalance": (imbalance(first) + imbalance(second)) / 2,
-        "cv": max(cvs) if cvs else 0.0, "changes": changes,
-    }  # fmt: skip
+        "cv": max(cvs) if cvs else 0.0,
+        "changes": changes,
+    }
     util = " ".join(f"{u:.2f}" for u in first) + " | " + " ".join(f"{u:.2f}" for u in second)
-    print(f"{mode:8s} p50={s['p50']:.0f}ms p99={s['p99']:.0f}ms "
-          f"(p99 before|after the degradation {pct(lat1, 0.99) * 1000:.0f}|"
-          f"{pct(lat2, 0.99) * 1000:.0f}ms) failed={failed} "
-          f"utilisation(1x 2x 4x | 1x 8x 4x)={util} "
-          f"imbalance(max/mean)={s['imbalance1']:.2f}|{s['imbalance2']:.2f} "
-          f"weights_final={tl[-1][1] if tl else []} weight_changes={changes} "
-          f"weight_turns={turns} weight_cv_settled={s['cv']:.3f}", flush=True)  # fmt: skip
+    print(
+        f"{mode:8s} p50={s['p50']:.0f}ms p99={s['p99']:.0f}ms "
+        f"(p99 before|after the degradation {pct(lat1, 0.99) * 1000:.0f}|"
+        f"{pct(lat2, 0.99) * 1000:.0f}ms) failed={failed} "
+        f"utilisation(1x 2x 4x | 1x 8x 4x)={util} "
+        f"imbalance(max/mean)={s['imbalance1']:.2f}|{s['imbalance2']:.2f} "
+        f"weights_final={tl[-1][1] if tl else []} weight_changes={changes} "
+        f"weight_turns={turns} weight_cv_settled={s['cv']:.3f}",
+        flush=True,
+    )
     return s
 
 
@@ -380,8 +429,12 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=8)
     p.add_argument("--rounds", type=int, default=1, help="static/adaptive pairs; ratios: median")
     p.add_argument("--timeline", action="store_true", help="print the adaptive weights over time")
-    p.add_argument("--signal", choices=sorted(SIGNALS), default="cpu",
-                   help="cpu: utilisation (busy time); load: requests in the server per worker")
+    p.add_argument(
+        "--signal",
+        choices=sorted(SIGNALS),
+        default="cpu",
+        help="cpu: utilisation (busy time); load: requests in the server per worker",
+    )
     p.add_argument("--role", choices=["main", "backends", "director", "generate"], default="main")
     p.add_argument("--mode", choices=["static", "adaptive"], default="static")
     for name in ("--out", "--ready"):
@@ -399,10 +452,14 @@ def main() -> int:
             asyncio.run(role(args))
         return 0
     capacity = sum(args.workers / (args.base * m) for m in MULTS)
-    degraded = sum(args.workers / (args.base * (DEGRADE[1] if i == DEGRADE[0] else m))
-                   for i, m in enumerate(MULTS))  # fmt: skip
-    log(f"capacity {capacity:.0f}/s, {degraded:.0f}/s after the 2x server degrades to 8x; "
-        f"offered {args.rate:.0f}/s ({args.rate / capacity:.0%} then {args.rate / degraded:.0%})")
+    degraded = sum(
+        args.workers / (args.base * (DEGRADE[1] if i == DEGRADE[0] else m))
+        for i, m in enumerate(MULTS)
+    )
+    log(
+        f"capacity {capacity:.0f}/s, {degraded:.0f}/s after the 2x server degrades to 8x; "
+        f"offered {args.rate:.0f}/s ({args.rate / capacity:.0%} then {args.rate / degraded:.0%})"
+    )
     ratios: dict[str, list[float]] = {"p50": [], "imbalance": [], "p99": []}
     for n in range(args.rounds):
         if args.rounds > 1:

@@ -73,8 +73,11 @@ def settle(topo: Topology, impl: str, advert: float) -> tuple[Director, Director
     backup = start(topo, impl, "dir2", 100, advert)
     if isinstance(backup, LvsmonDirector):
         backup.wait_state("backup", 10)
-        wait_for("dir2 hears dir1", lambda: backup.group().get("adverts_received", 0) >= 2,
-                 5 * advert + 2)  # fmt: skip
+        wait_for(
+            "dir2 hears dir1",
+            lambda: backup.group().get("adverts_received", 0) >= 2,
+            5 * advert + 2,
+        )
     else:
         wait_for("keepalived backup", lambda: "Entering BACKUP STATE" in backup.proc.output(), 10)
         time.sleep(2 * advert + 0.1)
@@ -85,8 +88,9 @@ def settle(topo: Topology, impl: str, advert: float) -> tuple[Director, Director
 
 def after_next_advert(topo: Topology, action: Callable[[], None], timeout: float) -> float:
     """Run `action` the moment the next advert of dir1 reaches the client; its time."""
-    argv = topo.exec_argv("client", [PYTHON, str(HERE / "capture.py"), "eth0",
-                                     str(timeout), "--stream"])  # fmt: skip
+    argv = topo.exec_argv(
+        "client", [PYTHON, str(HERE / "capture.py"), "eth0", str(timeout), "--stream"]
+    )
     with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as cap:
         assert cap.stdout is not None and cap.stderr is not None
         cap.stderr.readline()  # capturing
@@ -106,8 +110,11 @@ def kill_run(impl: str, advert: float) -> float:
         prober = topo.prober(interval=PROBE_EVERY)
         time.sleep(0.2)
         killed = after_next_advert(topo, master.kill9, 3 * advert + 2)
-        wait_for("a connection via dir2", lambda: first_success_after(
-            _peek(prober), killed, "dir2") is not None, 5 * advert + 5)  # fmt: skip
+        wait_for(
+            "a connection via dir2",
+            lambda: first_success_after(_peek(prober), killed, "dir2") is not None,
+            5 * advert + 5,
+        )
         took = first_success_after(prober.stop(), killed, "dir2")
         assert took is not None
         return took
@@ -162,16 +169,23 @@ def main() -> int:
         medians = {i: statistics.median(t) for i, t in times.items()}
         for impl in IMPLS:
             spread = f"{ms(min(times[impl]))}-{ms(max(times[impl]))}"
-            print(f"failover_{impl}_{label}_ms={ms(medians[impl])} (min-max {spread}, "
-                  f"{len(times[impl])} runs)")  # fmt: skip
+            print(
+                f"failover_{impl}_{label}_ms={ms(medians[impl])} (min-max {spread}, "
+                f"{len(times[impl])} runs)"
+            )
         ratios[label] = medians["lvsmon"] / medians["keepalived"]
         print(f"ratio_failover_{label}={ratios[label]:.3f}", flush=True)
         for impl in IMPLS:
             runs = [graceful_run(impl, advert) for _ in range(args.graceful_runs)]
-            print(f"graceful_failed_{impl}_{label}=" + ",".join(f"{f}/{n}" for f, n, _ in runs)
-                  + f" (failed/attempts, an attempt every {ms(PROBE_EVERY)} ms; longest time "
-                  "without a successful connection: "
-                  + ", ".join(f"{ms(g)} ms" for _, _, g in runs) + ")", flush=True)
+            print(
+                f"graceful_failed_{impl}_{label}="
+                + ",".join(f"{f}/{n}" for f, n, _ in runs)
+                + f" (failed/attempts, an attempt every {ms(PROBE_EVERY)} ms; longest time "
+                "without a successful connection: "
+                + ", ".join(f"{ms(g)} ms" for _, _, g in runs)
+                + ")",
+                flush=True,
+            )
     if not args.no_jitter:
         with Topology() as topo:
             idle = measure(topo, seconds=3.0, busy=False)

@@ -95,8 +95,11 @@ def nginx(eps: list[tuple[str, int]]) -> Iterator[subprocess.Popen[bytes]]:
     with tempfile.TemporaryDirectory(prefix="lvsmon-bench-health-") as tmp:
         listens = "\n".join(f"    listen {a}:{p} backlog=512;" for a, p in eps)
         conf = Path(tmp) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, listens=listens, nofile=len(eps) * 2 + 4096,
-                                          connections=len(eps) + 16384))
+        conf.write_text(
+            NGINX_CONF.format(
+                tmp=tmp, listens=listens, nofile=len(eps) * 2 + 4096, connections=len(eps) + 16384
+            )
+        )
         proc = subprocess.Popen([binary, "-c", str(conf), "-p", tmp])
         try:
             wait_listening(eps[-1])
@@ -146,13 +149,13 @@ async def measure(eps: list[tuple[str, int]], args: argparse.Namespace) -> dict[
     monitor = HealthMonitor(max_in_flight=args.in_flight, observer=meter)
     vs = ServiceKey("tcp", "192.0.2.10", 80)
     tcp = HealthCheck(CheckType.TCP, interval=args.interval, timeout=0.5)
-    http = HealthCheck(CheckType.HTTP, interval=args.interval, timeout=0.5,
-                       spec=HttpSpec(path="/health"))  # fmt: skip
+    http = HealthCheck(
+        CheckType.HTTP, interval=args.interval, timeout=0.5, spec=HttpSpec(path="/health")
+    )
     meter.durations = {id(tcp): array.array("d"), id(http): array.array("d")}
     monitor.configure(
-        Target(vs, DestKey(a, p), http if i % 2 else tcp, "bench")
-        for i, (a, p) in enumerate(eps)
-    )  # fmt: skip
+        Target(vs, DestKey(a, p), http if i % 2 else tcp, "bench") for i, (a, p) in enumerate(eps)
+    )
     await monitor.start()
     await asyncio.sleep(args.warmup)
     profiler = cProfile.Profile() if args.profile else None
@@ -172,16 +175,23 @@ async def measure(eps: list[tuple[str, int]], args: argparse.Namespace) -> dict[
     lags = sorted(meter.lags)
     checks = len(lags)
     if checks:  # user: Python; system: the kernel, incl. loopback's real-server half
-        print(f"per 1000 checks: user {(user1 - user0) / checks * 1000:.4f} s, "
-              f"system {(sys1 - sys0) / checks * 1000:.4f} s", file=sys.stderr)  # fmt: skip
-    print(f"results: ok {checks - meter.failures.total()}, failed {dict(meter.failures)}",
-          file=sys.stderr)  # fmt: skip
+        print(
+            f"per 1000 checks: user {(user1 - user0) / checks * 1000:.4f} s, "
+            f"system {(sys1 - sys0) / checks * 1000:.4f} s",
+            file=sys.stderr,
+        )
+    print(
+        f"results: ok {checks - meter.failures.total()}, failed {dict(meter.failures)}",
+        file=sys.stderr,
+    )
     for check in (tcp, http):
         q = sorted(meter.durations[id(check)])
         if q:
-            print(f"{check.type} duration ms: p50 {q[len(q) // 2] * 1000:.2f} "
-                  f"p99 {q[int(len(q) * 0.99)] * 1000:.2f} max {q[-1] * 1000:.2f}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"{check.type} duration ms: p50 {q[len(q) // 2] * 1000:.2f} "
+                f"p99 {q[int(len(q) * 0.99)] * 1000:.2f} max {q[-1] * 1000:.2f}",
+                file=sys.stderr,
+            )
     return {
         "checks": checks,
         "cpu_seconds_per_1000_checks": (cpu1 - cpu0) / checks * 1000 if checks else float("nan"),
@@ -209,8 +219,11 @@ def main() -> None:
         sys.exit(f"bench/health.py: RLIMIT_NOFILE is {got}; need {args.in_flight + 1024}")
     eps = endpoints(args.servers, args.base_port)
     with nginx(eps):
-        print(f"{args.servers} real servers on nginx; interval {args.interval:g}s; "
-              f"measuring {args.seconds:g}s after {args.warmup:g}s", file=sys.stderr)  # fmt: skip
+        print(
+            f"{args.servers} real servers on nginx; interval {args.interval:g}s; "
+            f"measuring {args.seconds:g}s after {args.warmup:g}s",
+            file=sys.stderr,
+        )
         r = uvloop.run(measure(eps, args))
     # the machine may be shared: what one full core would sustain at this cost per check
     print(f"checks_per_cpu_second={1000 / r['cpu_seconds_per_1000_checks']:.0f}")

@@ -54,8 +54,11 @@ def on_host(argv: list[str]) -> int:
     assets = vmharness.ensure_assets(progress=lambda m: print(m, file=sys.stderr))
     result = vmharness.run_in_vm(
         [sys.executable, str(Path(__file__).resolve()), *argv],
-        cwd=str(REPO), timeout=3600, memory_mb=2048, assets=assets,
-    )  # fmt: skip
+        cwd=str(REPO),
+        timeout=3600,
+        memory_mb=2048,
+        assets=assets,
+    )
     sys.stdout.write(result.output)
     print(f"(guest boot {result.boot_seconds:.1f} s, total {result.total_seconds:.1f} s)")
     return result.returncode
@@ -63,20 +66,28 @@ def on_host(argv: list[str]) -> int:
 
 def config_text(services: int, reals: int, state_file: str) -> str:
     lines = [
-        "[daemon]", 'dataplane = "ipvs"', f'metrics_listen = "127.0.0.1:{METRICS_PORT}"',
-        'log_level = "warning"', "[daemon.ipvs]", f'state_file = "{state_file}"',
-    ]  # fmt: skip
+        "[daemon]",
+        'dataplane = "ipvs"',
+        f'metrics_listen = "127.0.0.1:{METRICS_PORT}"',
+        'log_level = "warning"',
+        "[daemon.ipvs]",
+        f'state_file = "{state_file}"',
+    ]
     for i in range(services):
         lines += [
-            "[[virtual_server]]", f'name = "vs{i}"',
-            f'address = "10.{100 + i // 250}.{i % 250}.1"', "port = 80", 'scheduler = "wlc"',
-        ]  # fmt: skip
+            "[[virtual_server]]",
+            f'name = "vs{i}"',
+            f'address = "10.{100 + i // 250}.{i % 250}.1"',
+            "port = 80",
+            'scheduler = "wlc"',
+        ]
         for j in range(reals):
             lines += [
                 "[[virtual_server.real_server]]",
-                f'address = "10.{j // 250}.{j % 250}.{2 + i % 250}"', "port = 8080",
+                f'address = "10.{j // 250}.{j % 250}.{2 + i % 250}"',
+                "port = 8080",
                 f"weight = {1 + (i + j) % 5}",
-            ]  # fmt: skip
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -116,8 +127,9 @@ def wait_http(port: int, proc: subprocess.Popen[bytes], timeout: float, log: Pat
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise SystemExit(f"{proc.args!r} exited {proc.returncode}:\n{log.read_text()[-3000:]}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(
-            f"http://127.0.0.1:{port}/", timeout=60
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=60),
         ):
             return
         time.sleep(0.5)
@@ -163,9 +175,12 @@ async def lvsmon_side(args: argparse.Namespace, cfg_path: Path) -> dict[str, flo
     out["full_sync"] = t3 - t0
     outcome = dp.last_outcome
     assert outcome is not None
-    print(f"lvsmon full sync: {t3 - t0:.2f} s (start+snapshot {t1 - t0:.2f} s, reconcile "
-          f"{t2 - t1:.2f} s, apply {t3 - t2:.2f} s: {outcome.requests} requests in "
-          f"{outcome.batches} sends)", flush=True)  # fmt: skip
+    print(
+        f"lvsmon full sync: {t3 - t0:.2f} s (start+snapshot {t1 - t0:.2f} s, reconcile "
+        f"{t2 - t1:.2f} s, apply {t3 - t2:.2f} s: {outcome.requests} requests in "
+        f"{outcome.batches} sends)",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     snap = dp.snapshot()
@@ -175,11 +190,15 @@ async def lvsmon_side(args: argparse.Namespace, cfg_path: Path) -> dict[str, flo
     t0 = time.perf_counter()
     assert reconcile(desired, snap.table(), snap.in_use) == []
     out["reconcile_steady"] = time.perf_counter() - t0
-    print(f"snapshot of {args.services}x{args.reals}: {out['snapshot']:.2f} s; steady-state "
-          f"reconcile {out['reconcile_steady']:.2f} s", flush=True)  # fmt: skip
+    print(
+        f"snapshot of {args.services}x{args.reals}: {out['snapshot']:.2f} s; steady-state "
+        f"reconcile {out['reconcile_steady']:.2f} s",
+        flush=True,
+    )
 
-    def changed(table: dict[ServiceKey, VirtualServer], every: int,
-                bump: int) -> dict[ServiceKey, VirtualServer]:  # fmt: skip
+    def changed(
+        table: dict[ServiceKey, VirtualServer], every: int, bump: int
+    ) -> dict[ServiceKey, VirtualServer]:
         new = {}
         n = 0
         for key, vs in table.items():
@@ -208,9 +227,11 @@ async def lvsmon_side(args: argparse.Namespace, cfg_path: Path) -> dict[str, flo
             assert len(ops) == (1 if every == total else total // every), len(ops)
         out[f"apply_{label}"] = statistics.median(applies)
         out[f"cycle_{label}"] = statistics.median(cycles)
-        print(f"{label}: {len(ops)} operations: apply {ms(out[f'apply_{label}'])} ms, "
-              f"whole cycle (snapshot+reconcile+apply) {ms(out[f'cycle_{label}'])} ms",
-              flush=True)  # fmt: skip
+        print(
+            f"{label}: {len(ops)} operations: apply {ms(out[f'apply_{label}'])} ms, "
+            f"whole cycle (snapshot+reconcile+apply) {ms(out[f'cycle_{label}'])} ms",
+            flush=True,
+        )
     # back to the configured weights so the daemon below starts converged
     snap = dp.snapshot()
     await dp.apply(reconcile(desired, snap.table(), snap.in_use))
@@ -241,8 +262,11 @@ def main() -> int:
     rules = render_save(build_view(cfg, snapshot_of(desired_table(cfg))))
     sh("modprobe", "ip_vs")
     sh("modprobe", "ip_vs_wlc")
-    print(f"table: {args.services} virtual servers x {args.reals} real servers "
-          f"({rules.count(chr(10))} ipvsadm rules)", flush=True)  # fmt: skip
+    print(
+        f"table: {args.services} virtual servers x {args.reals} real servers "
+        f"({rules.count(chr(10))} ipvsadm rules)",
+        flush=True,
+    )
 
     fresh_netns(ANCHOR_NS)
     t0 = time.perf_counter()
@@ -263,13 +287,20 @@ def main() -> int:
         if node is None:
             raise SystemExit("prometheus-node-exporter is missing: scripts/install-test-deps")
         lvsmon = [str(Path(sys.executable).with_name("lvsmon")), "run", "-c", str(cfg_path)]
-        nodeargs = [node, "--collector.disable-defaults", "--collector.ipvs",
-                    f"--web.listen-address=127.0.0.1:{NODE_PORT}"]  # fmt: skip
+        nodeargs = [
+            node,
+            "--collector.disable-defaults",
+            "--collector.ipvs",
+            f"--web.listen-address=127.0.0.1:{NODE_PORT}",
+        ]
         with running(lvsmon, tmp / "lvsmon.log") as d, running(nodeargs, tmp / "node.log") as n:
             t0 = time.perf_counter()
             wait_http(METRICS_PORT, d, 900, tmp / "lvsmon.log")
-            print(f"daemon up (start + first sync of the full table) in "
-                  f"{time.perf_counter() - t0:.1f} s", flush=True)  # fmt: skip
+            print(
+                f"daemon up (start + first sync of the full table) in "
+                f"{time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
             wait_http(NODE_PORT, n, 120, tmp / "node.log")
             ours, theirs = [], []
             for _ in range(args.rounds):

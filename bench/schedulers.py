@@ -34,8 +34,15 @@ def per_decision(name: str, n: int) -> float:
     sched = create(name, rng=random.Random(1))
     sched.update(table)
     rnd = random.Random(2)
-    flows = [Flow(ipaddress.IPv4Address(rnd.getrandbits(32)), rnd.randrange(1024, 65535),
-                  ipaddress.IPv4Address("192.0.2.1"), 80) for _ in range(1024)]  # fmt: skip
+    flows = [
+        Flow(
+            ipaddress.IPv4Address(rnd.getrandbits(32)),
+            rnd.randrange(1024, 65535),
+            ipaddress.IPv4Address("192.0.2.1"),
+            80,
+        )
+        for _ in range(1024)
+    ]
     start = time.perf_counter()
     for i in range(DECISIONS):
         sched.schedule(table, flows[i & 1023], i * 0.001)

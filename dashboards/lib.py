@@ -30,39 +30,84 @@ def templating(with_virtual_server: bool) -> Templating:
     items = [
         Template(name="datasource", label="Data source", type="datasource", query="prometheus"),
         Template(
-            name="instance", label="Director", dataSource=DS, type="query",
-            query="label_values(lvsmon_build_info, instance)", includeAll=True, multi=True,
-            default="$__all", refresh=2, allValue=".*",
+            name="instance",
+            label="Director",
+            dataSource=DS,
+            type="query",
+            query="label_values(lvsmon_build_info, instance)",
+            includeAll=True,
+            multi=True,
+            default="$__all",
+            refresh=2,
+            allValue=".*",
         ),
-    ]  # fmt: skip
+    ]
     if with_virtual_server:
-        items.append(Template(
-            name="virtual_server", label="Virtual server", dataSource=DS, type="query",
-            query=f"label_values(lvsmon_virtual_server_info{{{INSTANCE}}}, virtual_server)",
-            includeAll=True, multi=True, default="$__all", refresh=2, allValue=".*",
-        ))  # fmt: skip
+        items.append(
+            Template(
+                name="virtual_server",
+                label="Virtual server",
+                dataSource=DS,
+                type="query",
+                query=f"label_values(lvsmon_virtual_server_info{{{INSTANCE}}}, virtual_server)",
+                includeAll=True,
+                multi=True,
+                default="$__all",
+                refresh=2,
+                allValue=".*",
+            )
+        )
     return Templating(list=items)
 
 
-def timeseries(title: str, targets: list[Target], pos: tuple[int, int, int, int],
-               unit: str = "short", description: str = "") -> TimeSeries:  # fmt: skip
+def timeseries(
+    title: str,
+    targets: list[Target],
+    pos: tuple[int, int, int, int],
+    unit: str = "short",
+    description: str = "",
+) -> TimeSeries:
     x, y, w, h = pos
     return TimeSeries(
-        title=title, description=description, dataSource=DS, targets=targets, unit=unit,
-        gridPos=GridPos(h=h, w=w, x=x, y=y), legendDisplayMode="table",
-        legendPlacement="right", legendCalcs=["lastNotNull", "max"],
-    )  # fmt: skip
+        title=title,
+        description=description,
+        dataSource=DS,
+        targets=targets,
+        unit=unit,
+        gridPos=GridPos(h=h, w=w, x=x, y=y),
+        legendDisplayMode="table",
+        legendPlacement="right",
+        legendCalcs=["lastNotNull", "max"],
+    )
 
 
-def stat(title: str, target: Target, pos: tuple[int, int, int, int], unit: str = "none",
-         description: str = "") -> Stat:  # fmt: skip
+def stat(
+    title: str,
+    target: Target,
+    pos: tuple[int, int, int, int],
+    unit: str = "none",
+    description: str = "",
+) -> Stat:
     x, y, w, h = pos
-    return Stat(title=title, description=description, dataSource=DS, targets=[target],
-                format=unit, gridPos=GridPos(h=h, w=w, x=x, y=y), reduceCalc="lastNotNull")  # fmt: skip
+    return Stat(
+        title=title,
+        description=description,
+        dataSource=DS,
+        targets=[target],
+        format=unit,
+        gridPos=GridPos(h=h, w=w, x=x, y=y),
+        reduceCalc="lastNotNull",
+    )
 
 
-def timeline(title: str, targets: list[Target], pos: tuple[int, int, int, int],
-             description: str = "") -> StateTimeline:  # fmt: skip
+def timeline(
+    title: str, targets: list[Target], pos: tuple[int, int, int, int], description: str = ""
+) -> StateTimeline:
     x, y, w, h = pos
-    return StateTimeline(title=title, description=description, dataSource=DS, targets=targets,
-                         gridPos=GridPos(h=h, w=w, x=x, y=y))  # fmt: skip
+    return StateTimeline(
+        title=title,
+        description=description,
+        dataSource=DS,
+        targets=targets,
+        gridPos=GridPos(h=h, w=w, x=x, y=y),
+    )

@@ -48,8 +48,9 @@ def queries(directory: Path = HERE) -> Iterator[Query]:
     for name, board in boards(directory).items():
         for panel in board["panels"]:
             for t in panel.get("targets", []):
-                yield Query(name, panel["title"], t.get("refId", ""), t["expr"],
-                            t.get("legendFormat", ""))  # fmt: skip
+                yield Query(
+                    name, panel["title"], t.get("refId", ""), t["expr"], t.get("legendFormat", "")
+                )
 
 
 def template_queries(directory: Path = HERE) -> Iterator[tuple[str, str, str]]:
@@ -107,8 +108,9 @@ def label_values_call(query: str) -> tuple[str, str] | None:
 # --- Prometheus HTTP API ---
 
 
-def api(base: str, path: str, params: Mapping[str, str] | Sequence[tuple[str, str]],
-        timeout: float = 10) -> dict[str, Any]:  # fmt: skip
+def api(
+    base: str, path: str, params: Mapping[str, str] | Sequence[tuple[str, str]], timeout: float = 10
+) -> dict[str, Any]:
     url = f"{base.rstrip('/')}{path}?{urllib.parse.urlencode(params)}"
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
@@ -121,8 +123,11 @@ def api(base: str, path: str, params: Mapping[str, str] | Sequence[tuple[str, st
 def query_range(
     base: str, expr: str, start: float, end: float, step: float
 ) -> list[dict[str, Any]]:
-    body = api(base, "/api/v1/query_range",
-               {"query": expr, "start": str(start), "end": str(end), "step": str(step)})  # fmt: skip
+    body = api(
+        base,
+        "/api/v1/query_range",
+        {"query": expr, "start": str(start), "end": str(end), "step": str(step)},
+    )
     if body.get("status") != "success":
         raise RuntimeError(f"{expr}: {body.get('error')}")
     return list(body["data"]["result"])
@@ -135,8 +140,18 @@ def legend(fmt: str, labels: Mapping[str, str]) -> str:
 # --- drawing (matplotlib, Grafana's dark theme) ---
 
 CANVAS, PANEL, TEXT, GRID = "#111217", "#181b1f", "#ccccdc", "#2c3235"
-PALETTE = ("#73bf69", "#f2cc0c", "#8ab8ff", "#ff780a", "#f2495c", "#5794f2", "#b877d9",
-           "#705da0", "#37872d", "#fade2a")  # fmt: skip
+PALETTE = (
+    "#73bf69",
+    "#f2cc0c",
+    "#8ab8ff",
+    "#ff780a",
+    "#f2495c",
+    "#5794f2",
+    "#b877d9",
+    "#705da0",
+    "#37872d",
+    "#fade2a",
+)
 PERCENT_UNITS = ("percentunit",)
 UP, DOWN = "#73bf69", "#f2495c"
 
@@ -148,9 +163,16 @@ class Series:
     values: list[float]
 
 
-def fetch_panel(base: str, board: str, title: str, variables: Mapping[str, str],
-                start: float, end: float, step: float,
-                directory: Path = HERE) -> tuple[dict[str, Any], list[Series]]:  # fmt: skip
+def fetch_panel(
+    base: str,
+    board: str,
+    title: str,
+    variables: Mapping[str, str],
+    start: float,
+    end: float,
+    step: float,
+    directory: Path = HERE,
+) -> tuple[dict[str, Any], list[Series]]:
     panel = next((p for p in boards(directory)[board]["panels"] if p["title"] == title), None)
     if panel is None:
         raise KeyError(f"{board} has no panel titled {title!r}")
@@ -158,13 +180,22 @@ def fetch_panel(base: str, board: str, title: str, variables: Mapping[str, str],
     for t in panel["targets"]:
         for r in query_range(base, interpolate(t["expr"], variables), start, end, step):
             points = [(float(ts), float(v)) for ts, v in r["values"]]
-            series.append(Series(legend(t.get("legendFormat", ""), r["metric"]),
-                                 [p[0] for p in points], [p[1] for p in points]))  # fmt: skip
+            series.append(
+                Series(
+                    legend(t.get("legendFormat", ""), r["metric"]),
+                    [p[0] for p in points],
+                    [p[1] for p in points],
+                )
+            )
     return panel, sorted(series, key=lambda s: s.label)
 
 
-def draw(panels: Sequence[tuple[dict[str, Any], list[Series]]], out: Path,
-         marks: Sequence[tuple[float, str]] = (), width: float = 12.0) -> None:  # fmt: skip
+def draw(
+    panels: Sequence[tuple[dict[str, Any], list[Series]]],
+    out: Path,
+    marks: Sequence[tuple[float, str]] = (),
+    width: float = 12.0,
+) -> None:
     """One Grafana-like panel per row; `marks` are (unix time, text) annotations."""
     import matplotlib
 
@@ -175,10 +206,17 @@ def draw(panels: Sequence[tuple[dict[str, Any], list[Series]]], out: Path,
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    heights = [max(1.6, 0.45 * len(s) + 0.8) if p["type"] == "state-timeline" else 3.2
-               for p, s in panels]  # fmt: skip
-    fig, axes = plt.subplots(len(panels), 1, figsize=(width, sum(heights) + 0.3), squeeze=False,
-                             height_ratios=heights, facecolor=CANVAS)  # fmt: skip
+    heights = [
+        max(1.6, 0.45 * len(s) + 0.8) if p["type"] == "state-timeline" else 3.2 for p, s in panels
+    ]
+    fig, axes = plt.subplots(
+        len(panels),
+        1,
+        figsize=(width, sum(heights) + 0.3),
+        squeeze=False,
+        height_ratios=heights,
+        facecolor=CANVAS,
+    )
     times = [t for _, series in panels for s in series for t in s.times]
     span = (datetime.fromtimestamp(min(times)), datetime.fromtimestamp(max(times)))
     for ax, (panel, series) in zip(axes[:, 0], panels, strict=True):
@@ -198,11 +236,23 @@ def draw(panels: Sequence[tuple[dict[str, Any], list[Series]]], out: Path,
             ax.axvline(at, color="#f2495c", linewidth=1, alpha=0.8, zorder=3)
             if ax is axes[0, 0]:  # label the marks once, above the first panel
                 right = (at - span[0]) > (span[1] - span[0]) / 2
-                ax.annotate(text, (at, 1), xycoords=("data", "axes fraction"),
-                            xytext=(-4 if right else 4, -12 - 12 * i), textcoords="offset points",
-                            ha="right" if right else "left", color="#f2495c", fontsize=9,
-                            bbox={"boxstyle": "square,pad=0.2", "facecolor": PANEL,
-                                  "edgecolor": "none", "alpha": 0.85}, zorder=4)  # fmt: skip
+                ax.annotate(
+                    text,
+                    (at, 1),
+                    xycoords=("data", "axes fraction"),
+                    xytext=(-4 if right else 4, -12 - 12 * i),
+                    textcoords="offset points",
+                    ha="right" if right else "left",
+                    color="#f2495c",
+                    fontsize=9,
+                    bbox={
+                        "boxstyle": "square,pad=0.2",
+                        "facecolor": PANEL,
+                        "edgecolor": "none",
+                        "alpha": 0.85,
+                    },
+                    zorder=4,
+                )
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, facecolor=CANVAS)
@@ -221,15 +271,22 @@ def _lines(ax: Any, panel: Mapping[str, Any], series: Sequence[Series], locator:
         dashed = kind in ("weight", "total")
         colour = colours.setdefault(key or s.label, PALETTE[len(colours) % len(PALETTE)])
         values = [v * 100 for v in s.values] if percent else s.values
-        ax.plot([datetime.fromtimestamp(t) for t in s.times], values, color=colour,
-                linewidth=1.8, linestyle="--" if dashed else "-", label=s.label)  # fmt: skip
+        ax.plot(
+            [datetime.fromtimestamp(t) for t in s.times],
+            values,
+            color=colour,
+            linewidth=1.8,
+            linestyle="--" if dashed else "-",
+            label=s.label,
+        )
     if percent:
         ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0f}%")
     elif all(float(v).is_integer() for s in series for v in s.values):
         ax.yaxis.set_major_locator(locator(integer=True))
     ax.set_ylim(bottom=0)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9,
-              labelcolor=TEXT)  # fmt: skip
+    ax.legend(
+        loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=9, labelcolor=TEXT
+    )
 
 
 def _timeline(ax: Any, series: Sequence[Series]) -> None:
@@ -246,12 +303,22 @@ def _timeline(ax: Any, series: Sequence[Series]) -> None:
                 spans.append((t, t, v))
         for start, end, v in spans:
             # the bar runs to the next sample (a step), in matplotlib's date numbers
-            left, right = mdates.date2num([datetime.fromtimestamp(start),  # type: ignore[no-untyped-call]
-                                           datetime.fromtimestamp(end + 1)])  # fmt: skip
-            ax.broken_barh([(left, right - left)], (row + 0.15, 0.7),
-                           color=UP if v >= 1 else DOWN)  # fmt: skip
-            ax.annotate("up" if v >= 1 else "down", (left, row + 0.5), xytext=(4, 0),
-                        textcoords="offset points", va="center", color=CANVAS, fontsize=8)  # fmt: skip
+            left, right = mdates.date2num(
+                [
+                    datetime.fromtimestamp(start),  # type: ignore[no-untyped-call]
+                    datetime.fromtimestamp(end + 1),
+                ]
+            )
+            ax.broken_barh([(left, right - left)], (row + 0.15, 0.7), color=UP if v >= 1 else DOWN)
+            ax.annotate(
+                "up" if v >= 1 else "down",
+                (left, row + 0.5),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                color=CANVAS,
+                fontsize=8,
+            )
     ax.set_yticks([i + 0.5 for i in range(len(series))], [s.label for s in reversed(series)])
     ax.set_ylim(0, len(series))
     ax.tick_params(axis="y", length=0)
@@ -267,8 +334,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--start", type=float, help="unix time (overrides --since)")
     parser.add_argument("--end", type=float, help="unix time (default: now)")
     parser.add_argument("--step", type=float, default=1.0, help="seconds between points")
-    parser.add_argument("--scrape-interval", type=float, default=15.0,
-                        help="the data source's scrape interval, for $__rate_interval")  # fmt: skip
+    parser.add_argument(
+        "--scrape-interval",
+        type=float,
+        default=15.0,
+        help="the data source's scrape interval, for $__rate_interval",
+    )
     parser.add_argument("--instance", action="append", help="director(s); default: All")
     parser.add_argument("--virtual-server", action="append", help="default: All")
     parser.add_argument("--mark", action="append", default=[], metavar="UNIXTIME:TEXT")

@@ -56,17 +56,28 @@ def _parser() -> argparse.ArgumentParser:
 
 def _endpoint_options(c: argparse.ArgumentParser) -> None:
     """Where and how to reach the daemon's /status (TLS and auth: daemon.web_config_file)."""
-    c.add_argument("--address", help="the daemon's metrics_listen, plain HTTP "
-                   "(default: from the config, https when its web config sets TLS)")
+    c.add_argument(
+        "--address",
+        help="the daemon's metrics_listen, plain HTTP "
+        "(default: from the config, https when its web config sets TLS)",
+    )
     c.add_argument("--url", help="the daemon's base URL, e.g. https://director.example:9108")
-    c.add_argument("--ca-file", help="CA certificate(s) verifying the daemon's certificate "
-                   "(default: the system's; from the config: the daemon's own certificate)")
-    c.add_argument("--insecure", action="store_true",
-                   help="do not verify the daemon's certificate (like curl -k)")
+    c.add_argument(
+        "--ca-file",
+        help="CA certificate(s) verifying the daemon's certificate "
+        "(default: the system's; from the config: the daemon's own certificate)",
+    )
+    c.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the daemon's certificate (like curl -k)",
+    )
     c.add_argument("--cert-file", help="client certificate (PEM), when the daemon asks for one")
     c.add_argument("--key-file", help="the client certificate's key (default: in --cert-file)")
-    c.add_argument("--user", help=f"basic auth user; password from --password-file, "
-                   f"${PASSWORD_ENV} or a prompt")  # fmt: skip
+    c.add_argument(
+        "--user",
+        help=f"basic auth user; password from --password-file, ${PASSWORD_ENV} or a prompt",
+    )
     c.add_argument("--password-file", help="file holding the basic auth password")
 
 
@@ -112,8 +123,10 @@ def _check(path: str) -> int:
         mode = "preempt" if g.preempt else "nopreempt"
         if g.preempt and g.preempt_delay:
             mode += f" after {format_duration(g.preempt_delay)}"
-        print(f"Failover group {g.name}: vrid {g.vrid} on {g.interface}, priority {g.priority}, "
-              f"advert {format_duration(g.advert_interval)}, {mode}")  # fmt: skip
+        print(
+            f"Failover group {g.name}: vrid {g.vrid} on {g.interface}, priority {g.priority}, "
+            f"advert {format_duration(g.advert_interval)}, {mode}"
+        )
         for address in g.addresses:
             print(f"  address {address}")
     if cfg.daemon.web is not None:
@@ -147,9 +160,13 @@ def _client(args: argparse.Namespace) -> StatusClient:
     context = None
     if url.startswith("https://"):
         try:
-            context = tls_context(ca_file=args.ca_file, insecure=args.insecure,
-                                  cert_file=args.cert_file, key_file=args.key_file,
-                                  server=server)  # fmt: skip
+            context = tls_context(
+                ca_file=args.ca_file,
+                insecure=args.insecure,
+                cert_file=args.cert_file,
+                key_file=args.key_file,
+                server=server,
+            )
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise UsageError(f"cannot use the TLS files given: {exc}") from None
     authorization = basic_authorization(args.user, _password(args)) if args.user else None
@@ -166,8 +183,9 @@ def _password(args: argparse.Namespace) -> str:
         return password
     if sys.stdin.isatty():
         return getpass.getpass(f"password for {args.user}: ")
-    raise UsageError(f"--user {args.user}: no password: give --password-file or set "
-                     f"${PASSWORD_ENV}")  # fmt: skip
+    raise UsageError(
+        f"--user {args.user}: no password: give --password-file or set ${PASSWORD_ENV}"
+    )
 
 
 def fetch_view(address: str, timeout: float = 5.0) -> DirectorView:
@@ -188,8 +206,9 @@ def _status(args: argparse.Namespace) -> int:
             hint = ""
             if exc.code == 401:
                 hint = ": it needs basic auth (--user)" if not args.user else ": wrong password?"
-            print(f"lvsmon: {client.base_url} answered {exc.code} {exc.reason}{hint}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"lvsmon: {client.base_url} answered {exc.code} {exc.reason}{hint}", file=sys.stderr
+            )
             return 1
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -213,8 +232,9 @@ def _reload(path: str) -> int:
     cfg = configmod.load(path)  # a file that would be rejected is reported here, not in a log
     pid_file = cfg.daemon.pid_file
     if not pid_file:
-        print(f"lvsmon: {path}: daemon.pid_file is not set; cannot find the daemon",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"lvsmon: {path}: daemon.pid_file is not set; cannot find the daemon", file=sys.stderr
+        )
         return 1
     try:
         pid = int(Path(pid_file).read_text().strip())

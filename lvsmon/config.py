@@ -272,9 +272,11 @@ def _read_daemon(root: _Section) -> DaemonSettings:
     sec = _Section(root.table("daemon"), "daemon", root.problems)
     dataplane = sec.get("dataplane", _choice(DATAPLANES), "proxy", 'one of "proxy", "ipvs"')
     listen = sec.get(
-        "metrics_listen", _endpoint, DaemonSettings().metrics_listen,
+        "metrics_listen",
+        _endpoint,
+        DaemonSettings().metrics_listen,
         'an address:port such as "127.0.0.1:9108" or "[::1]:9108"',
-    )  # fmt: skip
+    )
     pid_file = sec.get("pid_file", _text, "", "a file path")
     grace = sec.get("shutdown_grace", _duration, 10.0, DURATION)
     level = sec.get("log_level", _choice(LOG_LEVELS), "warning", "one of " + ", ".join(LOG_LEVELS))
@@ -291,10 +293,16 @@ def _read_daemon(root: _Section) -> DaemonSettings:
     ipvs = _read_ipvs(_Section(sec.table("ipvs"), "daemon.ipvs", root.problems))
     sec.check_unknown()
     return DaemonSettings(
-        dataplane=dataplane, metrics_listen=listen, pid_file=pid_file,
-        shutdown_grace=grace, log_level=level, timeouts=timeouts, ipvs=ipvs,
-        web_config_file=web_file, web=web,
-    )  # fmt: skip
+        dataplane=dataplane,
+        metrics_listen=listen,
+        pid_file=pid_file,
+        shutdown_grace=grace,
+        log_level=level,
+        timeouts=timeouts,
+        ipvs=ipvs,
+        web_config_file=web_file,
+        web=web,
+    )
 
 
 def _read_web_config(sec: _Section, path: str) -> webconfig.WebConfig | None:
@@ -305,8 +313,9 @@ def _read_web_config(sec: _Section, path: str) -> webconfig.WebConfig | None:
         return webconfig.load(path)
     except webconfig.WebConfigError as exc:
         for key, message in exc.problems:
-            sec.error("web_config_file", f'"{path}": {key}: {message}' if key
-                      else f'"{path}": {message}')  # fmt: skip
+            sec.error(
+                "web_config_file", f'"{path}": {key}: {message}' if key else f'"{path}": {message}'
+            )
         return None
 
 
@@ -331,13 +340,16 @@ def _read_ipvs(sec: _Section) -> IpvsSettings:
     kd = IpvsSysctls()
     sysctl = IpvsSysctls(
         expire_nodest_conn=ksec.get(
-            "expire_nodest_conn", _bool, kd.expire_nodest_conn, "true or false"),
+            "expire_nodest_conn", _bool, kd.expire_nodest_conn, "true or false"
+        ),
         expire_quiescent_template=ksec.get(
-            "expire_quiescent_template", _bool, kd.expire_quiescent_template, "true or false"),
+            "expire_quiescent_template", _bool, kd.expire_quiescent_template, "true or false"
+        ),
         conntrack=ksec.get("conntrack", _bool, kd.conntrack, "true or false"),
         conn_reuse_mode=ksec.get(
-            "conn_reuse_mode", _int_in(0, 3), kd.conn_reuse_mode, "an integer 0..3 (a bitmap)"),
-    )  # fmt: skip
+            "conn_reuse_mode", _int_in(0, 3), kd.conn_reuse_mode, "an integer 0..3 (a bitmap)"
+        ),
+    )
     ksec.check_unknown()
     ssec = _Section(sec.table("sync_daemon"), "daemon.ipvs.sync_daemon", sec.problems)
     state = ssec.get("state", SyncState, SyncState.NONE, 'one of "none", "master", "backup"')
@@ -345,19 +357,24 @@ def _read_ipvs(sec: _Section) -> IpvsSettings:
     syncid = ssec.get("syncid", _int_in(0, 255), 0, "an integer 0..255")
     follow = ssec.get("follow", _text, "", "the name of a failover_group")
     if follow and "state" in ssec.data:
-        ssec.error("state", f'"{state}" conflicts with follow = "{follow}": the role of that '
-                            "failover group decides master or backup; remove one")  # fmt: skip
+        ssec.error(
+            "state",
+            f'"{state}" conflicts with follow = "{follow}": the role of that '
+            "failover group decides master or backup; remove one",
+        )
     if (follow or state is not SyncState.NONE) and not interface:
         why = f'follow = "{follow}"' if follow else f'state is "{state}"'
         ssec.error("interface", f"missing: the sync daemon needs an interface when {why}")
     ssec.check_unknown()
     sec.check_unknown()
     return IpvsSettings(
-        flush_on_stop=flush, adopt=adopt is True,
+        flush_on_stop=flush,
+        adopt=adopt is True,
         adopt_names=adopt if isinstance(adopt, frozenset) else frozenset(),
-        state_file=state_file, sysctl=sysctl,
+        state_file=state_file,
+        sysctl=sysctl,
         sync_daemon=SyncDaemon(state=state, interface=interface, syncid=syncid, follow=follow),
-    )  # fmt: skip
+    )
 
 
 def _interface(value: Any) -> str:
@@ -373,7 +390,10 @@ def _text(value: Any) -> str:
 
 
 def _read_real_server(
-    sec: _Section, vs_port: int, family: int | None, forwarding: Forwarding,
+    sec: _Section,
+    vs_port: int,
+    family: int | None,
+    forwarding: Forwarding,
     check: HealthCheck | None = None,
 ) -> RealServer | None:
     address = sec.require("address", _address, "an IPv4 or IPv6 address")
@@ -417,19 +437,24 @@ def _read_virtual_server(
         port = sec.require("port", _int_in(1, 65535), PORT) or 0
     protocol = sec.get("protocol", Protocol, Protocol.TCP, 'one of "tcp", "udp", "sctp"')
     scheduler = sec.get(
-        "scheduler", _choice(schedulers.IPVS_SCHEDULERS), "wlc",
+        "scheduler",
+        _choice(schedulers.IPVS_SCHEDULERS),
+        "wlc",
         "one of " + ", ".join(schedulers.IPVS_SCHEDULERS),
-    )  # fmt: skip
+    )
     flags: frozenset[str] = sec.get("scheduler_flags", _flags, frozenset(), "an array of flags")
     timeout = sec.get("persistence_timeout", _duration, 0.0, DURATION + " (0 = off)")
     family = address.version if address is not None else None
     netmask = sec.get(
-        "persistence_netmask", _netmask(family or 4), 128 if family == 6 else 32,
-        "a netmask such as \"255.255.255.0\" or a prefix length",
-    )  # fmt: skip
+        "persistence_netmask",
+        _netmask(family or 4),
+        128 if family == 6 else 32,
+        'a netmask such as "255.255.255.0" or a prefix length',
+    )
     forwarding = sec.get("forwarding", Forwarding, Forwarding.NAT, 'one of "nat", "dr", "tunnel"')
-    on_failure = sec.get("on_failure", _choice(("remove", "quiesce")), "remove",
-                         'one of "remove", "quiesce"')  # fmt: skip
+    on_failure = sec.get(
+        "on_failure", _choice(("remove", "quiesce")), "remove", 'one of "remove", "quiesce"'
+    )
     slow_start = sec.get("slow_start", _duration, 0.0, DURATION + " (0 = off)")
     check = health_config.health_check_of(sec)
     sorry = sec.get("sorry_server", _endpoint, None, 'an address:port such as "10.0.0.9:80"')
@@ -450,11 +475,21 @@ def _read_virtual_server(
     if name is None or (address is None and not fwmark):
         return None
     vs = VirtualServer(
-        name=name, address=address, port=port, protocol=protocol, fwmark=fwmark,
-        scheduler=scheduler, scheduler_flags=flags, persistence_timeout=timeout,
-        persistence_netmask=netmask, quiesce=on_failure == "quiesce", slow_start=slow_start,
-        sorry_server=sorry, real_servers=tuple(reals), adaptive_weights=adaptive,
-    )  # fmt: skip
+        name=name,
+        address=address,
+        port=port,
+        protocol=protocol,
+        fwmark=fwmark,
+        scheduler=scheduler,
+        scheduler_flags=flags,
+        persistence_timeout=timeout,
+        persistence_netmask=netmask,
+        quiesce=on_failure == "quiesce",
+        slow_start=slow_start,
+        sorry_server=sorry,
+        real_servers=tuple(reals),
+        adaptive_weights=adaptive,
+    )
     _check_semantics(sec, vs, forwarding, caps)
     return vs
 
@@ -467,8 +502,7 @@ def _read_adaptive(sec: _Section, reals: list[RealServer]) -> AdaptiveSpec | Non
     path = sec.key_path("adaptive_weights")
     spec = weights_config.read_adaptive(sec.table("adaptive_weights"), path, sec.problems)
     if spec is not None:
-        weights_config.check_real_servers(spec, sec.path, [rs.weight for rs in reals],
-                                          sec.problems)  # fmt: skip
+        weights_config.check_real_servers(spec, sec.path, [rs.weight for rs in reals], sec.problems)
     return spec
 
 
@@ -570,8 +604,11 @@ def build(
     follow = daemon.ipvs.sync_daemon.follow
     if follow and follow not in {g.name for g in groups}:
         known = ", ".join(f'"{g.name}"' for g in groups) or "none is configured"
-        problems.append(Problem("daemon.ipvs.sync_daemon.follow",
-                                f'"{follow}" names no failover_group ({known})'))  # fmt: skip
+        problems.append(
+            Problem(
+                "daemon.ipvs.sync_daemon.follow", f'"{follow}" names no failover_group ({known})'
+            )
+        )
     root.known.add("failover_group")
     root.check_unknown()
     if problems:

@@ -158,16 +158,23 @@ class Director:
         return {vs.key: vs.name for vs in self.config.virtual_servers}
 
     def _configure_weights(self) -> None:
-        self.weights.configure(group_for(vs, vs.adaptive_weights)
-                               for vs in self.config.virtual_servers if vs.adaptive_weights)
+        self.weights.configure(
+            group_for(vs, vs.adaptive_weights)
+            for vs in self.config.virtual_servers
+            if vs.adaptive_weights
+        )
 
     def _weight_parts(self) -> dict[tuple[ServiceKey, DestKey], WeightParts]:
         """Health x slow start x adaptive factor, in one place (lvsmon.weights.effective)."""
         ramps, dynamic = self.health.weights()
         return weight_parts(
-            self.config.virtual_servers, down=self.health.down(), slow_start=ramps, base=dynamic,
-            adaptive=self.weights.factors(), adaptive_services=self.weights.services(),
-        )  # fmt: skip
+            self.config.virtual_servers,
+            down=self.health.down(),
+            slow_start=ramps,
+            base=dynamic,
+            adaptive=self.weights.factors(),
+            adaptive_services=self.weights.services(),
+        )
 
     def _overrides(self) -> dict[tuple[ServiceKey, DestKey], int | None]:
         return overrides(self._weight_parts())
@@ -199,8 +206,10 @@ class Director:
             running = self.dataplane.sync_daemons()
         except DataPlaneError:
             return None
-        return [{"state": str(d.state), "interface": d.interface, "syncid": d.syncid}
-                for d in running.values()]  # fmt: skip
+        return [
+            {"state": str(d.state), "interface": d.interface, "syncid": d.syncid}
+            for d in running.values()
+        ]
 
     def status_view(self) -> DirectorView:
         return self.view(weight_columns=True)
@@ -232,9 +241,13 @@ class Director:
             raise StartupError(f'daemon.metrics_listen = "{listen}": {exc.strerror}') from None
         log.warning(
             "lvsmon started",
-            extra=fields(dataplane=self.dataplane.name, config=self.config_path,
-                         virtual_servers=len(self.config.virtual_servers), metrics=str(listen)),
-        )  # fmt: skip
+            extra=fields(
+                dataplane=self.dataplane.name,
+                config=self.config_path,
+                virtual_servers=len(self.config.virtual_servers),
+                metrics=str(listen),
+            ),
+        )
         await self._main_loop()
         grace = self.config.daemon.shutdown_grace
         log.warning("shutting down", extra=fields(grace_seconds=grace))
@@ -247,8 +260,13 @@ class Director:
 
     async def _main_loop(self) -> None:
         while not self._stop.is_set():
-            events = (self._stop, self._reload, self.health.changed, self.weights.changed,
-                      self._ha_changed)  # fmt: skip
+            events = (
+                self._stop,
+                self._reload,
+                self.health.changed,
+                self.weights.changed,
+                self._ha_changed,
+            )
             waiters = [asyncio.ensure_future(e.wait()) for e in events]
             await asyncio.wait(waiters, timeout=SYNC_INTERVAL, return_when="FIRST_COMPLETED")
             for w in waiters:
@@ -280,10 +298,12 @@ class Director:
         CPU, so it runs only every FULL_RESYNC_INTERVAL, or when a snapshot saw a change)."""
         settled, dp = self._settled, self.dataplane
         return (
-            settled is not None and settled[0] is self.config and isinstance(dp, Versioned)
+            settled is not None
+            and settled[0] is self.config
+            and isinstance(dp, Versioned)
             and dp.generation == settled[1]
             and time.monotonic() - max(settled[2], dp.read_at) < FULL_RESYNC_INTERVAL
-        )  # fmt: skip
+        )
 
     async def sync(self, *, strict: bool = False) -> bool:
         """Reconcile the data plane to the config. `strict` raises instead of logging."""
@@ -355,8 +375,9 @@ class Director:
         if self.ha is None:
             if not groups:
                 return
-            self.ha = HAProcess(groups, log_level=self.config.daemon.log_level,
-                                on_status=self._on_ha_status)  # fmt: skip
+            self.ha = HAProcess(
+                groups, log_level=self.config.daemon.log_level, on_status=self._on_ha_status
+            )
             await self.ha.start()
         else:
             self.ha.configure(groups)  # unchanged groups keep their state
@@ -390,13 +411,17 @@ class Director:
         except DataPlaneError as exc:
             self.dataplane_errors += 1  # retried every loop: _sync_role is unchanged
             if str(exc) != self._sync_error:  # logged once per distinct failure
-                log.error("IPVS sync daemon not switched", extra=fields(
-                    failover_group=sync.follow, role=role, error=str(exc)))  # fmt: skip
+                log.error(
+                    "IPVS sync daemon not switched",
+                    extra=fields(failover_group=sync.follow, role=role, error=str(exc)),
+                )
             self._sync_error = str(exc)
             return
         self._sync_role, self._sync_error = want, ""
-        log.warning("IPVS sync daemon follows the failover group", extra=fields(
-            failover_group=sync.follow, role=role, state=str(want.state)))  # fmt: skip
+        log.warning(
+            "IPVS sync daemon follows the failover group",
+            extra=fields(failover_group=sync.follow, role=role, state=str(want.state)),
+        )
 
     def _report_health_to_ha(self) -> None:
         """Real servers up/configured per virtual server, for `track_real_servers`."""
@@ -431,11 +456,16 @@ def _nothing_drains(desired: Table, actual: Table) -> bool:
 
 def _check_reloadable(old: Config, new: Config) -> None:
     if old.daemon.dataplane != new.daemon.dataplane:
-        raise configmod.ConfigError(new.source, [configmod.Problem(
-            "daemon.dataplane",
-            f'"{new.daemon.dataplane}" differs from the running "{old.daemon.dataplane}": '
-            "the data plane cannot change on reload; restart lvsmon",
-        )])  # fmt: skip
+        raise configmod.ConfigError(
+            new.source,
+            [
+                configmod.Problem(
+                    "daemon.dataplane",
+                    f'"{new.daemon.dataplane}" differs from the running "{old.daemon.dataplane}": '
+                    "the data plane cannot change on reload; restart lvsmon",
+                )
+            ],
+        )
 
 
 async def serve(config_path: str) -> None:

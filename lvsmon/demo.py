@@ -142,15 +142,21 @@ async def _demo(cfg: Config, path: Path, duration: float) -> int:
         daemon.send_signal(signal.SIGTERM)
         await asyncio.to_thread(daemon.wait, 20)
         servers.close()
-    print(f"\ndemo finished: {stats['ok']} requests served, {stats['error']} client errors; "
-          f"daemon log: {work / 'daemon.log'}")  # fmt: skip
+    print(
+        f"\ndemo finished: {stats['ok']} requests served, {stats['error']} client errors; "
+        f"daemon log: {work / 'daemon.log'}"
+    )
     return 0 if daemon.returncode == 0 else 1
 
 
 def _maybe_reload(
-    elapsed: float, phase: int, live: Path, original: str, vs: VirtualServer,
+    elapsed: float,
+    phase: int,
+    live: Path,
+    original: str,
+    vs: VirtualServer,
     daemon: subprocess.Popen[bytes],
-) -> str | None:  # fmt: skip
+) -> str | None:
     """At 8 s quiesce the last real server, at 16 s restore it; returns what it did."""
     last = vs.real_servers[-1].label
     if phase == 0 and elapsed >= 8:
@@ -167,8 +173,14 @@ def _maybe_reload(
 def _draw(table: str, hits: Counter[str], stats: Counter[str], elapsed: float, note: str) -> None:
     tty = sys.stdout.isatty()
     total = sum(hits.values()) or 1
-    lines = ["\x1b[H\x1b[2J" if tty else "", f"lvsmon demo — {elapsed:4.0f}s — Ctrl-C to stop", "",
-             table, "", "requests answered by each real server:"]  # fmt: skip
+    lines = [
+        "\x1b[H\x1b[2J" if tty else "",
+        f"lvsmon demo — {elapsed:4.0f}s — Ctrl-C to stop",
+        "",
+        table,
+        "",
+        "requests answered by each real server:",
+    ]
     for label, n in sorted(hits.items()):
         bar = "#" * round(40 * n / total)
         lines.append(f"  {label:<22} {n:>6}  {bar}")
@@ -181,13 +193,17 @@ def _draw(table: str, hits: Counter[str], stats: Counter[str], elapsed: float, n
 def run_demo(config_path: str, duration: float) -> int:
     path = Path(config_path)
     if not path.exists():
-        print(f"lvsmon demo: {config_path} not found (run it from the lvsmon checkout, or pass -c)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"lvsmon demo: {config_path} not found (run it from the lvsmon checkout, or pass -c)",
+            file=sys.stderr,
+        )
         return 1
     cfg = configmod.load(path)
     if cfg.daemon.dataplane != "proxy" or not cfg.virtual_servers:
-        print(f"lvsmon demo: {config_path}: needs dataplane = \"proxy\" and a virtual server",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f'lvsmon demo: {config_path}: needs dataplane = "proxy" and a virtual server',
+            file=sys.stderr,
+        )
         return 1
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     try:

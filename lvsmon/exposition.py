@@ -48,8 +48,9 @@ def render(registry: CollectorRegistry) -> bytes:
             else:
                 labelstr = ""
             value = s.value
-            text = f"{value}.0" if type(value) is int and 0 <= value < 1_000_000 else \
-                _go_float(value)  # fmt: skip
+            text = (
+                f"{value}.0" if type(value) is int and 0 <= value < 1_000_000 else _go_float(value)
+            )
             timestamp = "" if s.timestamp is None else f" {int(float(s.timestamp) * 1000):d}"
             line = f"{s.name}{labelstr} {text}{timestamp}\n"
             suffix = suffix_of.get(s.name)
@@ -70,8 +71,9 @@ def _prometheus_name_and_type(name: str, mtype: str) -> tuple[str, str]:
         return name + "_total", mtype
     if mtype == "info":
         return name + "_info", "gauge"
-    return name, {"stateset": "gauge", "gaugehistogram": "histogram",
-                  "unknown": "untyped"}.get(mtype, mtype)  # fmt: skip
+    return name, {"stateset": "gauge", "gaugehistogram": "histogram", "unknown": "untyped"}.get(
+        mtype, mtype
+    )
 
 
 def _help_text(doc: str) -> str:
@@ -86,4 +88,4 @@ def _labels(labels: dict[str, Any]) -> str:
 
 def _escape(value: str) -> str:
     """The text format's escaping of a label value: backslash, newline, double quote."""
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")

@@ -40,9 +40,11 @@ class Response:
 
 
 UNAUTHORIZED = Response(
-    "401 Unauthorized", "text/plain", b"unauthorized\n",
+    "401 Unauthorized",
+    "text/plain",
+    b"unauthorized\n",
     (("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),),
-)  # fmt: skip
+)
 
 
 class StatusServer:
@@ -75,10 +77,14 @@ class StatusServer:
     async def start(self, host: str, port: int) -> None:
         tls = _tls(self._web)
         self._server = await asyncio.start_server(
-            self._handle, host, port, reuse_address=True, limit=MAX_HEAD,
+            self._handle,
+            host,
+            port,
+            reuse_address=True,
+            limit=MAX_HEAD,
             ssl=tls.context if tls else None,
             ssl_handshake_timeout=READ_TIMEOUT if tls else None,
-        )  # fmt: skip
+        )
 
     async def stop(self) -> None:
         if self._server is not None:
@@ -123,8 +129,10 @@ class StatusServer:
             return Response("400 Bad Request", "text/plain", b"bad request line\n")
         tls = _tls(web)
         if tls is not None and not tls.allows_peer(_peercert(writer)):
-            log.info("client certificate not in client_allowed_sans",
-                     extra=fields(peer=str(writer.get_extra_info("peername"))))  # fmt: skip
+            log.info(
+                "client certificate not in client_allowed_sans",
+                extra=fields(peer=str(writer.get_extra_info("peername"))),
+            )
             return Response("403 Forbidden", "text/plain", b"client certificate not allowed\n")
         auth = self._auth
         if auth is not None and not await auth.allows(_header(lines, "authorization")):

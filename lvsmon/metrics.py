@@ -39,9 +39,10 @@ class DirectorCollector(Collector):
 
     def _families(self, view: DirectorView) -> Iterator[Metric]:
         build = GaugeMetricFamily(
-            "lvsmon_build_info", "lvsmon version and data plane, always 1",
+            "lvsmon_build_info",
+            "lvsmon version and data plane, always 1",
             labels=["version", "dataplane"],
-        )  # fmt: skip
+        )
         build.add_metric([view.version, view.dataplane], 1)
         yield build
         errors = CounterMetricFamily(
@@ -71,9 +72,10 @@ def _config_metrics(view: DirectorView) -> Iterator[Metric]:
 
 def _service_metrics(view: DirectorView) -> Iterator[Metric]:
     info = GaugeMetricFamily(
-        "lvsmon_virtual_server_info", "Virtual server identity and scheduler, always 1",
+        "lvsmon_virtual_server_info",
+        "Virtual server identity and scheduler, always 1",
         labels=["virtual_server", "address", "port", "protocol", "scheduler"],
-    )  # fmt: skip
+    )
     conns = _counter("virtual_server_connections", "Connections scheduled", VS)
     in_b = _counter("virtual_server_incoming_bytes", "Bytes from clients", VS)
     out_b = _counter("virtual_server_outgoing_bytes", "Bytes to clients", VS)
@@ -102,14 +104,17 @@ def _real_server_metrics(view: DirectorView) -> Iterator[Metric]:
     weight = _gauge("real_server_weight", "Weight programmed in the data plane")
     configured = _gauge("real_server_configured_weight", "Weight in the config file")
     up = _gauge("real_server_up", "1 if the real server is in service by the health verdict")
-    failed = _counter("real_server_connect_failures", "Connections to the real server that "
-                      "failed (proxy data plane)", RS)  # fmt: skip
+    failed = _counter(
+        "real_server_connect_failures",
+        "Connections to the real server that failed (proxy data plane)",
+        RS,
+    )
     # Samples are appended directly with one label dict per real server, shared by its
     # series (prometheus_client only reads it): add_metric builds a dict per sample,
     # ~500,000 of them per scrape at 1,000 x 50.
-    (p_conns, p_active, p_inactive, p_in_b, p_out_b, p_weight, p_configured, p_up,
-     p_failed) = map(_adder, (conns, active, inactive, in_b, out_b, weight, configured, up,
-                              failed))  # fmt: skip
+    (p_conns, p_active, p_inactive, p_in_b, p_out_b, p_weight, p_configured, p_up, p_failed) = map(
+        _adder, (conns, active, inactive, in_b, out_b, weight, configured, up, failed)
+    )
     for vs in view.virtual_servers:
         for rs in vs.real_servers:
             labels = {"virtual_server": vs.name, "real_server": rs.label}

@@ -134,40 +134,69 @@ def build_view(
             configured = configured_by_key.get(d.key)
             state = _state(skey, d.key, configured is not None, wanted, down)
             rs = programmed_by_key.get(d.key)
-            reals.append(RealServerView(
-                address=d.key.address, port=d.key.port,
-                forwarding=rs.forwarding if rs else "nat",  # a StrEnum: no .value lookup
-                weight=d.weight,
-                configured_weight=configured.weight if configured else None,
-                state=state, active=d.active, inactive=d.inactive, persistent=d.persistent,
-                connections=d.counters.connections, in_bytes=d.counters.in_bytes,
-                out_bytes=d.counters.out_bytes, in_packets=d.counters.in_packets,
-                out_packets=d.counters.out_packets,
-                upper_threshold=rs.upper_threshold if rs else 0,
-                lower_threshold=rs.lower_threshold if rs else 0,
-                weight_parts=_columns(parts, skey, d.key, configured),
-                connect_failures=d.connect_failures,
-            ))  # fmt: skip
+            reals.append(
+                RealServerView(
+                    address=d.key.address,
+                    port=d.key.port,
+                    forwarding=rs.forwarding if rs else "nat",  # a StrEnum: no .value lookup
+                    weight=d.weight,
+                    configured_weight=configured.weight if configured else None,
+                    state=state,
+                    active=d.active,
+                    inactive=d.inactive,
+                    persistent=d.persistent,
+                    connections=d.counters.connections,
+                    in_bytes=d.counters.in_bytes,
+                    out_bytes=d.counters.out_bytes,
+                    in_packets=d.counters.in_packets,
+                    out_packets=d.counters.out_packets,
+                    upper_threshold=rs.upper_threshold if rs else 0,
+                    lower_threshold=rs.lower_threshold if rs else 0,
+                    weight_parts=_columns(parts, skey, d.key, configured),
+                    connect_failures=d.connect_failures,
+                )
+            )
         present = {d.key for d in s.dests}
         for c in wanted.real_servers if wanted else ():
             if c.key not in present and (vs.key, c.key) in down:  # removed by health: say so
-                reals.append(RealServerView(
-                    address=c.key.address, port=c.key.port, forwarding=c.forwarding.value,
-                    weight=0, configured_weight=c.weight, state=DOWN, active=0, inactive=0,
-                    persistent=0, connections=0, in_bytes=0, out_bytes=0, programmed=False,
-                    weight_parts=_columns(parts, skey, c.key, c),
-                ))  # fmt: skip
-        services.append(VirtualServerView(
-            name=wanted.name if wanted else vs.name, protocol=vs.key.protocol,
-            address=vs.key.address or (str(vs.address) if vs.address else ""),
-            port=vs.key.port, fwmark=vs.fwmark, scheduler=vs.scheduler,
-            scheduler_flags=sorted(vs.scheduler_flags),
-            persistence_timeout=vs.persistence_timeout,
-            persistence_netmask=vs.persistence_netmask, configured=wanted is not None,
-            connections=s.counters.connections, in_bytes=s.counters.in_bytes,
-            out_bytes=s.counters.out_bytes, in_packets=s.counters.in_packets,
-            out_packets=s.counters.out_packets, real_servers=reals,
-        ))  # fmt: skip
+                reals.append(
+                    RealServerView(
+                        address=c.key.address,
+                        port=c.key.port,
+                        forwarding=c.forwarding.value,
+                        weight=0,
+                        configured_weight=c.weight,
+                        state=DOWN,
+                        active=0,
+                        inactive=0,
+                        persistent=0,
+                        connections=0,
+                        in_bytes=0,
+                        out_bytes=0,
+                        programmed=False,
+                        weight_parts=_columns(parts, skey, c.key, c),
+                    )
+                )
+        services.append(
+            VirtualServerView(
+                name=wanted.name if wanted else vs.name,
+                protocol=vs.key.protocol,
+                address=vs.key.address or (str(vs.address) if vs.address else ""),
+                port=vs.key.port,
+                fwmark=vs.fwmark,
+                scheduler=vs.scheduler,
+                scheduler_flags=sorted(vs.scheduler_flags),
+                persistence_timeout=vs.persistence_timeout,
+                persistence_netmask=vs.persistence_netmask,
+                configured=wanted is not None,
+                connections=s.counters.connections,
+                in_bytes=s.counters.in_bytes,
+                out_bytes=s.counters.out_bytes,
+                in_packets=s.counters.in_packets,
+                out_packets=s.counters.out_packets,
+                real_servers=reals,
+            )
+        )
     return DirectorView(
         version=__version__,
         dataplane=config.daemon.dataplane,
@@ -256,15 +285,18 @@ def render_table(view: DirectorView) -> str:
         lines.append(f"{_service_head(vs)}{suffix}")
         for rs in vs.real_servers:
             cells = [rs.weight_parts.get(c, "-") for c in WEIGHT_COLUMNS]
-            lines.append((
-                f"  -> {rs.label:<28} {FORWARD_NAMES.get(rs.forwarding, rs.forwarding):<7} "
-                f"{rs.weight:<6} {rs.active:<10} {rs.inactive:<9} {rs.state:<8} "
-                f"{cells[0]:<6} {cells[1]:<6} {cells[2]:<9} {cells[3]:<5} {cells[4]}"
-            ).rstrip())
+            lines.append(
+                (
+                    f"  -> {rs.label:<28} {FORWARD_NAMES.get(rs.forwarding, rs.forwarding):<7} "
+                    f"{rs.weight:<6} {rs.active:<10} {rs.inactive:<9} {rs.state:<8} "
+                    f"{cells[0]:<6} {cells[1]:<6} {cells[2]:<9} {cells[3]:<5} {cells[4]}"
+                ).rstrip()
+            )
     for d in view.sync_daemons:  # as `ipvsadm -L --daemon` writes them
         follows = f"  (follows failover group {view.sync_follows})" if view.sync_follows else ""
-        lines.append(f"{d['state']} sync daemon (mcast={d['interface']}, "
-                     f"syncid={d['syncid']}){follows}")  # fmt: skip
+        lines.append(
+            f"{d['state']} sync daemon (mcast={d['interface']}, syncid={d['syncid']}){follows}"
+        )
     if view.failover_groups:
         from lvsmon.ha.status import GroupStatus, render
 

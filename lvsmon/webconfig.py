@@ -231,11 +231,15 @@ def _read_tls(m: _Map, base: Path) -> TlsServer | None:
     key = _file(m, "key_file", base, required=True)
     auth = m.string("client_auth_type", "NoClientCert")
     if auth in UNVERIFIED_CLIENT_AUTH:
-        m.error("client_auth_type", f'"{auth}" is not supported: it accepts unverified client '
-                'certificates; use "RequireAndVerifyClientCert" with client_ca_file')  # fmt: skip
+        m.error(
+            "client_auth_type",
+            f'"{auth}" is not supported: it accepts unverified client '
+            'certificates; use "RequireAndVerifyClientCert" with client_ca_file',
+        )
     elif auth not in CLIENT_AUTH:
-        m.error("client_auth_type",
-                f'"{auth}" is not valid: expected one of {", ".join(CLIENT_AUTH)}')  # fmt: skip
+        m.error(
+            "client_auth_type", f'"{auth}" is not valid: expected one of {", ".join(CLIENT_AUTH)}'
+        )
     ca = _file(m, "client_ca_file", base, required=False)
     sans = m.strings("client_allowed_sans")
     low = m.choice("min_version", TLS_VERSIONS, "TLS12")
@@ -243,15 +247,22 @@ def _read_tls(m: _Map, base: Path) -> TlsServer | None:
     prefer = m.boolean("prefer_server_cipher_suites", True)
     m.check_unknown()
     if ca and auth == "NoClientCert":
-        m.error("client_ca_file", f'"{ca}" is set but client_auth_type is "NoClientCert": '
-                'set client_auth_type: RequireAndVerifyClientCert to check client certificates')
+        m.error(
+            "client_ca_file",
+            f'"{ca}" is set but client_auth_type is "NoClientCert": '
+            "set client_auth_type: RequireAndVerifyClientCert to check client certificates",
+        )
     if auth in ("VerifyClientCertIfGiven", "RequireAndVerifyClientCert") and not ca:
-        m.error("client_ca_file", f'missing: client_auth_type "{auth}" needs the CA that '
-                "signs client certificates")  # fmt: skip
+        m.error(
+            "client_ca_file",
+            f'missing: client_auth_type "{auth}" needs the CA that signs client certificates',
+        )
     if sans and auth != "RequireAndVerifyClientCert":
-        m.error("client_allowed_sans",
-                'needs client_auth_type: RequireAndVerifyClientCert (otherwise a client '
-                "without a certificate has no name to check)")  # fmt: skip
+        m.error(
+            "client_allowed_sans",
+            "needs client_auth_type: RequireAndVerifyClientCert (otherwise a client "
+            "without a certificate has no name to check)",
+        )
     if TLS_VERSIONS[low] > TLS_VERSIONS[high]:
         m.error("min_version", f'"{low}" is above max_version "{high}"')
     if len(m.problems) > before or not cert or not key:
@@ -263,9 +274,17 @@ def _read_tls(m: _Map, base: Path) -> TlsServer | None:
     for name in (cert, key, ca):
         if name:
             digest.update(Path(name).read_bytes())
-    return TlsServer(cert_file=cert, key_file=key, client_auth_type=auth, client_ca_file=ca,
-                     client_allowed_sans=sans, min_version=low, max_version=high,
-                     fingerprint=digest.hexdigest(), context=context)  # fmt: skip
+    return TlsServer(
+        cert_file=cert,
+        key_file=key,
+        client_auth_type=auth,
+        client_ca_file=ca,
+        client_allowed_sans=sans,
+        min_version=low,
+        max_version=high,
+        fingerprint=digest.hexdigest(),
+        context=context,
+    )
 
 
 def _file(m: _Map, key: str, base: Path, *, required: bool) -> str:
@@ -273,8 +292,9 @@ def _file(m: _Map, key: str, base: Path, *, required: bool) -> str:
     name = m.string(key)
     if not name:
         if required and key not in m.data:
-            m.error(key, "missing: expected a file name (remove tls_server_config to serve "
-                    "plain HTTP)")  # fmt: skip
+            m.error(
+                key, "missing: expected a file name (remove tls_server_config to serve plain HTTP)"
+            )
         elif required:
             m.error(key, '"" is not valid: expected a file name')
         return ""
@@ -310,15 +330,21 @@ def _context(
     try:
         ctx.load_cert_chain(cert, key, password=_no_password)
     except _EncryptedKey:
-        m.error("key_file", f'"{key}" is encrypted: lvsmon needs an unencrypted key '
-                "(make it readable by lvsmon only)")  # fmt: skip
+        m.error(
+            "key_file",
+            f'"{key}" is encrypted: lvsmon needs an unencrypted key '
+            "(make it readable by lvsmon only)",
+        )
         return None
     except ssl.SSLError as exc:
         if exc.reason == "KEY_VALUES_MISMATCH":
             m.error("key_file", f'"{key}" is not the key of cert_file "{cert}"')
         else:
-            m.error("cert_file", f'"{cert}" with key_file "{key}": not a PEM certificate and '
-                    f"private key ({exc.reason or exc})")  # fmt: skip
+            m.error(
+                "cert_file",
+                f'"{cert}" with key_file "{key}": not a PEM certificate and '
+                f"private key ({exc.reason or exc})",
+            )
         return None
     if ca:
         try:
@@ -345,8 +371,7 @@ def _read_http(m: _Map | None) -> tuple[tuple[str, str], ...]:
             elif not isinstance(value, str) or "\r" in value or "\n" in value:
                 hm.error(str(name), f"{_show(value)} is not valid: expected a one-line string")
             elif allowed and value not in allowed:
-                hm.error(str(name),
-                         f'"{value}" is not valid: expected one of {", ".join(allowed)}')
+                hm.error(str(name), f'"{value}" is not valid: expected one of {", ".join(allowed)}')
             elif value:  # blank: unset, as exporter-toolkit
                 headers.append((str(name), value))
     m.check_unknown()
@@ -366,8 +391,11 @@ def _read_users(m: _Map | None) -> tuple[tuple[str, str], ...]:
             m.error(user, f"{_show(hashed)} is not valid: {BCRYPT_EXPECTED}")
         elif not (match := _BCRYPT.fullmatch(hashed)) or not 4 <= int(match.group(1)) <= 31:
             # not echoed: a value that is no hash may well be the plain password
-            m.error(user, f"the value ({len(hashed)} characters, not shown) is not a bcrypt "
-                    f"hash: {BCRYPT_EXPECTED}")  # fmt: skip
+            m.error(
+                user,
+                f"the value ({len(hashed)} characters, not shown) is not a bcrypt "
+                f"hash: {BCRYPT_EXPECTED}",
+            )
         else:
             users.append((user, hashed))
     return tuple(sorted(users))

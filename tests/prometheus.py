@@ -24,9 +24,14 @@ def job(name: str, targets: Sequence[str], **settings: Any) -> Job:
 
 
 def command(
-    tmp: Path, listen: str, jobs: Sequence[Job], *, interval: float = 1.0,
-    rule_files: Sequence[Path] = (), scrape_timeout: str | None = None,
-) -> list[str]:  # fmt: skip
+    tmp: Path,
+    listen: str,
+    jobs: Sequence[Job],
+    *,
+    interval: float = 1.0,
+    rule_files: Sequence[Path] = (),
+    scrape_timeout: str | None = None,
+) -> list[str]:
     """Write tmp/prometheus.yml (scrape and evaluate every `interval` seconds); the argv
     of a prometheus on `listen` (host:port) with its TSDB in tmp/tsdb."""
     exe = shutil.which("prometheus")
@@ -35,11 +40,24 @@ def command(
     if scrape_timeout is not None:
         settings["scrape_timeout"] = scrape_timeout
     config = tmp / "prometheus.yml"
-    config.write_text(json.dumps({  # JSON is YAML
-        "global": settings, "rule_files": [str(r) for r in rule_files], "scrape_configs": jobs,
-    }, indent=1) + "\n")  # fmt: skip
-    return [exe, f"--config.file={config}", f"--storage.tsdb.path={tmp / 'tsdb'}",
-            f"--web.listen-address={listen}", "--log.level=warn"]  # fmt: skip
+    config.write_text(
+        json.dumps(
+            {  # JSON is YAML
+                "global": settings,
+                "rule_files": [str(r) for r in rule_files],
+                "scrape_configs": jobs,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
+    return [
+        exe,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp / 'tsdb'}",
+        f"--web.listen-address={listen}",
+        "--log.level=warn",
+    ]
 
 
 class API:
@@ -64,21 +82,37 @@ class API:
 
     def alerts(self, name: str, state: str) -> list[dict[str, Any]]:
         body = self.api("/api/v1/alerts")
-        return [a for a in body["data"]["alerts"]
-                if a["labels"]["alertname"] == name and a["state"] == state]  # fmt: skip
+        return [
+            a
+            for a in body["data"]["alerts"]
+            if a["labels"]["alertname"] == name and a["state"] == state
+        ]
 
 
 class Prometheus(API):
     """`prometheus` on 127.0.0.1 (`port`, or a free one), scraping `jobs`; its stderr in
     tmp/prometheus.log. Stop it with `stop()`, or use it as a context manager."""
 
-    def __init__(self, tmp: Path, jobs: Sequence[Job], *, port: int | None = None,
-                 interval: float = 1.0, rule_files: Sequence[Path] = (),
-                 scrape_timeout: str | None = None):  # fmt: skip
+    def __init__(
+        self,
+        tmp: Path,
+        jobs: Sequence[Job],
+        *,
+        port: int | None = None,
+        interval: float = 1.0,
+        rule_files: Sequence[Path] = (),
+        scrape_timeout: str | None = None,
+    ):
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        argv = command(tmp, f"127.0.0.1:{self.port}", jobs, interval=interval,
-                       rule_files=rule_files, scrape_timeout=scrape_timeout)  # fmt: skip
+        argv = command(
+            tmp,
+            f"127.0.0.1:{self.port}",
+            jobs,
+            interval=interval,
+            rule_files=rule_files,
+            scrape_timeout=scrape_timeout,
+        )
         self.log = tmp / "prometheus.log"
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log)
@@ -97,6 +131,7 @@ class Prometheus(API):
     def __enter__(self) -> Prometheus:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:  # fmt: skip
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()

@@ -66,12 +66,16 @@ class Snapshot:
 
 def snapshot_of(table: Mapping[ServiceKey, VirtualServer]) -> Snapshot:
     """A snapshot with zero counters: what a table would look like once programmed."""
-    return Snapshot(tuple(
-        ServiceStats(vs, Counters(), tuple(
-            DestStats(rs.key, rs.weight, 0, 0, 0, Counters()) for rs in vs.real_servers
-        ))
-        for vs in table.values()
-    ))  # fmt: skip
+    return Snapshot(
+        tuple(
+            ServiceStats(
+                vs,
+                Counters(),
+                tuple(DestStats(rs.key, rs.weight, 0, 0, 0, Counters()) for rs in vs.real_servers),
+            )
+            for vs in table.values()
+        )
+    )
 
 
 class DataPlane(Protocol):

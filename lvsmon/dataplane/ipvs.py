@@ -238,9 +238,10 @@ class IpvsDataPlane:
                 for name, value in _SYNC_STATES.items():
                     if state == value:
                         out[name] = SyncDaemon(
-                            name, c.get_str(buf, a.get(c.DAEMON_MCAST_IFN)),
+                            name,
+                            c.get_str(buf, a.get(c.DAEMON_MCAST_IFN)),
                             c.get_u(buf, a.get(c.DAEMON_SYNC_ID)),
-                        )  # fmt: skip
+                        )
         return out
 
     async def set_sync_daemon(self, want: SyncDaemon) -> None:
@@ -256,15 +257,20 @@ class IpvsDataPlane:
                 continue
             changed = True
             if have is not None:
-                self._sync_request(sock, c.CMD_DEL_DAEMON, c.sync_daemon_attrs(number),
-                                   f"stop the IPVS {state} sync daemon")  # fmt: skip
+                self._sync_request(
+                    sock,
+                    c.CMD_DEL_DAEMON,
+                    c.sync_daemon_attrs(number),
+                    f"stop the IPVS {state} sync daemon",
+                )
             if wanted is not None:
                 self._sync_request(
-                    sock, c.CMD_NEW_DAEMON,
+                    sock,
+                    c.CMD_NEW_DAEMON,
                     c.sync_daemon_attrs(number, wanted.interface, wanted.syncid),
                     f"start the IPVS {state} sync daemon on {wanted.interface} "
                     f"(syncid {wanted.syncid})",
-                )  # fmt: skip
+                )
         if changed:
             log.warning(
                 "IPVS sync daemon set",
@@ -332,8 +338,10 @@ class IpvsDataPlane:
         if wanted is None or wanted.family != ks.family:
             return None  # foreign, and not at an identity lvsmon manages: never touched
         if self._settings.ipvs.adopts(wanted.name):
-            log.warning("adopting a foreign virtual server (daemon.ipvs.adopt)",
-                        extra=fields(virtual_server=wanted.name, identity=str(key)))  # fmt: skip
+            log.warning(
+                "adopting a foreign virtual server (daemon.ipvs.adopt)",
+                extra=fields(virtual_server=wanted.name, identity=str(key)),
+            )
             self._owned[key] = Owned(wanted.name, ks.family)
             self._foreign.discard(key)
             self._save_state()
@@ -391,13 +399,16 @@ class IpvsDataPlane:
         return VirtualServer(
             name=base.name if base else owned.name if owned else str(key),
             address=ks.address if ks.address is not None else (base.address if base else None),
-            port=ks.port, protocol=Protocol(key.protocol), fwmark=ks.fwmark,
+            port=ks.port,
+            protocol=Protocol(key.protocol),
+            fwmark=ks.fwmark,
             scheduler=ks.scheduler,
             scheduler_flags=c.scheduler_flag_names(ks.scheduler, ks.flags & _SCHED_BITS),
-            persistence_timeout=float(ks.timeout), persistence_netmask=ks.netmask,
+            persistence_timeout=float(ks.timeout),
+            persistence_netmask=ks.netmask,
             quiesce=base.quiesce if base else False,
             sorry_server=base.sorry_server if base else None,
-        )  # fmt: skip
+        )
 
     # -- writing ----------------------------------------------------------------------
 
@@ -494,8 +505,10 @@ class IpvsDataPlane:
             have = tuple(c.get_u(buf, a.get(k)) for k in kinds)
             if have != wanted:
                 sock.request(c.CMD_SET_CONFIG, c.timeout_attrs(*wanted), "set IPVS timeouts")
-                log.info("IPVS timeouts set", extra=fields(tcp=wanted[0], tcp_fin=wanted[1],
-                                                           udp=wanted[2]))  # fmt: skip
+                log.info(
+                    "IPVS timeouts set",
+                    extra=fields(tcp=wanted[0], tcp_fin=wanted[1], udp=wanted[2]),
+                )
         except NetlinkError as exc:
             raise IpvsError(f"{exc} (daemon.timeouts)") from None
 
@@ -506,22 +519,34 @@ class IpvsDataPlane:
         try:
             doc = json.loads(path.read_text())
             for entry in doc.get("services", []):
-                key = ServiceKey(entry["protocol"], entry["address"], int(entry["port"]),
-                                 int(entry["fwmark"]))  # fmt: skip
+                key = ServiceKey(
+                    entry["protocol"], entry["address"], int(entry["port"]), int(entry["fwmark"])
+                )
                 self._owned[key] = Owned(str(entry["name"]), int(entry["family"]))
         except FileNotFoundError:
             return
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("ignoring an unreadable IPVS ownership file",
-                        extra=fields(path=str(path), error=str(exc)))  # fmt: skip
+            log.warning(
+                "ignoring an unreadable IPVS ownership file",
+                extra=fields(path=str(path), error=str(exc)),
+            )
 
     def _save_state(self) -> None:
         path = Path(self._settings.ipvs.state_file)
-        doc = {"version": 1, "services": [
-            {"protocol": k.protocol, "address": k.address, "port": k.port, "fwmark": k.fwmark,
-             "family": o.family, "name": o.name}
-            for k, o in self._owned.items()
-        ]}  # fmt: skip
+        doc = {
+            "version": 1,
+            "services": [
+                {
+                    "protocol": k.protocol,
+                    "address": k.address,
+                    "port": k.port,
+                    "fwmark": k.fwmark,
+                    "family": o.family,
+                    "name": o.name,
+                }
+                for k, o in self._owned.items()
+            ],
+        }
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -529,8 +554,10 @@ class IpvsDataPlane:
             tmp.replace(path)
         except OSError as exc:
             if not self._state_warned:  # ownership then lasts only as long as this process
-                log.warning("cannot write the IPVS ownership file",
-                            extra=fields(path=str(path), error=exc.strerror))  # fmt: skip
+                log.warning(
+                    "cannot write the IPVS ownership file",
+                    extra=fields(path=str(path), error=exc.strerror),
+                )
                 self._state_warned = True
 
 
@@ -547,8 +574,7 @@ def _slot_setters(cls: type, names: tuple[str, ...]) -> tuple[Setter, ...]:
 # costs half the frozen-dataclass __init__ (tests/unit/test_ipvs_codec.py checks both
 # agree; a change of fields in base.py falls back to the constructors).
 _DS = _slot_setters(DestStats, ("key", "weight", "active", "inactive", "persistent", "counters"))
-_CS = _slot_setters(Counters, ("connections", "in_bytes", "out_bytes", "in_packets",
-                               "out_packets"))  # fmt: skip
+_CS = _slot_setters(Counters, ("connections", "in_bytes", "out_bytes", "in_packets", "out_packets"))
 
 
 def _dest_stats(key: DestKey, row: c.DestRow) -> DestStats:
@@ -577,9 +603,13 @@ def _real_server(row: c.DestRow, service_family: int) -> tuple[RealServer, DestK
         ipaddress.IPv6Address(row[0]) if family == 6 else ipaddress.IPv4Address(row[0][:4])
     )
     rs = RealServer(
-        address, int.from_bytes(row[2], "big"), row[4],
-        c.FORWARDING_OF.get(row[3] & 0x7, Forwarding.NAT), row[5], row[6],
-    )  # fmt: skip
+        address,
+        int.from_bytes(row[2], "big"),
+        row[4],
+        c.FORWARDING_OF.get(row[3] & 0x7, Forwarding.NAT),
+        row[5],
+        row[6],
+    )
     return rs, rs.key
 
 

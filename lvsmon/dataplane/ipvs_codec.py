@@ -161,9 +161,11 @@ def identity_attrs(key: ServiceKey, family: int) -> bytes:
         inner = u16(SVC_AF, af) + u32(SVC_FWMARK, key.fwmark)
     else:
         inner = (
-            u16(SVC_AF, af) + u16(SVC_PROTOCOL, PROTO_NUMBER[key.protocol])
-            + nla(SVC_ADDR, _packed(key.address)) + be16(SVC_PORT, key.port)
-        )  # fmt: skip
+            u16(SVC_AF, af)
+            + u16(SVC_PROTOCOL, PROTO_NUMBER[key.protocol])
+            + nla(SVC_ADDR, _packed(key.address))
+            + be16(SVC_PORT, key.port)
+        )
     return nla(ATTR_SERVICE, inner)
 
 
@@ -213,9 +215,19 @@ def dest_attrs(rs: RealServer, *, full: bool = True) -> bytes:
     inner = nla(DEST_ADDR, rs.address.packed) + be16(DEST_PORT, rs.port) + u16(DEST_ADDR_FAMILY, af)
     if full:
         inner += _DEST_FULL.pack(
-            8, DEST_FWD_METHOD, FWD_OF[rs.forwarding], 8, DEST_WEIGHT, rs.weight,
-            8, DEST_U_THRESH, rs.upper_threshold, 8, DEST_L_THRESH, rs.lower_threshold,
-        )  # fmt: skip
+            8,
+            DEST_FWD_METHOD,
+            FWD_OF[rs.forwarding],
+            8,
+            DEST_WEIGHT,
+            rs.weight,
+            8,
+            DEST_U_THRESH,
+            rs.upper_threshold,
+            8,
+            DEST_L_THRESH,
+            rs.lower_threshold,
+        )
     return nla(ATTR_DEST, inner)
 
 
@@ -297,10 +309,12 @@ def parse_stats(buf: bytes, span: tuple[int, int] | None) -> Stats:
         return Stats()
     a = attrs(buf, *span)
     return Stats(
-        get_u(buf, a.get(STATS_CONNS)), get_u(buf, a.get(STATS_INPKTS)),
-        get_u(buf, a.get(STATS_OUTPKTS)), get_u(buf, a.get(STATS_INBYTES)),
+        get_u(buf, a.get(STATS_CONNS)),
+        get_u(buf, a.get(STATS_INPKTS)),
+        get_u(buf, a.get(STATS_OUTPKTS)),
+        get_u(buf, a.get(STATS_INBYTES)),
         get_u(buf, a.get(STATS_OUTBYTES)),
-    )  # fmt: skip
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,19 +368,27 @@ def parse_service(buf: bytes, start: int, end: int) -> KernelService | None:
     prefix = netmask_prefix(family, bytes(buf[slice(*mask_span)])) if mask_span else 0
     stats_span = a.get(SVC_STATS64) or a.get(SVC_STATS)
     ident = (
-        u16(SVC_AF, af) + u32(SVC_FWMARK, fwmark) if fwmark
-        else u16(SVC_AF, af) + u16(SVC_PROTOCOL, get_u(buf, a.get(SVC_PROTOCOL)))
+        u16(SVC_AF, af) + u32(SVC_FWMARK, fwmark)
+        if fwmark
+        else u16(SVC_AF, af)
+        + u16(SVC_PROTOCOL, get_u(buf, a.get(SVC_PROTOCOL)))
         + nla(SVC_ADDR, address.packed if address is not None else b"")
         + be16(SVC_PORT, get_be16(buf, a.get(SVC_PORT)))
-    )  # fmt: skip
+    )
     return KernelService(
-        family=family, protocol=get_u(buf, a.get(SVC_PROTOCOL)), address=address,
-        port=get_be16(buf, a.get(SVC_PORT)), fwmark=fwmark,
-        scheduler=get_str(buf, a.get(SVC_SCHED_NAME)), flags=flags,
-        timeout=get_u(buf, a.get(SVC_TIMEOUT)), netmask=prefix,
-        pe_name=get_str(buf, a.get(SVC_PE_NAME)), stats=parse_stats(buf, stats_span),
+        family=family,
+        protocol=get_u(buf, a.get(SVC_PROTOCOL)),
+        address=address,
+        port=get_be16(buf, a.get(SVC_PORT)),
+        fwmark=fwmark,
+        scheduler=get_str(buf, a.get(SVC_SCHED_NAME)),
+        flags=flags,
+        timeout=get_u(buf, a.get(SVC_TIMEOUT)),
+        netmask=prefix,
+        pe_name=get_str(buf, a.get(SVC_PE_NAME)),
+        stats=parse_stats(buf, stats_span),
         identity=nla(ATTR_SERVICE, ident),
-    )  # fmt: skip
+    )
 
 
 # A real server as dumped: (address: 16 raw bytes, family, port: 2 raw big-endian bytes,
@@ -376,13 +398,24 @@ DestRow = tuple[bytes, int, bytes, int, int, int, int, int, int, int, int, int, 
 ROW_FIELDS = 15
 
 _DEST_FIELDS = {  # attribute -> (struct code of the payload, position in DestRow)
-    DEST_ADDR: ("16s", 0), DEST_ADDR_FAMILY: ("H", 1), DEST_PORT: ("2s", 2),
-    DEST_FWD_METHOD: ("I", 3), DEST_WEIGHT: ("I", 4), DEST_U_THRESH: ("I", 5),
-    DEST_L_THRESH: ("I", 6), DEST_ACTIVE_CONNS: ("I", 7), DEST_INACT_CONNS: ("I", 8),
+    DEST_ADDR: ("16s", 0),
+    DEST_ADDR_FAMILY: ("H", 1),
+    DEST_PORT: ("2s", 2),
+    DEST_FWD_METHOD: ("I", 3),
+    DEST_WEIGHT: ("I", 4),
+    DEST_U_THRESH: ("I", 5),
+    DEST_L_THRESH: ("I", 6),
+    DEST_ACTIVE_CONNS: ("I", 7),
+    DEST_INACT_CONNS: ("I", 8),
     DEST_PERSIST_CONNS: ("I", 9),
-}  # fmt: skip
-_STATS64_FIELDS = {STATS_CONNS: 10, STATS_INPKTS: 11, STATS_OUTPKTS: 12,
-                   STATS_INBYTES: 13, STATS_OUTBYTES: 14}  # fmt: skip
+}
+_STATS64_FIELDS = {
+    STATS_CONNS: 10,
+    STATS_INPKTS: 11,
+    STATS_OUTPKTS: 12,
+    STATS_INBYTES: 13,
+    STATS_OUTBYTES: 14,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,14 +472,22 @@ def generic_dest_row(buf: bytes, start: int, end: int) -> DestRow | None:
     raw_addr = bytes(buf[slice(*addr)]).ljust(16, b"\0") if addr else bytes(16)
     st = parse_stats(buf, a.get(DEST_STATS64) or a.get(DEST_STATS))
     return (
-        raw_addr, get_u(buf, a.get(DEST_ADDR_FAMILY)),
+        raw_addr,
+        get_u(buf, a.get(DEST_ADDR_FAMILY)),
         bytes(buf[port[0] : port[0] + 2]) if port else b"\0\0",
-        get_u(buf, a.get(DEST_FWD_METHOD)), get_u(buf, a.get(DEST_WEIGHT)),
-        get_u(buf, a.get(DEST_U_THRESH)), get_u(buf, a.get(DEST_L_THRESH)),
-        get_u(buf, a.get(DEST_ACTIVE_CONNS)), get_u(buf, a.get(DEST_INACT_CONNS)),
+        get_u(buf, a.get(DEST_FWD_METHOD)),
+        get_u(buf, a.get(DEST_WEIGHT)),
+        get_u(buf, a.get(DEST_U_THRESH)),
+        get_u(buf, a.get(DEST_L_THRESH)),
+        get_u(buf, a.get(DEST_ACTIVE_CONNS)),
+        get_u(buf, a.get(DEST_INACT_CONNS)),
         get_u(buf, a.get(DEST_PERSIST_CONNS)),
-        st.conns, st.inpkts, st.outpkts, st.inbytes, st.outbytes,
-    )  # fmt: skip
+        st.conns,
+        st.inpkts,
+        st.outpkts,
+        st.inbytes,
+        st.outbytes,
+    )
 
 
 def learn_layout(buf: bytes, start: int, end: int) -> _Layout | None:

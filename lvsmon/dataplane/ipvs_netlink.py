@@ -117,8 +117,11 @@ class IpvsSocket:
                 if mseq != seq:
                     continue
                 if kind in (c.NLMSG_DONE, c.NLMSG_ERROR):
-                    code = -_ERR.unpack_from(buf, start + c.NLMSGHDR.size)[0] if (
-                        end - start >= c.NLMSGHDR.size + 4) else 0  # fmt: skip
+                    code = (
+                        -_ERR.unpack_from(buf, start + c.NLMSGHDR.size)[0]
+                        if (end - start >= c.NLMSGHDR.size + 4)
+                        else 0
+                    )
                     if code:
                         raise NetlinkError(code, what)
                     done = True

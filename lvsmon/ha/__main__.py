@@ -109,8 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     if args.check:
         for g in groups:
-            print(f"{g.name}: vrid {g.vrid} on {g.interface}, priority {g.priority}, "
-                  f"advert {g.advert_interval:g}s, {len(g.addresses)} addresses")  # fmt: skip
+            print(
+                f"{g.name}: vrid {g.vrid} on {g.interface}, priority {g.priority}, "
+                f"advert {g.advert_interval:g}s, {len(g.addresses)} addresses"
+            )
         return 0
     logs.setup(args.log_level)
     asyncio.run(run(args, groups))

@@ -100,9 +100,13 @@ def encode(advert: Advert, src: IPAddress, dst: IPAddress, key: bytes = b"") -> 
     if any(a.version != src.version for a in advert.addresses):
         raise ValueError(advert)
     body = HEADER.pack(
-        VERSION << 4 | TYPE_ADVERT, advert.vrid, advert.priority, len(advert.addresses),
-        advert.interval_cs, 0,
-    ) + b"".join(a.packed for a in advert.addresses)  # fmt: skip
+        VERSION << 4 | TYPE_ADVERT,
+        advert.vrid,
+        advert.priority,
+        len(advert.addresses),
+        advert.interval_cs,
+        0,
+    ) + b"".join(a.packed for a in advert.addresses)
     if key:
         if advert.counter is None:
             raise ValueError("an authenticated advert needs a counter")

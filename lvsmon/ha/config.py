@@ -89,9 +89,11 @@ class Hooks:
 
     def for_state(self, state: str) -> tuple[str, ...]:
         return {
-            "master": self.on_master, "backup": self.on_backup,
-            "fault": self.on_fault, "initialize": self.on_stop,
-        }.get(state, ())  # fmt: skip
+            "master": self.on_master,
+            "backup": self.on_backup,
+            "fault": self.on_fault,
+            "initialize": self.on_stop,
+        }.get(state, ())
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,9 +194,9 @@ def _addresses(value: Any) -> tuple[IPAddress, ...]:
     return tuple(_address(v) for v in value)
 
 
-def read_failover_groups(root_data: dict[str, Any], problems: list[Problem]) -> tuple[
-    FailoverGroup, ...
-]:
+def read_failover_groups(
+    root_data: dict[str, Any], problems: list[Problem]
+) -> tuple[FailoverGroup, ...]:
     """Read every `[[failover_group]]` of a parsed TOML document; append problems.
 
     Only the `failover_group` key of `root_data` is read (plus `daemon.dataplane`
@@ -213,16 +215,22 @@ def read_failover_groups(root_data: dict[str, Any], problems: list[Problem]) -> 
         path = f"{SECTION}[{group.name}]"
         if group.name in names:
             problems.append(
-                Problem(f"{path}.name", f'"{group.name}" is used by two failover groups '
-                                        f"(#{names[group.name]} and #{i})")
-            )  # fmt: skip
+                Problem(
+                    f"{path}.name",
+                    f'"{group.name}" is used by two failover groups '
+                    f"(#{names[group.name]} and #{i})",
+                )
+            )
             continue
         vkey = (group.interface, group.family, group.vrid)
         if vkey in vrids:
             problems.append(
-                Problem(f"{path}.vrid", f"{group.vrid} on {group.interface} (IPv{group.family}) "
-                                        f'is also used by failover_group[{vrids[vkey]}]')
-            )  # fmt: skip
+                Problem(
+                    f"{path}.vrid",
+                    f"{group.vrid} on {group.interface} (IPv{group.family}) "
+                    f"is also used by failover_group[{vrids[vkey]}]",
+                )
+            )
             continue
         names[group.name] = i
         vrids[vkey] = group.name
@@ -257,15 +265,19 @@ def _read_group(
     name = sec.require("name", _name, NAME)
     sec.get("version", _version, 3, "3 (VRRP version 3, RFC 5798; keepalived: vrrp_version 3)")
     vrid = sec.require("vrid", _int_in(1, 255), "an integer virtual router id 1..255")
-    interface = sec.require("interface", _interface, "an interface name such as \"eth0\"")
+    interface = sec.require("interface", _interface, 'an interface name such as "eth0"')
     priority = sec.get(
-        "priority", _int_in(1, 255), 100,
+        "priority",
+        _int_in(1, 255),
+        100,
         "an integer 1..255 (255: the address owner; 0 is reserved for handover)",
-    )  # fmt: skip
+    )
     interval = sec.get(
-        "advert_interval", _advert_interval, 1.0,
+        "advert_interval",
+        _advert_interval,
+        1.0,
         'a duration of whole centiseconds from "10ms" to "40.95s", such as "1s" or "100ms"',
-    )  # fmt: skip
+    )
     preempt = sec.get("preempt", _bool, True, "true or false")
     preempt_delay = sec.get("preempt_delay", _bounded_duration(3600), 0.0, DURATION + " up to 1h")
     addresses = _read_addresses(sec, interface or "")
@@ -283,28 +295,49 @@ def _read_group(
     key = _read_auth(sec)
     if "sync_daemon" in sec.data:  # where it was before the daemon drove it from the role
         sec.known.add("sync_daemon")
-        sec.error("sync_daemon", "moved: set [daemon.ipvs.sync_daemon] interface, syncid and "
-                                 f'follow = "{name}" (the IPVS sync daemon follows this group\'s '
-                                 "role)")  # fmt: skip
+        sec.error(
+            "sync_daemon",
+            "moved: set [daemon.ipvs.sync_daemon] interface, syncid and "
+            f'follow = "{name}" (the IPVS sync daemon follows this group\'s '
+            "role)",
+        )
     sec.check_unknown()
     for peer in peers:
         if peer.version != family:
             sec.error("unicast_peers", f'"{peer}" is not IPv{family}, the family of the adverts')
     if priority == 255 and (track_if or track_rs):
-        sec.error("priority", "255 (the address owner) cannot be lowered by tracking; "
-                              "use 1..254 with track_interface/track_real_servers")  # fmt: skip
+        sec.error(
+            "priority",
+            "255 (the address owner) cannot be lowered by tracking; "
+            "use 1..254 with track_interface/track_real_servers",
+        )
     if not preempt and preempt_delay:
-        sec.error("preempt_delay", f'"{format_duration(preempt_delay)}" has no effect '
-                                   "with preempt = false")  # fmt: skip
+        sec.error(
+            "preempt_delay",
+            f'"{format_duration(preempt_delay)}" has no effect with preempt = false',
+        )
     if len(problems) > before or name is None or vrid is None or interface is None:
         return None
     return FailoverGroup(
-        name=name, vrid=vrid, interface=interface, family=family, addresses=addresses,
-        priority=priority, advert_interval=interval, preempt=preempt,
-        preempt_delay=preempt_delay, unicast_peers=peers, garp_repeat=garp_repeat,
-        garp_interval=garp_interval, garp_refresh=garp_refresh, handover_timeout=handover,
-        track_interfaces=track_if, track_real_servers=track_rs, hooks=hooks, auth_key=key,
-    )  # fmt: skip
+        name=name,
+        vrid=vrid,
+        interface=interface,
+        family=family,
+        addresses=addresses,
+        priority=priority,
+        advert_interval=interval,
+        preempt=preempt,
+        preempt_delay=preempt_delay,
+        unicast_peers=peers,
+        garp_repeat=garp_repeat,
+        garp_interval=garp_interval,
+        garp_refresh=garp_refresh,
+        handover_timeout=handover,
+        track_interfaces=track_if,
+        track_real_servers=track_rs,
+        hooks=hooks,
+        auth_key=key,
+    )
 
 
 def _version(value: Any) -> int:
@@ -320,9 +353,10 @@ def _read_addresses(sec: _Section, interface: str) -> tuple[GroupAddress, ...]:
     for i, data in enumerate(tables, start=1):
         asec = _Section(data, f"{sec.path}.address[{i}]", sec.problems)
         parsed = asec.require(
-            "address", _interface_address,
+            "address",
+            _interface_address,
             'an address with its prefix length, such as "192.0.2.100/24" or "2001:db8::100/64"',
-        )  # fmt: skip
+        )
         iface = asec.get("interface", _interface, interface, 'an interface name such as "eth1"')
         asec.check_unknown()
         if parsed is None:
@@ -334,8 +368,11 @@ def _read_addresses(sec: _Section, interface: str) -> tuple[GroupAddress, ...]:
         seen[address] = i
         result.append(GroupAddress(address, prefixlen, iface))
     if not tables:
-        sec.error("address", f"missing: expected at least one [[{SECTION}.address]] table "
-                             "with an address the group moves")  # fmt: skip
+        sec.error(
+            "address",
+            f"missing: expected at least one [[{SECTION}.address]] table "
+            "with an address the group moves",
+        )
     return tuple(result)
 
 
@@ -344,8 +381,10 @@ def _read_family(sec: _Section, addresses: tuple[GroupAddress, ...]) -> int:
     text = sec.get("family", _choice(("ipv4", "ipv6")), f"ipv{default}", 'one of "ipv4", "ipv6"')
     family = 6 if text == "ipv6" else 4
     if addresses and not any(a.address.version == family for a in addresses):
-        sec.error("family", f'"{text}": no address of the group is IPv{family}; adverts '
-                            "must list at least one")  # fmt: skip
+        sec.error(
+            "family",
+            f'"{text}": no address of the group is IPv{family}; adverts must list at least one',
+        )
     return family
 
 
@@ -437,7 +476,9 @@ def _check_shared_addresses(groups: list[FailoverGroup], problems: list[Problem]
         for i, addr in enumerate(group.addresses, start=1):
             other = owner.setdefault(addr.address, group.name)
             if other != group.name:
-                problems.append(Problem(
-                    f"{SECTION}[{group.name}].address[{i}].address",
-                    f'"{addr.address}" is also moved by failover_group[{other}]',
-                ))  # fmt: skip
+                problems.append(
+                    Problem(
+                        f"{SECTION}[{group.name}].address[{i}].address",
+                        f'"{addr.address}" is also moved by failover_group[{other}]',
+                    )
+                )

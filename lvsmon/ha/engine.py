@@ -129,8 +129,9 @@ class Engine:
                     log.error("failover group waiting", extra=fields(group=name, error=str(exc)))
                 continue
             self._waiting_logged.discard(name)
-            runtime = GroupRuntime(cfg, sock, self._links, self._announcer, self._side,
-                                   self._changed)  # fmt: skip
+            runtime = GroupRuntime(
+                cfg, sock, self._links, self._announcer, self._side, self._changed
+            )
             self._groups[name] = runtime
             with contextlib.suppress(OSError):  # an interface may be missing: built later
                 self._announcer.frames(cfg.addresses)
@@ -147,8 +148,10 @@ class Engine:
             verdict = self._evaluate(runtime.cfg)
             if verdict != self._tracked.get(name):
                 self._tracked[name] = verdict
-                log.warning("tracking changed", extra=fields(
-                    group=name, priority=verdict[0], fault=verdict[1]))  # fmt: skip
+                log.warning(
+                    "tracking changed",
+                    extra=fields(group=name, priority=verdict[0], fault=verdict[1]),
+                )
                 runtime.handle(machine.Track(*verdict))
 
     # --- sockets ---

@@ -39,9 +39,14 @@ def _next_counter() -> int:
 
 class GroupRuntime:
     def __init__(
-        self, cfg: FailoverGroup, sock: AdvertSocket, links: Links, announcer: Announcer,
-        side: Serial, on_change: Callable[[bool], None],
-    ):  # fmt: skip
+        self,
+        cfg: FailoverGroup,
+        sock: AdvertSocket,
+        links: Links,
+        announcer: Announcer,
+        side: Serial,
+        on_change: Callable[[bool], None],
+    ):
         """Address changes are synchronous (~0.1 ms each); `side` runs hooks and the
         sync daemon in order, beside the loop, so they never delay an advert."""
         self.cfg = cfg
@@ -52,8 +57,9 @@ class GroupRuntime:
         self._on_change = on_change
         self._loop = asyncio.get_running_loop()
         self.state = machine.initial(self._params(cfg), cfg.priority)
-        self._timer = PreciseTimer(self._loop, lambda deadline: self.handle(machine.Timer(),
-                                                                              deadline))
+        self._timer = PreciseTimer(
+            self._loop, lambda deadline: self.handle(machine.Timer(), deadline)
+        )
         self.sent = 0
         self.received = 0
         self.rejected: Counter[str] = Counter()
@@ -68,10 +74,13 @@ class GroupRuntime:
 
     def _params(self, cfg: FailoverGroup) -> machine.Params:
         return machine.Params(
-            advert_interval=cfg.advert_interval, primary=self.sock.source, preempt=cfg.preempt,
-            preempt_delay=cfg.preempt_delay, garp_refresh=cfg.garp_refresh,
+            advert_interval=cfg.advert_interval,
+            primary=self.sock.source,
+            preempt=cfg.preempt,
+            preempt_delay=cfg.preempt_delay,
+            garp_refresh=cfg.garp_refresh,
             handover_timeout=cfg.effective_handover_timeout,
-        )  # fmt: skip
+        )
 
     # --- events in ---
 
@@ -90,9 +99,16 @@ class GroupRuntime:
         if self.state.role is not before.role:
             self.transitions[self.state.role.value] += 1
             self.since = time.time()
-            log.warning("state change", extra=fields(
-                group=self.cfg.name, vrid=self.cfg.vrid, state=self.state.role.value,
-                previous=before.role.value, priority=self.state.priority))  # fmt: skip
+            log.warning(
+                "state change",
+                extra=fields(
+                    group=self.cfg.name,
+                    vrid=self.cfg.vrid,
+                    state=self.state.role.value,
+                    previous=before.role.value,
+                    priority=self.state.priority,
+                ),
+            )
         # Taking over: announce each address the moment it is added (the VIP first),
         # rather than all of them after the last one is added.
         together = machine.Announce() in actions and machine.AddAddresses() in actions
@@ -148,9 +164,12 @@ class GroupRuntime:
         now = time.monotonic()
         if now - self._reject_logged.get(reason, -REJECT_LOG_EVERY) >= REJECT_LOG_EVERY:
             self._reject_logged[reason] = now
-            log.warning("advert rejected", extra=fields(
-                group=self.cfg.name, reason=reason, detail=detail,
-                count=self.rejected[reason]))  # fmt: skip
+            log.warning(
+                "advert rejected",
+                extra=fields(
+                    group=self.cfg.name, reason=reason, detail=detail, count=self.rejected[reason]
+                ),
+            )
         self._on_change(False)
 
     # --- actions out ---
@@ -183,8 +202,9 @@ class GroupRuntime:
     def _send(self, priority: int) -> None:
         cfg = self.cfg
         counter = _next_counter() if cfg.auth_key else None
-        adv = codec.Advert(cfg.vrid, priority, round(cfg.advert_interval * 100),
-                           cfg.advertised, counter)  # fmt: skip
+        adv = codec.Advert(
+            cfg.vrid, priority, round(cfg.advert_interval * 100), cfg.advertised, counter
+        )
         group = codec.GROUP_V4 if cfg.family == 4 else codec.GROUP_V6
         for dst in cfg.unicast_peers or (group,):
             try:
@@ -214,11 +234,20 @@ class GroupRuntime:
         else:
             master = ""
         return GroupStatus(
-            name=self.cfg.name, vrid=self.cfg.vrid, interface=self.cfg.interface,
-            state=s.role.value, priority=s.advertised_priority,
-            configured_priority=self.cfg.priority, source=str(self.sock.source), master=master,
-            peer=str(self.peer or ""), peer_priority=self.peer_priority,
-            peer_last_advert=self.peer_last, since=self.since, adverts_sent=self.sent,
-            adverts_received=self.received, rejected=dict(self.rejected),
+            name=self.cfg.name,
+            vrid=self.cfg.vrid,
+            interface=self.cfg.interface,
+            state=s.role.value,
+            priority=s.advertised_priority,
+            configured_priority=self.cfg.priority,
+            source=str(self.sock.source),
+            master=master,
+            peer=str(self.peer or ""),
+            peer_priority=self.peer_priority,
+            peer_last_advert=self.peer_last,
+            since=self.since,
+            adverts_sent=self.sent,
+            adverts_received=self.received,
+            rejected=dict(self.rejected),
             transitions=dict(self.transitions),
-        )  # fmt: skip
+        )

@@ -88,8 +88,9 @@ async def run_program(argv: Sequence[str], env: dict[str, str], timeout: float) 
             *argv, env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
         )
     except OSError as exc:
-        log.error("notify program failed to start", extra=fields(argv=" ".join(argv),
-                                                                   error=str(exc)))  # fmt: skip
+        log.error(
+            "notify program failed to start", extra=fields(argv=" ".join(argv), error=str(exc))
+        )
         return
     try:
         code = await asyncio.wait_for(proc.wait(), timeout)

@@ -71,15 +71,17 @@ class NetlinkLinks:
         for a in addresses:
             code = self._request(RTM_NEWADDR, a, NLM_F_CREATE | NLM_F_EXCL)
             if code not in (0, errno.EEXIST):
-                log.error("cannot add address", extra=fields(address=str(a),
-                                                             error=os.strerror(code)))  # fmt: skip
+                log.error(
+                    "cannot add address", extra=fields(address=str(a), error=os.strerror(code))
+                )
 
     def remove(self, addresses: Iterable[GroupAddress]) -> None:
         for a in addresses:
             code = self._request(RTM_DELADDR, a, 0)
             if code not in (0, errno.EADDRNOTAVAIL, errno.ENODEV):
-                log.error("cannot remove address",
-                          extra=fields(address=str(a), error=os.strerror(code)))
+                log.error(
+                    "cannot remove address", extra=fields(address=str(a), error=os.strerror(code))
+                )
 
     def _request(self, kind: int, a: GroupAddress, flags: int) -> int:
         """One rtnetlink address request; 0 or the errno the kernel answered."""
@@ -97,8 +99,11 @@ class NetlinkLinks:
             attrs.insert(0, ("IFA_LOCAL", str(a.address)))
         msg["attrs"] = attrs
         seq = next(self._seq)
-        msg["header"] = {"type": kind, "flags": NLM_F_REQUEST | NLM_F_ACK | flags,
-                         "sequence_number": seq}  # fmt: skip
+        msg["header"] = {
+            "type": kind,
+            "flags": NLM_F_REQUEST | NLM_F_ACK | flags,
+            "sequence_number": seq,
+        }
         msg.encode()
         try:
             self._nl.send(msg.data)
@@ -142,4 +147,3 @@ class NetlinkLinks:
 
 def _ifreq(interface: str) -> bytes:
     return struct.pack("16s16x", interface.encode())
-

@@ -173,9 +173,7 @@ class Stopped:
     """The group has finished (after Shutdown): the runner may exit."""
 
 
-Action: TypeAlias = (
-    SendAdvert | AddAddresses | RemoveAddresses | Announce | RunHook | Stopped
-)
+Action: TypeAlias = SendAdvert | AddAddresses | RemoveAddresses | Announce | RunHook | Stopped
 Result: TypeAlias = tuple[State, tuple[Action, ...]]
 
 
@@ -217,9 +215,11 @@ def _shutdown(s: State, now: float) -> Result:
         if s.releasing:
             return s, ()
         s = dataclasses.replace(
-            s, release_by=now + s.params.handover_timeout, refresh_at=None,
+            s,
+            release_by=now + s.params.handover_timeout,
+            refresh_at=None,
             adver_at=now + s.params.advert_interval,
-        )  # fmt: skip
+        )
         return s, (SendAdvert(0),)
     return _stop(s, release=False)
 
@@ -228,9 +228,14 @@ def _stop(s: State, *, release: bool) -> Result:
     actions: list[Action] = [RemoveAddresses()] if release else []
     was = s.role
     s = dataclasses.replace(
-        s, role=Role.INITIALIZE, stopped=True, adver_at=None, down_at=None,
-        refresh_at=None, release_by=None,
-    )  # fmt: skip
+        s,
+        role=Role.INITIALIZE,
+        stopped=True,
+        adver_at=None,
+        down_at=None,
+        refresh_at=None,
+        release_by=None,
+    )
     if was is not Role.INITIALIZE:
         actions += [RunHook(Role.INITIALIZE)]
     return s, (*actions, Stopped())
@@ -315,8 +320,9 @@ def _reconfigure(s: State, params: Params, priority: int, now: float) -> Result:
     if s.role is Role.MASTER and params.advert_interval != old.advert_interval:
         s = dataclasses.replace(s, adver_at=now)
     if s.role is Role.BACKUP and params.preempt_delay != old.preempt_delay:
-        s = dataclasses.replace(s, preempt_after=s.preempt_after - old.preempt_delay
-                                + params.preempt_delay)  # fmt: skip
+        s = dataclasses.replace(
+            s, preempt_after=s.preempt_after - old.preempt_delay + params.preempt_delay
+        )
     state, actions = _track(s, priority, s.fault, now)
     follow, more = _timer(state, now)
     return follow, actions + more
@@ -325,22 +331,32 @@ def _reconfigure(s: State, params: Params, priority: int, now: float) -> Result:
 def _to_master(s: State, now: float) -> Result:
     p = s.params
     s = dataclasses.replace(
-        s, role=Role.MASTER, down_at=None, adver_at=now + p.advert_interval,
+        s,
+        role=Role.MASTER,
+        down_at=None,
+        adver_at=now + p.advert_interval,
         refresh_at=now + p.garp_refresh if p.garp_refresh else None,
-    )  # fmt: skip
+    )
     return s, (
-        SendAdvert(s.priority), AddAddresses(), Announce(), RunHook(Role.MASTER),
-    )  # fmt: skip
+        SendAdvert(s.priority),
+        AddAddresses(),
+        Announce(),
+        RunHook(Role.MASTER),
+    )
 
 
 def _to_backup(s: State, now: float, interval: float, *, entering: bool) -> Result:
     """Enter BACKUP: `entering` from INITIALIZE/FAULT (starts the preempt delay)."""
     was_master = s.role is Role.MASTER
     s = dataclasses.replace(
-        s, role=Role.BACKUP, adver_at=None, refresh_at=None, master_adver_interval=interval,
+        s,
+        role=Role.BACKUP,
+        adver_at=None,
+        refresh_at=None,
+        master_adver_interval=interval,
         down_at=now + master_down_interval(s.priority, interval),
         preempt_after=now + s.params.preempt_delay if entering else s.preempt_after,
-    )  # fmt: skip
+    )
     actions: list[Action] = [RemoveAddresses()] if was_master else []
     return s, (*actions, RunHook(Role.BACKUP))
 

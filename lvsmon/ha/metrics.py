@@ -27,28 +27,32 @@ class HACollector(Collector):
     def collect(self) -> Iterator[Metric]:
         groups = self._status()
         state = GaugeMetricFamily(
-            "lvsmon_ha_state", "1 for the failover group's current VRRP state, else 0",
+            "lvsmon_ha_state",
+            "1 for the failover group's current VRRP state, else 0",
             labels=["group", "state"],
-        )  # fmt: skip
+        )
         priority = GaugeMetricFamily(
-            "lvsmon_ha_priority", "Priority advertised now (after tracking; 0 while handing over)",
+            "lvsmon_ha_priority",
+            "Priority advertised now (after tracking; 0 while handing over)",
             labels=G,
-        )  # fmt: skip
+        )
         sent = CounterMetricFamily("lvsmon_ha_adverts_sent", "VRRP adverts sent", labels=G)
         received = CounterMetricFamily(
             "lvsmon_ha_adverts_received", "Valid VRRP adverts received for the group", labels=G
         )
         rejected = CounterMetricFamily(
-            "lvsmon_ha_adverts_rejected", "VRRP adverts dropped, by reason",
+            "lvsmon_ha_adverts_rejected",
+            "VRRP adverts dropped, by reason",
             labels=["group", "reason"],
-        )  # fmt: skip
+        )
         transitions = CounterMetricFamily(
             "lvsmon_ha_transitions", "State changes, by the state entered", labels=["group", "to"]
         )
         peer = GaugeMetricFamily(
             "lvsmon_ha_peer_last_advert_timestamp_seconds",
-            "Unix time of the last valid advert from another director (0: none yet)", labels=G,
-        )  # fmt: skip
+            "Unix time of the last valid advert from another director (0: none yet)",
+            labels=G,
+        )
         for g in groups:
             for role in ROLES:
                 state.add_metric([g.name, role.value], 1 if g.state == role.value else 0)

@@ -67,8 +67,16 @@ class HAProcess:
 
     async def _spawn(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        argv = [*self._prefix, sys.executable, "-m", "lvsmon.ha.child",
-                "--fd", str(theirs.fileno()), "--log-level", self._log_level]  # fmt: skip
+        argv = [
+            *self._prefix,
+            sys.executable,
+            "-m",
+            "lvsmon.ha.child",
+            "--fd",
+            str(theirs.fileno()),
+            "--log-level",
+            self._log_level,
+        ]
         try:
             self._proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(theirs.fileno(),))
         finally:
@@ -88,8 +96,9 @@ class HAProcess:
             if self._stopping:
                 return
             self.restarts += 1
-            log.error("VRRP process exited; restarting", extra=fields(exit=code,
-                                                                      delay=RESTART_DELAY))
+            log.error(
+                "VRRP process exited; restarting", extra=fields(exit=code, delay=RESTART_DELAY)
+            )
             await asyncio.sleep(RESTART_DELAY)
             if self._stopping:
                 return

@@ -46,16 +46,23 @@ def render(groups: Sequence[GroupStatus], now: float) -> list[str]:
         prio = f"priority {g.priority}"
         if g.priority != g.configured_priority:
             prio += f" (configured {g.configured_priority})"
-        lines.append(f"Failover group {g.name} (vrid {g.vrid} on {g.interface}): "
-                     f"{g.state.upper()} since {since}, {prio}")  # fmt: skip
+        lines.append(
+            f"Failover group {g.name} (vrid {g.vrid} on {g.interface}): "
+            f"{g.state.upper()} since {since}, {prio}"
+        )
         if g.peer:
             age = max(0.0, now - g.peer_last_advert)
             lines.append(f"  peer {g.peer} priority {g.peer_priority}, last advert {age:.1f}s ago")
         else:
             lines.append("  peer: no advert heard")
         rejected = sum(g.rejected.values())
-        lines.append(f"  adverts sent {g.adverts_sent}, received {g.adverts_received}, "
-                     f"rejected {rejected}"
-                     + (f" ({', '.join(f'{k} {v}' for k, v in sorted(g.rejected.items()))})"
-                        if rejected else ""))  # fmt: skip
+        lines.append(
+            f"  adverts sent {g.adverts_sent}, received {g.adverts_received}, "
+            f"rejected {rejected}"
+            + (
+                f" ({', '.join(f'{k} {v}' for k, v in sorted(g.rejected.items()))})"
+                if rejected
+                else ""
+            )
+        )
     return lines

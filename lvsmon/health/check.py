@@ -140,12 +140,14 @@ class HealthCheck:
         return (self.connect_address or address, self.connect_port or port)
 
 
-
 def default_spec(kind: CheckType) -> Spec:
     if kind is CheckType.HTTPS:
         return HttpSpec(tls=TlsSpec())
     specs: dict[CheckType, type[Spec]] = {
-        CheckType.TCP: TcpSpec, CheckType.HTTP: HttpSpec, CheckType.SEND_EXPECT: SendExpectSpec,
-        CheckType.EXEC: ExecSpec, CheckType.DNS: DnsSpec,
-    }  # fmt: skip
+        CheckType.TCP: TcpSpec,
+        CheckType.HTTP: HttpSpec,
+        CheckType.SEND_EXPECT: SendExpectSpec,
+        CheckType.EXEC: ExecSpec,
+        CheckType.DNS: DnsSpec,
+    }
     return specs[kind]()

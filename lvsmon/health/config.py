@@ -41,8 +41,17 @@ if TYPE_CHECKING:
     from lvsmon.config import Problem, _Section
 
 TYPES = tuple(t.value for t in CheckType)
-COMMON_KEYS = ("type", "enabled", "interval", "timeout", "rise", "fall",
-               "connect_address", "connect_port", "max_response_bytes")  # fmt: skip
+COMMON_KEYS = (
+    "type",
+    "enabled",
+    "interval",
+    "timeout",
+    "rise",
+    "fall",
+    "connect_address",
+    "connect_port",
+    "max_response_bytes",
+)
 _TOKEN = re.compile(r"[A-Z]{1,20}")
 _STATUS_RANGE = re.compile(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
@@ -65,8 +74,10 @@ def health_check_of(
         check = base
     portless = port == 0 and check is not None and not check.connect_port
     if portless and check is not None and check.type is not CheckType.EXEC:
-        sec.error("health_check.connect_port",
-                  "missing: the real server has no port (fwmark), so the check needs one")
+        sec.error(
+            "health_check.connect_port",
+            "missing: the real server has no port (fwmark), so the check needs one",
+        )
     return check
 
 
@@ -114,19 +125,31 @@ def _read_common(sec: _Section, kind: CheckType, d: HealthCheck) -> HealthCheck:
     if timeout >= interval:
         shown = cfg._show(sec.data["timeout"])
         limit = cfg.format_duration(interval)
-        sec.error("timeout",
-                  f'{shown} is not valid: expected a duration shorter than interval ("{limit}")')
+        sec.error(
+            "timeout",
+            f'{shown} is not valid: expected a duration shorter than interval ("{limit}")',
+        )
     rise = sec.get("rise", cfg._int_in(1, 1000), d.rise, "an integer 1..1000")
     fall = sec.get("fall", cfg._int_in(1, 1000), d.fall, "an integer 1..1000")
     address = sec.get("connect_address", cfg._address, None, "an IPv4 or IPv6 address")
     port = sec.get("connect_port", cfg._int_in(1, 65535), d.connect_port, cfg.PORT)
-    cap = sec.get("max_response_bytes", cfg._int_in(64, 64 * 2**20), d.max_response_bytes,
-                  "an integer 64..67108864")  # fmt: skip
+    cap = sec.get(
+        "max_response_bytes",
+        cfg._int_in(64, 64 * 2**20),
+        d.max_response_bytes,
+        "an integer 64..67108864",
+    )
     return HealthCheck(
-        type=kind, interval=interval, timeout=timeout, rise=rise, fall=fall,
+        type=kind,
+        interval=interval,
+        timeout=timeout,
+        rise=rise,
+        fall=fall,
         connect_address=str(address) if address is not None else d.connect_address,
-        connect_port=port, max_response_bytes=cap, spec=d.spec,
-    )  # fmt: skip
+        connect_port=port,
+        max_response_bytes=cap,
+        spec=d.spec,
+    )
 
 
 # --- per type ---
@@ -141,8 +164,12 @@ def _read_http(sec: _Section, d: Spec) -> Spec | None:
     method = sec.get("method", _regex_text(_TOKEN), d.method, 'an HTTP method such as "GET"')
     path = sec.get("path", _request_path, d.path, 'a request path starting with "/"')
     host = sec.get("host", _regex_text(_HEADER_SAFE), d.host, "a Host header value")
-    status = sec.get("expect_status", _status_ranges, d.expect_status,
-                     'status codes and ranges such as 200, "200-299" or [200, 301]')  # fmt: skip
+    status = sec.get(
+        "expect_status",
+        _status_ranges,
+        d.expect_status,
+        'status codes and ranges such as 200, "200-299" or [200, 301]',
+    )
     body = sec.get("expect_body", _bytes_regex, d.expect_body, "a regular expression")
     tls = _read_tls(sec, d.tls) if d.tls is not None else None
     return HttpSpec(method, path, host, status, body, tls)
@@ -152,8 +179,9 @@ def _read_tls(sec: _Section, d: TlsSpec) -> TlsSpec:
     sni = sec.get("tls_sni", _regex_text(_HEADER_SAFE), d.sni, "a server name")
     verify = sec.get("tls_verify", cfg._bool, d.verify, "true or false")
     ca = sec.get("ca_file", _readable("CA"), d.ca_file, "a readable file of PEM certificates")
-    cert = sec.get("client_cert", _readable("certificate"), d.client_cert,
-                   "a readable PEM certificate file")  # fmt: skip
+    cert = sec.get(
+        "client_cert", _readable("certificate"), d.client_cert, "a readable PEM certificate file"
+    )
     key = sec.get("client_key", _readable("key"), d.client_key, "a readable PEM key file")
     if key and not cert:
         sec.error("client_key", "is set but client_cert is not")
@@ -167,8 +195,10 @@ def _read_tls(sec: _Section, d: TlsSpec) -> TlsSpec:
         try:
             ssl.create_default_context().load_cert_chain(cert, key or None)
         except (ssl.SSLError, OSError) as exc:
-            sec.error("client_cert", f'"{cert}" is not valid: expected a PEM certificate and '
-                                     f"its key ({exc})")  # fmt: skip
+            sec.error(
+                "client_cert",
+                f'"{cert}" is not valid: expected a PEM certificate and its key ({exc})',
+            )
     return tls
 
 
@@ -190,8 +220,9 @@ def _read_send_expect(sec: _Section, d: Spec) -> Spec | None:
     sec.known.update(EXPECT_FORMS)
     expect, expect_any = d.expect, d.expect_any
     if len(given) > 1:
-        sec.error(given[1], f"conflicts with {given[0]}: set only one of "
-                            + ", ".join(EXPECT_FORMS))  # fmt: skip
+        sec.error(
+            given[1], f"conflicts with {given[0]}: set only one of " + ", ".join(EXPECT_FORMS)
+        )
     elif given == ["expect"] and sec.data["expect"] == "*":
         expect, expect_any = None, True
     elif given:
@@ -224,12 +255,21 @@ def _read_dns(sec: _Section, d: Spec) -> Spec | None:
         name = sec.get("query_name", _dns_name, d.query_name, "a domain name")
     else:
         name = sec.require("query_name", _dns_name, 'a domain name such as "example.com"')
-    qtype = sec.get("query_type", _upper_choice(dnswire.TYPES), d.query_type,
-                    _one_of(tuple(dnswire.TYPES)))  # fmt: skip
-    rcode = sec.get("expect_rcode", _upper_choice(dnswire.RCODES), d.expect_rcode,
-                    _one_of(tuple(dnswire.RCODES)))  # fmt: skip
-    answers = sec.get("expect_answer", _strings_or_one, d.expect_answer,
-                      'a record value such as "192.0.2.1", or an array of them')  # fmt: skip
+    qtype = sec.get(
+        "query_type", _upper_choice(dnswire.TYPES), d.query_type, _one_of(tuple(dnswire.TYPES))
+    )
+    rcode = sec.get(
+        "expect_rcode",
+        _upper_choice(dnswire.RCODES),
+        d.expect_rcode,
+        _one_of(tuple(dnswire.RCODES)),
+    )
+    answers = sec.get(
+        "expect_answer",
+        _strings_or_one,
+        d.expect_answer,
+        'a record value such as "192.0.2.1", or an array of them',
+    )
     rd = sec.get("recursion_desired", cfg._bool, d.recursion_desired, "true or false")
     if name is None:
         return None
@@ -237,10 +277,13 @@ def _read_dns(sec: _Section, d: Spec) -> Spec | None:
 
 
 _SPEC_READERS: dict[CheckType, Callable[[_Section, Spec], Spec | None]] = {
-    CheckType.TCP: _read_tcp, CheckType.HTTP: _read_http, CheckType.HTTPS: _read_http,
-    CheckType.SEND_EXPECT: _read_send_expect, CheckType.EXEC: _read_exec,
+    CheckType.TCP: _read_tcp,
+    CheckType.HTTP: _read_http,
+    CheckType.HTTPS: _read_http,
+    CheckType.SEND_EXPECT: _read_send_expect,
+    CheckType.EXEC: _read_exec,
     CheckType.DNS: _read_dns,
-}  # fmt: skip
+}
 
 
 # --- converters (raise ValueError/TypeError; lvsmon.config words the error) ---

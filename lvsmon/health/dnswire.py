@@ -12,8 +12,18 @@ import ipaddress
 import struct
 from dataclasses import dataclass
 
-TYPES = {"A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16,
-         "AAAA": 28, "SRV": 33, "ANY": 255}  # fmt: skip
+TYPES = {
+    "A": 1,
+    "NS": 2,
+    "CNAME": 5,
+    "SOA": 6,
+    "PTR": 12,
+    "MX": 15,
+    "TXT": 16,
+    "AAAA": 28,
+    "SRV": 33,
+    "ANY": 255,
+}
 RCODES = {"NOERROR": 0, "FORMERR": 1, "SERVFAIL": 2, "NXDOMAIN": 3, "NOTIMP": 4, "REFUSED": 5}
 RCODE_NAMES = {v: k for k, v in RCODES.items()}
 CLASS_IN = 1
@@ -42,8 +52,11 @@ def _bad(name: str) -> bytes:
 
 def build_query(qid: int, name: str, qtype: str, recursion_desired: bool = False) -> bytes:
     flags = 0x0100 if recursion_desired else 0
-    return (_HEADER.pack(qid, flags, 1, 0, 0, 0) + encode_name(name)
-            + struct.pack("!HH", TYPES[qtype], CLASS_IN))  # fmt: skip
+    return (
+        _HEADER.pack(qid, flags, 1, 0, 0, 0)
+        + encode_name(name)
+        + struct.pack("!HH", TYPES[qtype], CLASS_IN)
+    )
 
 
 @dataclass(frozen=True, slots=True)

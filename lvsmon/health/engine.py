@@ -238,8 +238,7 @@ class Engine:
 
     @staticmethod
     def _timeout(probe: Probe) -> Result:
-        return fail(Reason.TIMEOUT, f"no answer within {probe.timeout:g}s "
-                                    f"({probe.checker.phase})")  # fmt: skip
+        return fail(Reason.TIMEOUT, f"no answer within {probe.timeout:g}s ({probe.checker.phase})")
 
     def _finish(self, probe: Probe, result: Result) -> None:
         ended = monotonic()

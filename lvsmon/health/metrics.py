@@ -45,12 +45,14 @@ class HealthCollector(Collector):
         names = self._names() if self._names is not None else {}
         duration = HistogramMetricFamily(
             "lvsmon_healthcheck_duration_seconds",
-            "How long health check probes took (failures included)", labels=LABELS,
-        )  # fmt: skip
+            "How long health check probes took (failures included)",
+            labels=LABELS,
+        )
         failures = CounterMetricFamily(
-            "lvsmon_healthcheck_failures", "Failed health check probes, by reason",
+            "lvsmon_healthcheck_failures",
+            "Failed health check probes, by reason",
             labels=[*LABELS, "reason"],
-        )  # fmt: skip
+        )
         transitions = CounterMetricFamily(
             "lvsmon_real_server_transitions",
             "Health verdict changes (up to down and down to up)",
@@ -70,11 +72,14 @@ class HealthCollector(Collector):
                 for reason, n in seen:
                     failures.add_metric([*labels, reason.value], n)
                 transitions.add_metric(labels[:2], probe.transitions)
-        count = GaugeMetricFamily("lvsmon_healthcheck_probes",
-                                  "Distinct health check probes (one serves every virtual server "
-                                  "sharing the real server and check)")  # fmt: skip
+        count = GaugeMetricFamily(
+            "lvsmon_healthcheck_probes",
+            "Distinct health check probes (one serves every virtual server "
+            "sharing the real server and check)",
+        )
         count.add_metric([], len(probes))
-        in_flight = GaugeMetricFamily("lvsmon_healthchecks_in_flight",
-                                      "Health check probes running now")  # fmt: skip
+        in_flight = GaugeMetricFamily(
+            "lvsmon_healthchecks_in_flight", "Health check probes running now"
+        )
         in_flight.add_metric([], self._monitor.in_flight)
         yield from (duration, failures, transitions, count, in_flight)

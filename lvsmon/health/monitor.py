@@ -37,8 +37,17 @@ from lvsmon.health.slowstart import ramp_weight, slow_start_fraction
 from lvsmon.health.state import CheckState, Transition, inherited, step
 from lvsmon.logs import fields
 
-__all__ = ["BUCKETS", "HealthMonitor", "Histogram", "Observer", "Probe", "ProbeKey", "Target",
-           "TargetKey", "TransitionEvent"]  # fmt: skip
+__all__ = [
+    "BUCKETS",
+    "HealthMonitor",
+    "Histogram",
+    "Observer",
+    "Probe",
+    "ProbeKey",
+    "Target",
+    "TargetKey",
+    "TransitionEvent",
+]
 
 log = logging.getLogger("lvsmon.health")
 
@@ -172,8 +181,9 @@ class HealthMonitor:
         now = self._now() if now is None else now
         return any(
             p.state.up and now - p.state.since < t.slow_start
-            for p in self._probes.values() for t in p.targets.values()
-        )  # fmt: skip
+            for p in self._probes.values()
+            for t in p.targets.values()
+        )
 
     def probes(self) -> list[Probe]:
         """The live probes (read-only use: the metrics collector)."""
@@ -200,13 +210,19 @@ class HealthMonitor:
         histogram.sum += duration
         state = probe.state
         # the steady state (nearly every result) changes nothing: skip step() and the clock
-        if not (result is OK and state.up and state.settled and not state.streak
-                and state.weight is None):  # fmt: skip
+        if not (
+            result is OK
+            and state.up
+            and state.settled
+            and not state.streak
+            and state.weight is None
+        ):
             if not result.ok and result.reason is not None:
                 probe.failures[result.reason] = probe.failures.get(result.reason, 0) + 1
             check = probe.key.check
-            probe.state, transition = step(state, result, self._clock(),
-                                           rise=check.rise, fall=check.fall)  # fmt: skip
+            probe.state, transition = step(
+                state, result, self._clock(), rise=check.rise, fall=check.fall
+            )
             if transition is not None:
                 probe.transitions += 1
                 self._transition(probe, transition)
@@ -224,8 +240,13 @@ class HealthMonitor:
         t = event.target
         log.warning(
             "real server up" if event.up else "real server down",
-            extra=fields(virtual_server=t.virtual_server, real_server=str(t.dest),
-                         check=t.check.type.value, reason=event.reason or "", why=event.why),
-        )  # fmt: skip
+            extra=fields(
+                virtual_server=t.virtual_server,
+                real_server=str(t.dest),
+                check=t.check.type.value,
+                reason=event.reason or "",
+                why=event.why,
+            ),
+        )
         if self._on_transition is not None:
             self._on_transition(event)

@@ -43,8 +43,12 @@ class Transition:
 def inherited(previous: CheckState) -> CheckState:
     """The state a replacement probe starts from (its check changed on reload):
     the verdict carries over, settled, with a fresh streak."""
-    return CheckState(up=previous.up, settled=True, since=previous.since,
-                      weight=previous.weight if previous.up else None)  # fmt: skip
+    return CheckState(
+        up=previous.up,
+        settled=True,
+        since=previous.since,
+        weight=previous.weight if previous.up else None,
+    )
 
 
 def step(
@@ -70,8 +74,9 @@ def step(
         what = "first check failed" if not state.settled else _count(streak, "failure")
         reason = result.reason.value if result.reason else "failed"
         why = f"{what}: {reason}" + (f" ({result.detail})" if result.detail else "")
-        new = CheckState(up=False, settled=True, since=now, reason=result.reason,
-                         detail=result.detail)  # fmt: skip
+        new = CheckState(
+            up=False, settled=True, since=now, reason=result.reason, detail=result.detail
+        )
         return new, Transition(False, now, result.reason, why)
     return replace(failed, streak=streak), None
 

@@ -43,8 +43,21 @@ SCHEDULERS: dict[str, type[Scheduler]] = {
 # Every scheduler Linux IPVS has; the config accepts these names and the data
 # plane decides which it can run (see `available()`).
 IPVS_SCHEDULERS = (
-    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos",
-)  # fmt: skip
+    "rr",
+    "wrr",
+    "lc",
+    "wlc",
+    "lblc",
+    "lblcr",
+    "dh",
+    "sh",
+    "sed",
+    "nq",
+    "mh",
+    "fo",
+    "ovf",
+    "twos",
+)
 
 # Per-service scheduler flags (ipvsadm -b), from the classes that accept them.
 SCHEDULER_FLAGS: dict[str, set[str]] = {

@@ -48,8 +48,7 @@ from lvsmon.weights.spec import (
 if TYPE_CHECKING:
     from lvsmon.config import Problem, _Section
 
-HTTP_KEYS = ("tls_verify", "ca_file", "authorization", "authorization_file",
-             "max_response_bytes")  # fmt: skip
+HTTP_KEYS = ("tls_verify", "ca_file", "authorization", "authorization_file", "max_response_bytes")
 SOURCE_KEYS = {
     "prometheus": ("url", "query", "match_label", "match_value", *HTTP_KEYS),
     "scrape": ("url", "expression", *HTTP_KEYS),
@@ -101,19 +100,26 @@ def read_adaptive(data: dict[str, Any], path: str, problems: list[Problem]) -> A
         sec.known.update(data)  # without a source its other keys cannot be judged
         return None
     interval = sec.get("interval", _positive_duration, 5.0, DURATION + " above 0")
-    timeout = sec.get("timeout", _positive_duration, min(2.0, interval / 2),
-                      DURATION + " above 0")  # fmt: skip
+    timeout = sec.get("timeout", _positive_duration, min(2.0, interval / 2), DURATION + " above 0")
     if timeout >= interval:
         shown, limit = cfg._show(data.get("timeout", timeout)), cfg.format_duration(interval)
-        sec.error("timeout", f'{shown} is not valid: expected a duration shorter than '
-                             f'interval ("{limit}")')  # fmt: skip
+        sec.error(
+            "timeout",
+            f'{shown} is not valid: expected a duration shorter than interval ("{limit}")',
+        )
     concurrency = sec.get("concurrency", cfg._int_in(1, 4096), 16, "an integer 1..4096")
     capacity = sec.get("capacity", _number(0, 1e12, above=True), 1.0, "a number above 0")
     params = _read_params(sec, mode, interval)
     http_opts = _read_http(sec) if source != "agent" else HttpOptions()
-    spec = AdaptiveSpec(source=source, interval=interval, timeout=timeout,
-                        concurrency=concurrency, capacity=capacity, params=params,
-                        http=http_opts)  # fmt: skip
+    spec = AdaptiveSpec(
+        source=source,
+        interval=interval,
+        timeout=timeout,
+        concurrency=concurrency,
+        capacity=capacity,
+        params=params,
+        http=http_opts,
+    )
     if source == "prometheus":
         spec = _with_prometheus(sec, spec)
     elif source == "scrape":
@@ -121,8 +127,11 @@ def read_adaptive(data: dict[str, Any], path: str, problems: list[Problem]) -> A
     else:
         spec = _with_agent(sec, spec)
         if mode == PIRANHA:
-            sec.error("mode", '"piranha" needs a load (source "prometheus" or "scrape"); '
-                              "an agent answers weights")  # fmt: skip
+            sec.error(
+                "mode",
+                '"piranha" needs a load (source "prometheus" or "scrape"); '
+                "an agent answers weights",
+            )
     _check_foreign_keys(sec, source, mode)
     sec.check_unknown()
     return spec if len(problems) == before else None
@@ -130,41 +139,62 @@ def read_adaptive(data: dict[str, Any], path: str, problems: list[Problem]) -> A
 
 def _read_params(sec: _Section, mode: str, interval: float) -> Params:
     stale = sec.get("stale_after", _positive_duration, 3 * interval, DURATION + " above 0")
-    expire = sec.get("expire_after", _positive_duration, max(120.0, 2 * stale),
-                     DURATION + " above 0")  # fmt: skip
+    expire = sec.get(
+        "expire_after", _positive_duration, max(120.0, 2 * stale), DURATION + " above 0"
+    )
     if expire < stale:
-        sec.error("expire_after", f'{cfg._show(sec.data.get("expire_after"))} is not valid: '
-                                  f'expected at least stale_after ("{cfg.format_duration(stale)}")')
+        sec.error(
+            "expire_after",
+            f"{cfg._show(sec.data.get('expire_after'))} is not valid: "
+            f'expected at least stale_after ("{cfg.format_duration(stale)}")',
+        )
     d = dataclasses.replace(defaults(mode), stale_after=stale, expire_after=expire)
     if mode == PIRANHA:
-        scale = sec.get("max_weight", _number(1, 1000), d.max_weight,
-                        "a number 1..1000 (nanny's --scale)")  # fmt: skip
+        scale = sec.get(
+            "max_weight", _number(1, 1000), d.max_weight, "a number 1..1000 (nanny's --scale)"
+        )
         return dataclasses.replace(d, max_weight=scale)
-    smoothing = sec.get("smoothing", _number(0, 1, above=True), d.smoothing,
-                        "a number above 0, at most 1 (1 = no smoothing)")  # fmt: skip
+    smoothing = sec.get(
+        "smoothing",
+        _number(0, 1, above=True),
+        d.smoothing,
+        "a number above 0, at most 1 (1 = no smoothing)",
+    )
     half_life = sec.get("half_life", _positive_duration, 0.0, DURATION + " above 0")
     if "smoothing" in sec.data and "half_life" in sec.data:
         sec.error("half_life", "set either smoothing or half_life, not both")
     fraction = "a fraction of the configured weight"
     params = dataclasses.replace(
-        d, smoothing=smoothing, half_life=half_life,
+        d,
+        smoothing=smoothing,
+        half_life=half_life,
         deadband=sec.get("deadband", _number(0, 1), d.deadband, "a number 0..1"),
-        max_change=sec.get("max_change", _number(0, 100, above=True), d.max_change,
-                           "a number above 0 (the largest change per update)"),
+        max_change=sec.get(
+            "max_change",
+            _number(0, 100, above=True),
+            d.max_change,
+            "a number above 0 (the largest change per update)",
+        ),
         min_weight=sec.get("min_weight", _number(0, 1), d.min_weight, f"{fraction}, 0..1"),
         max_weight=sec.get("max_weight", _number(1, 1000), d.max_weight, f"{fraction}, 1..1000"),
         load_low=sec.get("load_low", _number(0, 1e12), d.load_low, "a load >= 0"),
-    )  # fmt: skip
+    )
     if mode == BALANCE:
         gain = sec.get("gain", _number(0, 10, above=True), d.gain, "a number above 0, at most 10")
         return dataclasses.replace(params, gain=gain)
     high = sec.get("load_high", _number(0, 1e12), d.load_high, "a load >= 0")
     if high <= params.load_low and "load_high" in sec.data:
-        sec.error("load_high", f"{cfg._show(sec.data['load_high'])} is not valid: expected a "
-                               f"load above load_low ({params.load_low:g})")  # fmt: skip
+        sec.error(
+            "load_high",
+            f"{cfg._show(sec.data['load_high'])} is not valid: expected a "
+            f"load above load_low ({params.load_low:g})",
+        )
     elif high <= params.load_low:
-        sec.error("load_low", f"{cfg._show(sec.data.get('load_low'))} is not valid: expected a "
-                              f"load below load_high ({high:g})")  # fmt: skip
+        sec.error(
+            "load_low",
+            f"{cfg._show(sec.data.get('load_low'))} is not valid: expected a "
+            f"load below load_high ({high:g})",
+        )
     return dataclasses.replace(params, load_high=high)
 
 
@@ -174,8 +204,9 @@ def _read_http(sec: _Section) -> HttpOptions:
     ca_file = sec.get("ca_file", cfg._text, "", "a file path")
     if ca_file and not Path(ca_file).is_file():
         sec.error("ca_file", f'"{ca_file}": no such file')
-    auth = sec.get("authorization", _header_value, "",
-                   'an Authorization header value such as "Bearer <token>"')  # fmt: skip
+    auth = sec.get(
+        "authorization", _header_value, "", 'an Authorization header value such as "Bearer <token>"'
+    )
     auth_file = sec.get("authorization_file", cfg._text, "", "a file path")
     if auth and auth_file:
         sec.error("authorization_file", "set either authorization or authorization_file, not both")
@@ -185,12 +216,19 @@ def _read_http(sec: _Section) -> HttpOptions:
         except OSError as exc:
             sec.error("authorization_file", f'"{auth_file}": cannot read: {exc.strerror}')
         except ValueError:
-            sec.error("authorization_file", f'"{auth_file}": not a valid header value '
-                                            "(one line of printable text)")  # fmt: skip
-    cap = sec.get("max_response_bytes", cfg._int_in(1024, 1 << 30), d.max_response_bytes,
-                  "an integer 1024..1073741824")  # fmt: skip
-    return HttpOptions(tls_verify=verify, ca_file=ca_file, authorization=auth,
-                       max_response_bytes=cap)  # fmt: skip
+            sec.error(
+                "authorization_file",
+                f'"{auth_file}": not a valid header value (one line of printable text)',
+            )
+    cap = sec.get(
+        "max_response_bytes",
+        cfg._int_in(1024, 1 << 30),
+        d.max_response_bytes,
+        "an integer 1024..1073741824",
+    )
+    return HttpOptions(
+        tls_verify=verify, ca_file=ca_file, authorization=auth, max_response_bytes=cap
+    )
 
 
 def _header_value(value: Any) -> str:
@@ -213,25 +251,40 @@ def _template(allowed: Sequence[str]) -> Callable[[Any], str]:
 
 
 def _with_prometheus(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
-    url = sec.require("url", _both(_url, _template(["virtual_server"])),
-                      'the Prometheus server\'s URL, such as "http://127.0.0.1:9090"')  # fmt: skip
-    query = sec.require("query", _template(["virtual_server", "instances"]),
-                        "a PromQL instant query returning a vector")  # fmt: skip
+    url = sec.require(
+        "url",
+        _both(_url, _template(["virtual_server"])),
+        'the Prometheus server\'s URL, such as "http://127.0.0.1:9090"',
+    )
+    query = sec.require(
+        "query",
+        _template(["virtual_server", "instances"]),
+        "a PromQL instant query returning a vector",
+    )
     d = PrometheusSpec("", "")
     label = sec.get("match_label", _label, d.match_label, "a Prometheus label name")
-    value = sec.get("match_value", _template(PLACEHOLDERS), d.match_value,
-                    'a template such as "${address}:9100"')  # fmt: skip
+    value = sec.get(
+        "match_value",
+        _template(PLACEHOLDERS),
+        d.match_value,
+        'a template such as "${address}:9100"',
+    )
     if url is None or query is None:
         return spec
     return _replace(spec, prometheus=PrometheusSpec(url, query, label, value))
 
 
 def _with_scrape(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
-    url = sec.require("url", _both(_url, _template(PLACEHOLDERS)),
-                      'a URL template such as "http://${host}:9100/metrics"')  # fmt: skip
-    expression = sec.require("expression", _expression,
-                             "an expression such as "
-                             "'node_load1 / count(node_cpu_seconds_total{mode=\"idle\"})'")
+    url = sec.require(
+        "url",
+        _both(_url, _template(PLACEHOLDERS)),
+        'a URL template such as "http://${host}:9100/metrics"',
+    )
+    expression = sec.require(
+        "expression",
+        _expression,
+        "an expression such as 'node_load1 / count(node_cpu_seconds_total{mode=\"idle\"})'",
+    )
     if url is None or expression is None:
         return spec
     return _replace(spec, scrape=ScrapeSpec(url, expression))
@@ -239,8 +292,12 @@ def _with_scrape(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
 
 def _with_agent(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
     port = sec.require("port", cfg._int_in(1, 65535), "the agent's TCP port 1..65535")
-    address = sec.get("address", _template(PLACEHOLDERS), "${address}",
-                      'an address or a template such as "${address}"')  # fmt: skip
+    address = sec.get(
+        "address",
+        _template(PLACEHOLDERS),
+        "${address}",
+        'an address or a template such as "${address}"',
+    )
     send = sec.get("send", cfg._text, "", "a string sent after connecting")
     if port is None:
         return spec
@@ -298,10 +355,15 @@ def check_real_servers(
     lo, hi = spec.params.min_weight, spec.params.max_weight
     for i, w in enumerate(weights, start=1):
         if w > 0 and effective_weight(w, adaptive=lo) == effective_weight(w, adaptive=hi):
-            least = next(n for n in range(1, 65536)
-                         if effective_weight(n, adaptive=lo) != effective_weight(n, adaptive=hi))
-            problems.append(cfg.Problem(
-                f"{path}.real_server[{i}].weight",
-                f"{w} leaves adaptive weights no room (with min_weight {lo:g} and max_weight "
-                f"{hi:g} it stays {w}): use a weight of at least {least}, e.g. 100",
-            ))  # fmt: skip
+            least = next(
+                n
+                for n in range(1, 65536)
+                if effective_weight(n, adaptive=lo) != effective_weight(n, adaptive=hi)
+            )
+            problems.append(
+                cfg.Problem(
+                    f"{path}.real_server[{i}].weight",
+                    f"{w} leaves adaptive weights no room (with min_weight {lo:g} and max_weight "
+                    f"{hi:g} it stays {w}): use a weight of at least {least}, e.g. 100",
+                )
+            )

@@ -157,8 +157,15 @@ def current(state: ServerState, now: float, params: Params) -> float:
 def _fail_static(state: ServerState, now: float, params: Params) -> ServerState:
     if state.fresh_at is not None and now - state.fresh_at < params.expire_after:
         return state  # hold
-    return replace(state, factor=1.0, smoothed=None, weight=state.configured, off=False,
-                   fresh_at=None, load=None)  # fmt: skip
+    return replace(
+        state,
+        factor=1.0,
+        smoothed=None,
+        weight=state.configured,
+        off=False,
+        fresh_at=None,
+        load=None,
+    )
 
 
 def _usable(sample: Sample | None, now: float, params: Params) -> bool:
@@ -286,8 +293,10 @@ class Balance:
             moved[key] = s.factor * change
         top = max(moved.values())
         scale = min(high, max(low, p.max_weight / top)) if top > 0 else 1.0
-        return {key: replace(s, factor=min(p.max_weight, max(p.min_weight, moved[key] * scale)))
-                for key, s in loaded.items()}  # fmt: skip
+        return {
+            key: replace(s, factor=min(p.max_weight, max(p.min_weight, moved[key] * scale)))
+            for key, s in loaded.items()
+        }
 
 
 class Piranha(_PerServer):
@@ -312,6 +321,7 @@ class Piranha(_PerServer):
         if abs(new - last) < w / 4:  # nanny's diffThresh: small changes are not applied
             new = last
         factor = new / w if w else 1.0
-        state = replace(state, weight=new, factor=factor, load=load, smoothed=load,
-                        fresh_at=sample.at)  # fmt: skip
+        state = replace(
+            state, weight=new, factor=factor, load=load, smoothed=load, fresh_at=sample.at
+        )
         return state, state.output

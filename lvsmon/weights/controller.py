@@ -137,10 +137,10 @@ class WeightController:
                 continue
             law = law_for(group.spec.params)
             same_mode = old is not None and old.law.params.mode == law.params.mode
-            states = _carry(law, old.states if old is not None and same_mode else {},
-                            group.members)  # fmt: skip
-            runner = _Runner(group, self._make_source(group.spec, group.name, self._overall), law,
-                             states)  # fmt: skip
+            states = _carry(law, old.states if old is not None and same_mode else {}, group.members)
+            runner = _Runner(
+                group, self._make_source(group.spec, group.name, self._overall), law, states
+            )
             if old is not None:
                 runner.updates = old.updates
                 self._cancel(old)
@@ -153,23 +153,35 @@ class WeightController:
 
     def factors(self, now: float | None = None) -> dict[Key, float]:
         now = self._clock() if now is None else now
-        return {(svc, dest): current(state, now, r.law.params)
-                for svc, r in self._runners.items() for dest, state in r.states.items()}
+        return {
+            (svc, dest): current(state, now, r.law.params)
+            for svc, r in self._runners.items()
+            for dest, state in r.states.items()
+        }
 
     def loads(self, now: float | None = None) -> dict[Key, float]:
         """Fresh normalised loads, clamped to 0..1 (the metric's range)."""
         now = self._clock() if now is None else now
-        return {(svc, dest): min(1.0, max(0.0, s.load))
-                for svc, r in self._runners.items() for dest, s in r.states.items()
-                if s.load is not None and s.freshness(now, r.law.params) == "fresh"}  # fmt: skip
+        return {
+            (svc, dest): min(1.0, max(0.0, s.load))
+            for svc, r in self._runners.items()
+            for dest, s in r.states.items()
+            if s.load is not None and s.freshness(now, r.law.params) == "fresh"
+        }
 
     def updates(self) -> dict[Key, int]:
-        return {(svc, dest): n for svc, r in self._runners.items() for dest, n in r.updates.items()
-                if dest in r.states}  # fmt: skip
+        return {
+            (svc, dest): n
+            for svc, r in self._runners.items()
+            for dest, n in r.updates.items()
+            if dest in r.states
+        }
 
     def sources(self) -> list[SourceView]:
-        return [SourceView(svc, r.group.name, r.source.kind, r.up, r.last_success, r.error)
-                for svc, r in self._runners.items()]  # fmt: skip
+        return [
+            SourceView(svc, r.group.name, r.source.kind, r.up, r.last_success, r.error)
+            for svc, r in self._runners.items()
+        ]
 
     def servers(self, now: float | None = None) -> list[ServerView]:
         now = self._clock() if now is None else now
@@ -178,8 +190,17 @@ class WeightController:
             for dest, s in r.states.items():
                 fresh = s.freshness(now, r.law.params)
                 load = s.load if fresh == "fresh" else None
-                out.append(ServerView(svc, dest, current(s, now, r.law.params), load, fresh,
-                                      r.updates.get(dest, 0), r.errors.get(dest, "")))  # fmt: skip
+                out.append(
+                    ServerView(
+                        svc,
+                        dest,
+                        current(s, now, r.law.params),
+                        load,
+                        fresh,
+                        r.updates.get(dest, 0),
+                        r.errors.get(dest, ""),
+                    )
+                )
         return out
 
     def services(self) -> frozenset[ServiceKey]:
@@ -194,8 +215,9 @@ class WeightController:
         try:
             result = await runner.source.poll(members, self._clock)
         except Exception as exc:  # a bug in a source must not stop the polling
-            log.exception("load source failed unexpectedly",
-                          extra=fields(virtual_server=runner.group.name))  # fmt: skip
+            log.exception(
+                "load source failed unexpectedly", extra=fields(virtual_server=runner.group.name)
+            )
             result = Poll(error=f"internal error: {exc}")
         if self._runners.get(service) is not runner:
             return  # reconfigured while polling
@@ -210,8 +232,10 @@ class WeightController:
                 log.log(level, "load source up", extra=fields(virtual_server=name, source=kind))
             else:
                 why = result.error or "no real server answered"
-                log.warning("load source down; weights held (fail-static)",
-                            extra=fields(virtual_server=name, source=kind, error=why))  # fmt: skip
+                log.warning(
+                    "load source down; weights held (fail-static)",
+                    extra=fields(virtual_server=name, source=kind, error=why),
+                )
         runner.up, runner.error = result.up, result.error
         if result.up:
             runner.last_success = self._wall()
@@ -221,8 +245,10 @@ class WeightController:
         for m in runner.group.members:
             error = result.errors.get(m.dest, result.error if samples[m.dest] is None else "")
             if error != runner.errors.get(m.dest, "") and error and not result.error:
-                log.info("no load for real server", extra=fields(
-                    virtual_server=name, real_server=str(m.dest), error=error))  # fmt: skip
+                log.info(
+                    "no load for real server",
+                    extra=fields(virtual_server=name, real_server=str(m.dest), error=error),
+                )
             runner.errors[m.dest] = error
             before = effective_weight(m.weight, adaptive=runner.states[m.dest].output)
             runner.states[m.dest], factor = stepped[m.dest]
@@ -230,9 +256,15 @@ class WeightController:
             if before != after:
                 runner.updates[m.dest] = runner.updates.get(m.dest, 0) + 1
                 moved = True
-                log.info("adaptive weight", extra=fields(
-                    virtual_server=name, real_server=str(m.dest), factor=round(factor, 3),
-                    weight=after))  # fmt: skip
+                log.info(
+                    "adaptive weight",
+                    extra=fields(
+                        virtual_server=name,
+                        real_server=str(m.dest),
+                        factor=round(factor, 3),
+                        weight=after,
+                    ),
+                )
         if moved:
             self.changed.set()
 
@@ -282,5 +314,8 @@ def _carry(
 
 def _report_crash(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
-        log.error("weight polling stopped by a bug", exc_info=task.exception(),
-                  extra=fields(task=task.get_name()))  # fmt: skip
+        log.error(
+            "weight polling stopped by a bug",
+            exc_info=task.exception(),
+            extra=fields(task=task.get_name()),
+        )

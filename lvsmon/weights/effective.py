@@ -76,8 +76,9 @@ class WeightParts:
     def effective(self) -> int:
         adaptive = 1.0 if self.adaptive is None else self.adaptive
         start = self.configured if self.base is None else self.base
-        return effective_weight(start * self.scale, up=self.up, slow_start=self.slow_start,
-                                adaptive=adaptive)  # fmt: skip
+        return effective_weight(
+            start * self.scale, up=self.up, slow_start=self.slow_start, adaptive=adaptive
+        )
 
     @property
     def ramp(self) -> float:
@@ -87,17 +88,25 @@ class WeightParts:
         return self.slow_start * self.base / self.configured
 
     def to_json(self) -> dict[str, object]:
-        return {"configured": self.configured, "health": "up" if self.up else "down",
-                "slow_start": self.ramp, "adaptive": self.adaptive,
-                "effective": self.effective}  # fmt: skip
+        return {
+            "configured": self.configured,
+            "health": "up" if self.up else "down",
+            "slow_start": self.ramp,
+            "adaptive": self.adaptive,
+            "effective": self.effective,
+        }
 
     def columns(self) -> dict[str, str]:
         """Text cells: configured, health, slow-start, adaptive, effective ("-": no effect)."""
         ramp = "-" if self.ramp == 1.0 else f"{self.ramp:.0%}"
         adaptive = "-" if self.adaptive is None else f"{self.adaptive:.2f}"
-        return {"configured": str(self.configured), "health": "up" if self.up else "down",
-                "slow_start": ramp, "adaptive": adaptive,
-                "effective": str(self.effective)}  # fmt: skip
+        return {
+            "configured": str(self.configured),
+            "health": "up" if self.up else "down",
+            "slow_start": ramp,
+            "adaptive": adaptive,
+            "effective": str(self.effective),
+        }
 
 
 def weight_parts(
@@ -131,8 +140,9 @@ def weight_parts(
             adapt: float | None = None
             if vs.key in with_adaptive:
                 adapt = 1.0 if ignore else factors.get(key, 1.0)
-            out[key] = WeightParts(rs.weight, key not in down_set, ramps.get(key, 1.0), adapt,
-                                   bases.get(key), scale)  # fmt: skip
+            out[key] = WeightParts(
+                rs.weight, key not in down_set, ramps.get(key, 1.0), adapt, bases.get(key), scale
+            )
     return out
 
 
@@ -145,10 +155,12 @@ def from_health(
     """weight_parts() from HealthMonitor.overrides() as it is today (None = down,
     an int = its weight): the daemon's one call."""
     return weight_parts(
-        services, down=[k for k, w in health.items() if w is None],
+        services,
+        down=[k for k, w in health.items() if w is None],
         base={k: w for k, w in health.items() if w is not None},
-        adaptive=adaptive, adaptive_services=adaptive_services,
-    )  # fmt: skip
+        adaptive=adaptive,
+        adaptive_services=adaptive_services,
+    )
 
 
 def overrides(parts: Mapping[Key, WeightParts]) -> dict[Key, int | None]:

@@ -284,8 +284,10 @@ def _eval(node: Node, now: Samples, before: Samples | None, dt: float) -> float:
             if not values:
                 raise NoData(f"no series {node.name}")
             if len(values) > 1:
-                raise ExprError(f"{node.name} matches {len(values)} series where one was "
-                                "expected: aggregate it with sum(), avg(), ...")  # fmt: skip
+                raise ExprError(
+                    f"{node.name} matches {len(values)} series where one was "
+                    "expected: aggregate it with sum(), avg(), ..."
+                )
             return values[0]
         case Aggregate():
             values = _vector(node.vector, now, before, dt)

@@ -53,18 +53,24 @@ async def get(
     secure = parts.scheme == "https"
     port = parts.port or (443 if secure else 80)
     target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    lines = [f"GET {target} HTTP/1.1", f"Host: {parts.netloc}",
-             f"User-Agent: lvsmon-weights/{__version__}", "Accept-Encoding: identity",
-             "Connection: close"]  # fmt: skip
+    lines = [
+        f"GET {target} HTTP/1.1",
+        f"Host: {parts.netloc}",
+        f"User-Agent: lvsmon-weights/{__version__}",
+        "Accept-Encoding: identity",
+        "Connection: close",
+    ]
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
     context = (tls or tls_context(True)) if secure else None
     try:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection(
-                parts.hostname, port, ssl=context,
+                parts.hostname,
+                port,
+                ssl=context,
                 server_hostname=parts.hostname if secure else None,
-            )  # fmt: skip
+            )
             try:
                 writer.write(request)
                 raw = await _read_all(reader, cap)

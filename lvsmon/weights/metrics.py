@@ -42,8 +42,9 @@ class WeightCollector(Collector):
             names.setdefault(s.service, s.virtual_server)
         load = GaugeMetricFamily(
             "lvsmon_real_server_load",
-            "Normalised load from the adaptive-weight source (0..1)", labels=RS,
-        )  # fmt: skip
+            "Normalised load from the adaptive-weight source (0..1)",
+            labels=RS,
+        )
         for (svc, dest), value in sorted(c.loads().items()):
             if svc in names:
                 load.add_metric([names[svc], str(dest)], value)
@@ -54,13 +55,15 @@ class WeightCollector(Collector):
             if svc in names:
                 updates.add_metric([names[svc], str(dest)], n)
         up = GaugeMetricFamily(
-            "lvsmon_weight_source_up", "1 if the last query of the load source succeeded",
+            "lvsmon_weight_source_up",
+            "1 if the last query of the load source succeeded",
             labels=SRC,
-        )  # fmt: skip
+        )
         last = GaugeMetricFamily(
             "lvsmon_weight_source_last_success_timestamp_seconds",
-            "Unix time of the load source's last successful answer", labels=SRC,
-        )  # fmt: skip
+            "Unix time of the load source's last successful answer",
+            labels=SRC,
+        )
         for s in sources:
             if s.up is None:
                 continue  # not polled yet: no verdict

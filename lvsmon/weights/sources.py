@@ -130,8 +130,13 @@ class _HttpSource:
     async def fetch(self, url: str) -> bytes:
         tls = self.tls() if url.startswith("https:") else None
         async with self.limits.slot():
-            return await http.get(url, timeout=self.spec.timeout, headers=self.headers,
-                                  tls=tls, cap=self.spec.http.max_response_bytes)  # fmt: skip
+            return await http.get(
+                url,
+                timeout=self.spec.timeout,
+                headers=self.headers,
+                tls=tls,
+                cap=self.spec.http.max_response_bytes,
+            )
 
     def load(self, value: float) -> float:
         return value / self.spec.capacity
@@ -145,14 +150,19 @@ class PrometheusSource(_HttpSource):
         self.prom = prom
 
     def match_values(self, members: Sequence[Member]) -> dict[str, DestKey]:
-        return {render(self.prom.match_value, values_for(m.dest.address, m.dest.port,
-                                                         self.virtual_server)): m.dest
-                for m in members}  # fmt: skip
+        return {
+            render(
+                self.prom.match_value, values_for(m.dest.address, m.dest.port, self.virtual_server)
+            ): m.dest
+            for m in members
+        }
 
     def url(self, members: Sequence[Member]) -> str:
         wanted = self.match_values(members)
-        query = render(self.prom.query, {"virtual_server": self.virtual_server,
-                                         "instances": instances_regex(list(wanted))})  # fmt: skip
+        query = render(
+            self.prom.query,
+            {"virtual_server": self.virtual_server, "instances": instances_regex(list(wanted))},
+        )
         return self.prom.url.rstrip("/") + "/api/v1/query?" + urlencode({"query": query})
 
     async def poll(self, members: Sequence[Member], clock: Clock) -> Poll:
@@ -218,8 +228,9 @@ class ScrapeSource(_HttpSource):
 
     async def poll(self, members: Sequence[Member], clock: Clock) -> Poll:
         out = await poll_each(members, lambda dest: self._one(dest, clock))
-        self._previous = {m.dest: self._previous[m.dest] for m in members
-                          if m.dest in self._previous}  # fmt: skip
+        self._previous = {
+            m.dest: self._previous[m.dest] for m in members if m.dest in self._previous
+        }
         return out
 
     async def _one(self, dest: DestKey, clock: Clock) -> Sample | str:
@@ -285,8 +296,7 @@ class AgentSource:
         address = render(self.agent.address, values)
         try:
             async with self.limits.slot():
-                line = await agent.ask(address, self.agent.port, self.agent.send,
-                                       self.spec.timeout)  # fmt: skip
+                line = await agent.ask(address, self.agent.port, self.agent.send, self.spec.timeout)
             weight, command = agent.parse_reply(line)
         except agent.AgentError as exc:
             return str(exc)

@@ -74,15 +74,22 @@ def render(template: str, values: dict[str, str]) -> str:
 
 
 def placeholders(template: str) -> set[str]:
-    return {m.group("braced") or m.group("named") or ""
-            for m in string.Template.pattern.finditer(template)
-            if m.group("braced") or m.group("named")}  # fmt: skip
+    return {
+        m.group("braced") or m.group("named") or ""
+        for m in string.Template.pattern.finditer(template)
+        if m.group("braced") or m.group("named")
+    }
 
 
 def values_for(address: str, port: int, virtual_server: str) -> dict[str, str]:
     host = f"[{address}]" if ":" in address else address
-    return {"address": address, "host": host, "port": str(port),
-            "real_server": f"{host}:{port}", "virtual_server": virtual_server}  # fmt: skip
+    return {
+        "address": address,
+        "host": host,
+        "port": str(port),
+        "real_server": f"{host}:{port}",
+        "virtual_server": virtual_server,
+    }
 
 
 def instances_regex(values: list[str]) -> str:

@@ -72,8 +72,10 @@ class Backend:
         self.thread.start()
 
     def toml(self, weight: int = 1) -> str:
-        return (f'[[virtual_server.real_server]]\naddress = "{self.host}"\n'
-                f"port = {self.port}\nweight = {weight}\n")  # fmt: skip
+        return (
+            f'[[virtual_server.real_server]]\naddress = "{self.host}"\n'
+            f"port = {self.port}\nweight = {weight}\n"
+        )
 
     def close(self) -> None:
         self.server.shutdown()
@@ -122,9 +124,10 @@ class Daemon:
     def start(self) -> Daemon:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(self.path)],
-            stdout=subprocess.DEVNULL, stderr=open(self.log_path, "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log_path, "wb"),  # noqa: SIM115
             cwd=REPO,
-        )  # fmt: skip
+        )
         wait_for(self._ready, 20, "the daemon to answer /status")
         return self
 

@@ -20,8 +20,10 @@ from tests.integration.harness import REPO, Daemon, backends, connect, free_port
 def service(
     port: int, *reals: str, scheduler: str = "wlc", extra: str = "", name: str = "web"
 ) -> str:
-    head = (f'[[virtual_server]]\nname = "{name}"\naddress = "127.0.0.1"\nport = {port}\n'
-            f'protocol = "tcp"\nscheduler = "{scheduler}"\n{extra}\n')  # fmt: skip
+    head = (
+        f'[[virtual_server]]\nname = "{name}"\naddress = "127.0.0.1"\nport = {port}\n'
+        f'protocol = "tcp"\nscheduler = "{scheduler}"\n{extra}\n'
+    )
     return head + "\n".join(reals)
 
 
@@ -65,8 +67,11 @@ def test_wlc_follows_weights_with_held_connections(
         for sock, _ in held:
             sock.close()
         # closed connections count as inactive (IPVS accounting), not active
-        wait_for(lambda: d.real_servers("web")[f"127.0.0.1:{b.port}"]["inactive"] == 30, 5,
-                 "closed connections to become inactive")  # fmt: skip
+        wait_for(
+            lambda: d.real_servers("web")[f"127.0.0.1:{b.port}"]["inactive"] == 30,
+            5,
+            "closed connections to become inactive",
+        )
         assert d.real_servers("web")[f"127.0.0.1:{b.port}"]["active"] == 0
 
 
@@ -74,8 +79,11 @@ def test_persistence_pins_a_client_network(daemon_factory: list[Daemon], tmp_pat
     vip = free_port()
     with backends("a", "b", "c") as reals:
         extra = 'persistence_timeout = "5m"\npersistence_netmask = 8'
-        start(daemon_factory, tmp_path,
-              service(vip, *(r.toml() for r in reals), scheduler="rr", extra=extra))  # fmt: skip
+        start(
+            daemon_factory,
+            tmp_path,
+            service(vip, *(r.toml() for r in reals), scheduler="rr", extra=extra),
+        )
         names = set()
         for source in ("127.0.0.1", "127.0.0.2", "127.1.2.3"):  # one /8: one real server
             for _ in range(5):
@@ -180,8 +188,12 @@ def test_invalid_reload_changes_nothing(daemon_factory: list[Daemon], tmp_path: 
         assert d.status()["virtual_servers"] == before
         log = d.log()
         # the same error text as `lvsmon check`
-        check = subprocess.run([sys.executable, "-m", "lvsmon.cli", "check", "-c", str(d.path)],
-                               capture_output=True, text=True, cwd=REPO)  # fmt: skip
+        check = subprocess.run(
+            [sys.executable, "-m", "lvsmon.cli", "check", "-c", str(d.path)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
         assert check.returncode == 1
         for line in check.stderr.splitlines()[1:]:
             assert line.replace('"', '\\"') in log
@@ -214,8 +226,13 @@ def test_sigterm_lets_connections_finish_and_cleans_up(
 def test_bad_config_refuses_to_start(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
     path.write_text('[daemon]\ndataplane = "prox"\n')
-    run = subprocess.run([sys.executable, "-m", "lvsmon.cli", "run", "-c", str(path)],
-                         capture_output=True, text=True, cwd=REPO, timeout=30)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=30,
+    )
     assert run.returncode == 1
     assert run.stderr.splitlines() == [
         f"{path}: 1 error",
@@ -230,8 +247,13 @@ def test_status_save_and_reload_commands(daemon_factory: list[Daemon], tmp_path:
         d = start(daemon_factory, tmp_path, service(vip, a.toml(2)))
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run([sys.executable, "-m", "lvsmon.cli", *args, "-c", str(d.path)],
-                                  capture_output=True, text=True, cwd=REPO, timeout=30)  # fmt: skip
+            return subprocess.run(
+                [sys.executable, "-m", "lvsmon.cli", *args, "-c", str(d.path)],
+                capture_output=True,
+                text=True,
+                cwd=REPO,
+                timeout=30,
+            )
 
         status = cli("status")
         assert status.returncode == 0
@@ -252,8 +274,14 @@ def test_status_save_and_reload_commands(daemon_factory: list[Daemon], tmp_path:
 
 def test_demo_shows_balancing(tmp_path: Path) -> None:
     env = dict(os.environ)
-    run = subprocess.run([sys.executable, "-m", "lvsmon.cli", "demo", "--duration", "4"],
-                         capture_output=True, text=True, cwd=REPO, timeout=60, env=env)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, "-m", "lvsmon.cli", "demo", "--duration", "4"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+        env=env,
+    )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     assert "TCP  127.0.0.1:8080 wlc" in run.stdout
     for port in (18081, 18082, 18083):

@@ -28,8 +28,14 @@ from tests.integration.test_health_support import (
 
 I = 0.1  # interval  # noqa: E741
 TIMEOUT = 0.05
-HTTP = HealthCheck(CheckType.HTTP, interval=I, timeout=TIMEOUT, rise=2, fall=3,
-                   spec=HttpSpec(path="/health", expect_body=re.compile(b"healthy")))  # fmt: skip
+HTTP = HealthCheck(
+    CheckType.HTTP,
+    interval=I,
+    timeout=TIMEOUT,
+    rise=2,
+    fall=3,
+    spec=HttpSpec(path="/health", expect_body=re.compile(b"healthy")),
+)
 
 # mode -> (reason, detail pattern)
 MISBEHAVIOUR = {
@@ -245,8 +251,8 @@ def test_tcp_send_expect_banner_literal_hex_and_any() -> None:
     threading.Thread(target=serve, daemon=True).start()
 
     def check(**spec: object) -> HealthCheck:
-        return HealthCheck(CheckType.SEND_EXPECT, interval=1.0, timeout=0.5,
-                           spec=SendExpectSpec(**spec))  # type: ignore[arg-type]  # fmt: skip
+        send_expect = SendExpectSpec(**spec)  # type: ignore[arg-type]
+        return HealthCheck(CheckType.SEND_EXPECT, interval=1.0, timeout=0.5, spec=send_expect)
 
     async def verdict(c: HealthCheck) -> tuple[bool, Reason | None]:
         probe = await first_verdict(c, dest)
@@ -254,12 +260,15 @@ def test_tcp_send_expect_banner_literal_hex_and_any() -> None:
 
     async def scenario() -> None:
         assert await verdict(check(expect=re.compile(b"^220 "))) == (True, None)
-        assert await verdict(check(send=b"\x00\xffHELO\r\n",
-                                   expect=re.compile(re.escape(b"250 \x00\xff")))) == (True, None)
+        assert await verdict(
+            check(send=b"\x00\xffHELO\r\n", expect=re.compile(re.escape(b"250 \x00\xff")))
+        ) == (True, None)
         assert await verdict(check(send=b"x\r\n", expect_any=True)) == (True, None)
         assert await verdict(check(expect=re.compile(b"^554"))) == (False, Reason.TIMEOUT)
         assert await verdict(check(send=b"bye\r\n", expect=re.compile(b"^250"))) == (
-            False, Reason.BAD_ANSWER)  # fmt: skip
+            False,
+            Reason.BAD_ANSWER,
+        )
         assert await verdict(check(send=b"x\r\n")) == (True, None)  # nothing to expect
 
     try:
@@ -279,8 +288,11 @@ def test_no_socket_outlives_its_probe() -> None:
     for mode, server in servers.items():
         server.set(mode)
     dead = DestKey("127.0.0.1", free_port())
-    targets = [Target(WEB, s.dest, c, "web") for s in servers.values()
-               for c in (HTTP, replace(HTTP, type=CheckType.TCP, spec=TcpSpec()))]  # fmt: skip
+    targets = [
+        Target(WEB, s.dest, c, "web")
+        for s in servers.values()
+        for c in (HTTP, replace(HTTP, type=CheckType.TCP, spec=TcpSpec()))
+    ]
     targets.append(Target(WEB, dead, HTTP, "web"))
 
     def local_port(fd: int) -> int:

@@ -59,8 +59,10 @@ class Backend:
             self.server = None
 
     def toml(self, weight: int = 1) -> str:
-        return (f'[[virtual_server.real_server]]\naddress = "127.0.0.1"\nport = {self.port}\n'
-                f"weight = {weight}\n")  # fmt: skip
+        return (
+            f'[[virtual_server.real_server]]\naddress = "127.0.0.1"\nport = {self.port}\n'
+            f"weight = {weight}\n"
+        )
 
 
 @pytest.fixture
@@ -118,17 +120,26 @@ def test_a_down_real_server_gets_no_new_connections_until_it_rises(
         # b's first check must be in: a probe's very first failure takes it out at once
         # (lvsmon/health/state.py), and this test times fall x interval
         checked = "lvsmon_healthcheck_duration_seconds_count"
-        wait_for(lambda: d.sample(checked, check="tcp", real_server=f"127.0.0.1:{b.port}"), 5,
-                 "b's first check")  # fmt: skip
+        wait_for(
+            lambda: d.sample(checked, check="tcp", real_server=f"127.0.0.1:{b.port}"),
+            5,
+            "b's first check",
+        )
         b.stop()
         t0 = time.monotonic()
-        wait_for(lambda: d.sample("lvsmon_real_server_up", real_server=f"127.0.0.1:{b.port}") == 0,
-                 5, "b to be reported down")  # fmt: skip
+        wait_for(
+            lambda: d.sample("lvsmon_real_server_up", real_server=f"127.0.0.1:{b.port}") == 0,
+            5,
+            "b to be reported down",
+        )
         assert time.monotonic() - t0 < 2 * 0.1 + 0.1 + 1.0  # fall x interval, + one sync tick
         assert names(vport) == Counter(a=12)
         b.start()
-        wait_for(lambda: d.sample("lvsmon_real_server_up", real_server=f"127.0.0.1:{b.port}") == 1,
-                 5, "b to be reported up")  # fmt: skip
+        wait_for(
+            lambda: d.sample("lvsmon_real_server_up", real_server=f"127.0.0.1:{b.port}") == 1,
+            5,
+            "b to be reported up",
+        )
         assert names(vport) == Counter(a=6, b=6)
         rs = f"127.0.0.1:{b.port}"
         transitions = d.sample("lvsmon_real_server_transitions_total", real_server=rs)
@@ -208,17 +219,26 @@ port = 8080
 type = "exec"
 program = "/nonexistent/check"
 """)
-    result = subprocess.run([sys.executable, "-m", "lvsmon.cli", "check", "-c", str(config)],
-                            capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "lvsmon.cli", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 1
     lines = result.stderr.splitlines()
     path = f"{config}: virtual_server[web]"
-    assert f'{path}.health_check.timeout: "2s" is not valid: expected a duration shorter than ' \
-           'interval ("1s")' in lines
-    assert any(line.startswith(f'{path}.health_check.expect_body: "ok(" is not valid')
-               for line in lines)  # fmt: skip
-    assert f'{path}.real_server[1].health_check.program: "/nonexistent/check" is not valid: ' \
-           "expected an executable program (path or name) (not found)" in lines
+    assert (
+        f'{path}.health_check.timeout: "2s" is not valid: expected a duration shorter than '
+        'interval ("1s")' in lines
+    )
+    assert any(
+        line.startswith(f'{path}.health_check.expect_body: "ok(" is not valid') for line in lines
+    )
+    assert (
+        f'{path}.real_server[1].health_check.program: "/nonexistent/check" is not valid: '
+        "expected an executable program (path or name) (not found)" in lines
+    )
 
 
 def test_a_reload_keeps_the_verdicts(tmp_path: Path, pair: tuple[Backend, Backend]) -> None:

@@ -81,10 +81,15 @@ def responder(request: pytest.FixtureRequest) -> Iterator[Responder]:
     r.close()
 
 
-def dns_check(name: str = "www.example.com", qtype: str = "A", rcode: str = "NOERROR",
-              answers: tuple[str, ...] = ()) -> HealthCheck:  # fmt: skip
-    return HealthCheck(CheckType.DNS, interval=1.0, timeout=0.5,
-                       spec=DnsSpec(name, qtype, rcode, answers))  # fmt: skip
+def dns_check(
+    name: str = "www.example.com",
+    qtype: str = "A",
+    rcode: str = "NOERROR",
+    answers: tuple[str, ...] = (),
+) -> HealthCheck:
+    return HealthCheck(
+        CheckType.DNS, interval=1.0, timeout=0.5, spec=DnsSpec(name, qtype, rcode, answers)
+    )
 
 
 def verdict(check: HealthCheck, dest: DestKey) -> tuple[bool, Reason | None, str]:
@@ -98,7 +103,10 @@ CASES = {
     "A, any answer": (dns_check(), True, None),
     "AAAA, written long": (dns_check(qtype="AAAA", answers=("2001:0db8::0001",)), True, None),
     "MX with a compressed name": (
-        dns_check("example.com", "MX", answers=("10 MAIL.example.com",)), True, None),
+        dns_check("example.com", "MX", answers=("10 MAIL.example.com",)),
+        True,
+        None,
+    ),
     "CNAME": (dns_check("alias.example.com", "CNAME", answers=("www.example.com",)), True, None),
     "TXT": (dns_check("example.com", "TXT", answers=("v=spf1 -all",)), True, None),
     "NXDOMAIN expected": (dns_check("nope.example.com", rcode="NXDOMAIN"), True, None),

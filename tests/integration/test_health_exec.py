@@ -27,10 +27,12 @@ def script(tmp: Path, body: str, name: str = "check.py") -> str:
     return str(path)
 
 
-def exec_check(program: str, *args: str, timeout: float = 2.0, dynamic: bool = False,
-               interval: float = 3.0) -> HealthCheck:  # fmt: skip
-    return HealthCheck(CheckType.EXEC, interval=interval, timeout=timeout,
-                       spec=ExecSpec(program, args, dynamic))  # fmt: skip
+def exec_check(
+    program: str, *args: str, timeout: float = 2.0, dynamic: bool = False, interval: float = 3.0
+) -> HealthCheck:
+    return HealthCheck(
+        CheckType.EXEC, interval=interval, timeout=timeout, spec=ExecSpec(program, args, dynamic)
+    )
 
 
 def zombies() -> set[int]:
@@ -55,9 +57,14 @@ def alive(pid: int) -> bool:
     return state != "Z"
 
 
-@pytest.mark.parametrize(("code", "up", "reason"), [
-    (0, True, None), (1, False, Reason.EXEC_FAILED), (3, False, Reason.EXEC_FAILED),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("code", "up", "reason"),
+    [
+        (0, True, None),
+        (1, False, Reason.EXEC_FAILED),
+        (3, False, Reason.EXEC_FAILED),
+    ],
+)
 def test_exit_codes(tmp_path: Path, code: int, up: bool, reason: Reason | None) -> None:
     program = script(tmp_path, f"print('said {code}'); sys.exit({code})")
     state = run(first_verdict(exec_check(program), DEST)).state
@@ -82,32 +89,50 @@ def test_dynamic_weight_from_the_exit_code(tmp_path: Path) -> None:
 
 def test_arguments_and_environment_are_passed_literally(tmp_path: Path) -> None:
     out = tmp_path / "argv.json"
-    program = script(tmp_path, f"""
+    program = script(
+        tmp_path,
+        f"""
 env = {{k: v for k, v in os.environ.items() if k.startswith("LVSMON_")}}
 json.dump({{"argv": sys.argv[1:], "env": env}}, open({str(out)!r}, "w"))
-""")
+""",
+    )
     canary = tmp_path / "pwned"
-    args = ("two words", f"$(touch {canary})", f"; touch {canary}", "`id`", "*", "'q' \"qq\"",
-            "a\nb", "{address}:{port}", "vs={virtual_server}", "{unknown}")  # fmt: skip
+    args = (
+        "two words",
+        f"$(touch {canary})",
+        f"; touch {canary}",
+        "`id`",
+        "*",
+        "'q' \"qq\"",
+        "a\nb",
+        "{address}:{port}",
+        "vs={virtual_server}",
+        "{unknown}",
+    )
     probe = run(first_verdict(exec_check(program, *args), DEST, vs="web site"))
     assert probe.state.up, probe.state.detail
     seen = json.loads(out.read_text())
     assert seen["argv"] == [*args[:7], "127.0.0.1:8080", "vs=web site", "{unknown}"]
     assert seen["env"] == {
-        "LVSMON_REAL_SERVER_ADDRESS": "127.0.0.1", "LVSMON_REAL_SERVER_PORT": "8080",
-        "LVSMON_VIRTUAL_SERVER": "web site", "LVSMON_CHECK_TIMEOUT": "2",
-    }  # fmt: skip
+        "LVSMON_REAL_SERVER_ADDRESS": "127.0.0.1",
+        "LVSMON_REAL_SERVER_PORT": "8080",
+        "LVSMON_VIRTUAL_SERVER": "web site",
+        "LVSMON_CHECK_TIMEOUT": "2",
+    }
     assert not canary.exists()
 
 
 def test_timeout_kills_the_process_group_and_leaves_no_zombies(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    program = script(tmp_path, f"""
+    program = script(
+        tmp_path,
+        f"""
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
 grandchild_holder = subprocess.Popen(["sleep", "60"], stdout=sys.stdout)
 open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}} {{grandchild_holder.pid}}")
 time.sleep(60)
-""")
+""",
+    )
     before = zombies()  # other tests' leftovers, if any, are not ours
     start = time.monotonic()
     state = run(first_verdict(exec_check(program, timeout=1.5), DEST)).state
@@ -123,11 +148,14 @@ time.sleep(60)
 
 def test_leftovers_of_a_program_that_exited_are_killed(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
-    program = script(tmp_path, f"""
+    program = script(
+        tmp_path,
+        f"""
 bg = subprocess.Popen(["sleep", "60"], stdout=sys.stdout)
 open({str(pids)!r}, "w").write(str(bg.pid))
 sys.exit(0)
-""")
+""",
+    )
     start = time.monotonic()
     assert run(first_verdict(exec_check(program), DEST)).state.up
     assert time.monotonic() - start < 2  # not held up by the background child's stdout
@@ -157,9 +185,10 @@ def test_repeated_checks_leave_no_zombies(tmp_path: Path) -> None:
     before = zombies()
 
     async def scenario() -> None:
-        targets = [Target(WEB, DEST, exec_check(program, interval=0.1, timeout=0.08), "a"),
-                   Target(WEB._replace(port=81), DEST,
-                          exec_check(slow, interval=0.1, timeout=0.05), "b")]  # fmt: skip
+        targets = [
+            Target(WEB, DEST, exec_check(program, interval=0.1, timeout=0.08), "a"),
+            Target(WEB._replace(port=81), DEST, exec_check(slow, interval=0.1, timeout=0.05), "b"),
+        ]
         async with Watch(targets) as w:
             import asyncio
 

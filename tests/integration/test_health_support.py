@@ -59,8 +59,12 @@ class Misbehaving:
     flap    200 and 503 alternately, one per request
     """
 
-    def __init__(self, host: str = "127.0.0.1", body: bytes = b"status: healthy\n",
-                 ssl_context: ssl.SSLContext | None = None):  # fmt: skip
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        body: bytes = b"status: healthy\n",
+        ssl_context: ssl.SSLContext | None = None,
+    ):
         self.host = host
         self.body = body
         self.ssl = ssl_context
@@ -75,8 +79,9 @@ class Misbehaving:
         self._lt.call(self._listen())
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, self.host, self.port,
-                                                  ssl=self.ssl, reuse_address=True)  # fmt: skip
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self.port, ssl=self.ssl, reuse_address=True
+        )
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _unlisten(self) -> None:
@@ -131,11 +136,14 @@ class Misbehaving:
                 except (ConnectionError, OSError):
                     self.cut_short += 1
                 return
-            status, body = {"status": (b"503 Service Unavailable", self.body),
-                            "body": (b"200 OK", b"status: maintenance\n")}.get(
-                mode, (b"200 OK", self.body))  # fmt: skip
-            writer.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                         % (status, len(body), body))  # fmt: skip
+            status, body = {
+                "status": (b"503 Service Unavailable", self.body),
+                "body": (b"200 OK", b"status: maintenance\n"),
+            }.get(mode, (b"200 OK", self.body))
+            writer.write(
+                b"HTTP/1.1 %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (status, len(body), body)
+            )
             await writer.drain()
         except (ConnectionError, OSError):
             pass

@@ -31,7 +31,8 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pki]:
     ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
     other.cert_pem.write_to_path(str(tmp / "other.pem"))
     ca.issue_cert("client.example").private_key_and_cert_chain_pem.write_to_path(
-        str(tmp / "client.pem"))  # fmt: skip
+        str(tmp / "client.pem")
+    )
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("www.example.com", "127.0.0.1").configure_cert(ctx)
     ca.configure_trust(ctx)  # client certificates are verified against the same CA...

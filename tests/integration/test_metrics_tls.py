@@ -55,8 +55,9 @@ class Pki:
         cert.cert_chain_pems[0].write_to_path(str(self.dir / "server.crt"))
         cert.private_key_pem.write_to_path(str(self.dir / "server.key"))
 
-    def context(self, *, client_cert: Path | None = None, ca_file: Path | None = None
-                ) -> ssl.SSLContext:  # fmt: skip
+    def context(
+        self, *, client_cert: Path | None = None, ca_file: Path | None = None
+    ) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(ca_file or self.ca_file))
         if client_cert is not None:
             ctx.load_cert_chain(str(client_cert))
@@ -76,9 +77,11 @@ def pki(tmp_path: Path) -> Pki:
 
 
 def web_yml(pki: Pki, extra_tls: str = "", hashed: str = HASH) -> str:
-    return (f"tls_server_config:\n  cert_file: {pki.dir / 'server.crt'}\n"
-            f"  key_file: {pki.dir / 'server.key'}\n{extra_tls}"
-            f"basic_auth_users:\n  {USER}: {hashed}\n")  # fmt: skip
+    return (
+        f"tls_server_config:\n  cert_file: {pki.dir / 'server.crt'}\n"
+        f"  key_file: {pki.dir / 'server.key'}\n{extra_tls}"
+        f"basic_auth_users:\n  {USER}: {hashed}\n"
+    )
 
 
 MTLS = "  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {ca}\n"
@@ -119,8 +122,9 @@ def _rs() -> str:  # a real server nobody connects to: the endpoint is what is t
     return f'[[virtual_server.real_server]]\naddress = "127.0.0.1"\nport = {free_port()}\n'
 
 
-def fetch(url: str, context: ssl.SSLContext | None, auth: str | None = None
-          ) -> tuple[int, dict[str, str], bytes]:  # fmt: skip
+def fetch(
+    url: str, context: ssl.SSLContext | None, auth: str | None = None
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url)
     if auth:
         request.add_header("Authorization", auth)
@@ -142,9 +146,15 @@ def cli(*args: str, password: str | None = None) -> subprocess.CompletedProcess[
     env = {k: v for k, v in os.environ.items() if k != PASSWORD_ENV}
     if password is not None:
         env[PASSWORD_ENV] = password
-    return subprocess.run([sys.executable, "-m", "lvsmon.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=30,
-                          stdin=subprocess.DEVNULL)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "lvsmon.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 def test_tls_and_basic_auth(daemons: list[Daemon], tmp_path: Path, pki: Pki) -> None:
@@ -156,8 +166,12 @@ def test_tls_and_basic_auth(daemons: list[Daemon], tmp_path: Path, pki: Pki) -> 
     assert d.sample("lvsmon_scrape_duration_seconds")  # > 0: the previous render's cost
     assert json.loads(fetch(d.url + "/status", pki.context(), good)[2])["dataplane"] == "proxy"
 
-    for auth in (basic_authorization(USER, "wrong"), basic_authorization("root", PASSWORD),
-                 None, "Basic !!!"):  # fmt: skip
+    for auth in (
+        basic_authorization(USER, "wrong"),
+        basic_authorization("root", PASSWORD),
+        None,
+        "Basic !!!",
+    ):
         for path in ("/metrics", "/status", "/"):
             status, headers, body = fetch(d.url + path, pki.context(), auth)
             assert status == 401, (auth, path)
@@ -167,7 +181,8 @@ def test_tls_and_basic_auth(daemons: list[Daemon], tmp_path: Path, pki: Pki) -> 
     # plain HTTP on the TLS port, and a client that does not trust the certificate
     refused(f"http://127.0.0.1:{d.metrics_port}/metrics", None, good)
     assert "CERTIFICATE_VERIFY_FAILED" in refused(
-        d.url + "/metrics", ssl.create_default_context(), good)  # fmt: skip
+        d.url + "/metrics", ssl.create_default_context(), good
+    )
 
     # bcrypt (cost 12, ~0.25 s) is paid once: ten scrapes cost far less than one more check
     began = time.monotonic()
@@ -186,12 +201,22 @@ def test_lvsmon_status_and_save_against_tls_and_auth(
     assert result.returncode == 0, result.stderr
     assert f"TCP  127.0.0.1:{vip} wlc" in result.stdout
     (tmp_path / "password").write_text(PASSWORD + "\n")
-    result = cli("save", "--url", f"https://localhost:{d.metrics_port}", "--ca-file",
-                 str(pki.ca_file), "--user", USER, "--password-file", str(tmp_path / "password"))
+    result = cli(
+        "save",
+        "--url",
+        f"https://localhost:{d.metrics_port}",
+        "--ca-file",
+        str(pki.ca_file),
+        "--user",
+        USER,
+        "--password-file",
+        str(tmp_path / "password"),
+    )
     assert result.returncode == 0, result.stderr
     assert f"-A -t 127.0.0.1:{vip} -s wlc" in result.stdout
-    result = cli("status", "--json", "--url", d.url, "--insecure", "--user", USER,
-                 password=PASSWORD)  # fmt: skip
+    result = cli(
+        "status", "--json", "--url", d.url, "--insecure", "--user", USER, password=PASSWORD
+    )
     assert result.returncode == 0 and json.loads(result.stdout)["dataplane"] == "proxy"
 
     result = cli("status", "-c", str(d.path))
@@ -212,16 +237,29 @@ def test_client_certificates(daemons: list[Daemon], tmp_path: Path, pki: Pki) ->
     refused(d.url + "/metrics", pki.context(), good)  # no client certificate
     stranger = pki.dir / "stranger.pem"  # from a CA the daemon does not trust
     trustme.CA().issue_cert("scraper.example").private_key_and_cert_chain_pem.write_to_path(
-        str(stranger))  # fmt: skip
+        str(stranger)
+    )
     refused(d.url + "/metrics", pki.context(client_cert=stranger), good)
-    result = cli("status", "-c", str(d.path), "--user", USER, "--cert-file", str(pki.client_pem),
-                 password=PASSWORD)  # fmt: skip
+    result = cli(
+        "status",
+        "-c",
+        str(d.path),
+        "--user",
+        USER,
+        "--cert-file",
+        str(pki.client_pem),
+        password=PASSWORD,
+    )
     assert result.returncode == 0, result.stderr
 
     # client_allowed_sans, applied by a reload (SIGHUP rebinds with the new TLS settings)
-    (tmp_path / "web.yml").write_text(web_yml(pki, MTLS.format(ca=pki.client_ca_file)
-                                              + "  client_allowed_sans: [other.example]\n"))
+    (tmp_path / "web.yml").write_text(
+        web_yml(
+            pki, MTLS.format(ca=pki.client_ca_file) + "  client_allowed_sans: [other.example]\n"
+        )
+    )
     d.reload()
+
     def forbidden() -> bytes | None:
         status, _, body = fetch(d.url + "/metrics", pki.context(client_cert=pki.client_pem), good)
         return body if status == 403 else None
@@ -234,8 +272,9 @@ def test_sighup_rereads_the_web_config(daemons: list[Daemon], tmp_path: Path, pk
     old = basic_authorization(USER, PASSWORD)
     new_password = "battery staple"
     new = basic_authorization(USER, new_password)
-    (tmp_path / "web.yml").write_text(web_yml(
-        pki, hashed=bcrypt.hashpw(new_password.encode(), bcrypt.gensalt(4)).decode()))
+    (tmp_path / "web.yml").write_text(
+        web_yml(pki, hashed=bcrypt.hashpw(new_password.encode(), bcrypt.gensalt(4)).decode())
+    )
     d.reload()
     assert fetch(d.url + "/metrics", pki.context(), new)[0] == 200
     assert fetch(d.url + "/metrics", pki.context(), old)[0] == 401
@@ -265,17 +304,24 @@ def test_check_and_run_reject_a_bad_web_config(tmp_path: Path, pki: Pki) -> None
         "basic_auth_users:\n  prom: not-a-hash\n"
     )
     d = Daemon(tmp_path, service(free_port(), _rs()))
-    d.path.write_text(d.header() + f'web_config_file = "{tmp_path / "web.yml"}"\n'
-                      + service(free_port(), _rs()))  # fmt: skip
+    d.path.write_text(
+        d.header() + f'web_config_file = "{tmp_path / "web.yml"}"\n' + service(free_port(), _rs())
+    )
     result = cli("check", "-c", str(d.path))
     assert result.returncode == 1
     where = f'{d.path}: daemon.web_config_file: "{tmp_path / "web.yml"}": '
-    assert (where + f'tls_server_config.cert_file: "{pki.dir / "missing.crt"}" cannot be read: '
-            "No such file or directory") in result.stderr  # fmt: skip
-    assert where + 'tls_server_config.client_auth_type: "RequireAnyClientCert" is not ' \
+    assert (
+        where + f'tls_server_config.cert_file: "{pki.dir / "missing.crt"}" cannot be read: '
+        "No such file or directory"
+    ) in result.stderr
+    assert (
+        where + 'tls_server_config.client_auth_type: "RequireAnyClientCert" is not '
         "supported" in result.stderr
-    assert where + "basic_auth_users.prom: the value (10 characters, not shown) is not a " \
+    )
+    assert (
+        where + "basic_auth_users.prom: the value (10 characters, not shown) is not a "
         "bcrypt hash" in result.stderr
+    )
     run = cli("run", "-c", str(d.path))
     assert run.returncode == 1 and "daemon.web_config_file" in run.stderr
 
@@ -285,8 +331,9 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
 ) -> None:
     with backends("a") as (a,):
         (tmp_path / "web.yml").write_text(web_yml(pki))
-        d = TlsDaemon(tmp_path, service(free_port(), a.toml(3)), tmp_path / "web.yml",
-                      pki.context())  # fmt: skip
+        d = TlsDaemon(
+            tmp_path, service(free_port(), a.toml(3)), tmp_path / "web.yml", pki.context()
+        )
         daemons.append(d)
         d.start()
         (tmp_path / "password").write_text(PASSWORD + "\n")
@@ -294,15 +341,22 @@ def test_prometheus_scrapes_over_tls_with_basic_auth(
         (tmp_path / "wrong").write_text("wrong\n")
 
         def https(name: str, password: Path) -> Job:
-            return job(name, [target], scheme="https", tls_config={"ca_file": str(pki.ca_file)},
-                       basic_auth={"username": USER, "password_file": str(password)})  # fmt: skip
+            return job(
+                name,
+                [target],
+                scheme="https",
+                tls_config={"ca_file": str(pki.ca_file)},
+                basic_auth={"username": USER, "password_file": str(password)},
+            )
 
         jobs = [https("lvsmon", tmp_path / "password"), https("wrong_password", tmp_path / "wrong")]
         with Prometheus(tmp_path, jobs) as prom:
             prom.wait('up{job="lvsmon"} == 1', 30, "a successful scrape")
-            weights = prom.wait('lvsmon_real_server_weight{job="lvsmon"}', 30,
-                                "the weight in Prometheus")  # fmt: skip
+            weights = prom.wait(
+                'lvsmon_real_server_weight{job="lvsmon"}', 30, "the weight in Prometheus"
+            )
             assert [float(r["value"][1]) for r in weights] == [3]
-            assert prom.wait('up{job="wrong_password"} == 0', 30,
-                             "the wrong password's failed scrape")  # fmt: skip
+            assert prom.wait(
+                'up{job="wrong_password"} == 0', 30, "the wrong password's failed scrape"
+            )
             assert prom.vector('lvsmon_build_info{job="wrong_password"}') == []

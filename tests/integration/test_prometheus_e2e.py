@@ -78,25 +78,36 @@ class HTTPBackend:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def toml(self, weight: int) -> str:
-        return (f'[[virtual_server.real_server]]\naddress = "127.0.0.1"\nport = {self.port}\n'
-                f"weight = {weight}\n")  # fmt: skip
+        return (
+            f'[[virtual_server.real_server]]\naddress = "127.0.0.1"\nport = {self.port}\n'
+            f"weight = {weight}\n"
+        )
 
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
 
 
-def director_config(web: int, reals: Mapping[str, Backend], sorry: Backend, api: int,
-                    http_reals: list[HTTPBackend], prometheus: str) -> str:  # fmt: skip
+def director_config(
+    web: int,
+    reals: Mapping[str, Backend],
+    sorry: Backend,
+    api: int,
+    http_reals: list[HTTPBackend],
+    prometheus: str,
+) -> str:
     """Two virtual servers with every feature but failover. `web`: tcp checks, one real
     server overridden with an exec check, one with a banner (send_expect) check, slow
     start, a sorry server. `api`: http checks, quiesce, adaptive weights from Prometheus."""
     a, b, c = reals["a"], reals["b"], reals["c"]
-    exec_check = ('[virtual_server.real_server.health_check]\ntype = "exec"\nprogram = "bash"\n'
-                  "args = [\"-c\", \"exec 3<>/dev/tcp/$0/$1\", \"{address}\", \"{port}\"]\n"
-                  'interval = "1s"\ntimeout = "500ms"\n')  # fmt: skip
-    banner_check = ('[virtual_server.real_server.health_check]\ntype = "send_expect"\n'
-                    'expect_literal = "c\\n"\n')  # fmt: skip
+    exec_check = (
+        '[virtual_server.real_server.health_check]\ntype = "exec"\nprogram = "bash"\n'
+        'args = ["-c", "exec 3<>/dev/tcp/$0/$1", "{address}", "{port}"]\n'
+        'interval = "1s"\ntimeout = "500ms"\n'
+    )
+    banner_check = (
+        '[virtual_server.real_server.health_check]\ntype = "send_expect"\nexpect_literal = "c\\n"\n'
+    )
     return (
         f'[[virtual_server]]\nname = "web"\naddress = "127.0.0.1"\nport = {web}\n'
         f'scheduler = "wlc"\nslow_start = "10s"\nsorry_server = "127.0.0.1:{sorry.port}"\n\n'
@@ -173,8 +184,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
     body = director_config(web, reals, sorry, api, http_reals, f"http://127.0.0.1:{prom_port}")
     daemon = Daemon(tmp, body)
     # scrapes the daemon every SCRAPE s, evaluates RULES
-    prometheus = Prometheus(tmp, [job("lvsmon", [f"127.0.0.1:{daemon.metrics_port}"])],
-                            port=prom_port, interval=SCRAPE, rule_files=[RULES])  # fmt: skip
+    prometheus = Prometheus(
+        tmp,
+        [job("lvsmon", [f"127.0.0.1:{daemon.metrics_port}"])],
+        port=prom_port,
+        interval=SCRAPE,
+        rule_files=[RULES],
+    )
     traffic = Traffic(web, api)
     try:
         started = time.time()
@@ -183,16 +199,25 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         # A few scrapes with every series there, the adaptive source answering included
         # (the picture wants a longer steady state before the kill).
         scrapes = 12 if os.environ.get("LVSMON_PANEL_PNG") else 4
-        prometheus.wait(f'count_over_time(up{{job="lvsmon"}}[1m]) >= {scrapes}', 30,
-                        f"{scrapes} scrapes of the daemon")  # fmt: skip
-        wait_for(lambda: len(prometheus.vector("lvsmon_real_server_load")) == 2, 20,
-                 "adaptive load of both api real servers in Prometheus")  # fmt: skip
+        prometheus.wait(
+            f'count_over_time(up{{job="lvsmon"}}[1m]) >= {scrapes}',
+            30,
+            f"{scrapes} scrapes of the daemon",
+        )
+        wait_for(
+            lambda: len(prometheus.vector("lvsmon_real_server_load")) == 2,
+            20,
+            "adaptive load of both api real servers in Prometheus",
+        )
         killed = reals["a"]
         killed_at = time.time()
         killed.close()
         label = f"127.0.0.1:{killed.port}"
-        prometheus.wait(f'lvsmon_real_server_up{{real_server="{label}"}} == 0', 20,
-                        "Prometheus to see the killed real server down")  # fmt: skip
+        prometheus.wait(
+            f'lvsmon_real_server_up{{real_server="{label}"}} == 0',
+            20,
+            "Prometheus to see the killed real server down",
+        )
         yield Scenario(daemon, prometheus, killed, label, started, killed_at)
     finally:
         traffic.stop()
@@ -238,8 +263,11 @@ def variable_settings(values: Mapping[str, list[str]]) -> Settings:
     }
 
 
-def panel_problems(query_all: Callable[[list[str]], list[dict[str, Any]]], settings: Settings,
-                   needs_data: Callable[[render.Query], bool]) -> list[str]:  # fmt: skip
+def panel_problems(
+    query_all: Callable[[list[str]], list[dict[str, Any]]],
+    settings: Settings,
+    needs_data: Callable[[render.Query], bool],
+) -> list[str]:
     """Every dashboard query under every variable setting: each must evaluate, and those
     `needs_data` selects must return a non-empty result. One line per problem."""
     found = []
@@ -277,9 +305,14 @@ def test_every_dashboard_panel_returns_data(scenario: Scenario) -> None:
     settings = variable_settings(template_values(scenario.prometheus))
     p = scenario.prometheus
     # The failure counters appear with the kill; their rates need a scrape or two more.
-    left = until_clean(lambda: panel_problems(lambda exprs: [p.query(e) for e in exprs],
-                                              settings, lambda q: (q.board, q.panel) not in EXEMPT),
-                       20)  # fmt: skip
+    left = until_clean(
+        lambda: panel_problems(
+            lambda exprs: [p.query(e) for e in exprs],
+            settings,
+            lambda q: (q.board, q.panel) not in EXEMPT,
+        ),
+        20,
+    )
     assert not left, "\n".join(left)
 
 
@@ -300,8 +333,9 @@ def test_every_alert_rule_evaluates(scenario: Scenario) -> None:
 def promtool_complaints(text: str) -> str:
     """What `promtool check metrics` says about an exposition: empty means not even a
     warning (it exits 0 with lint warnings on some versions, so the output counts too)."""
-    result = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True,
-                            text=True)  # fmt: skip
+    result = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True
+    )
     output = (result.stdout + result.stderr).strip()
     return output or ("" if result.returncode == 0 else f"exit {result.returncode}")
 
@@ -309,8 +343,12 @@ def promtool_complaints(text: str) -> str:
 def test_live_scrape_passes_promtool_without_warnings(scenario: Scenario) -> None:
     text = scenario.daemon.metrics()
     # every feature of this daemon is in the scrape promtool judges
-    for family in ("lvsmon_healthcheck_duration_seconds_bucket", "lvsmon_real_server_load",
-                   "lvsmon_weight_source_up", "lvsmon_real_server_transitions_total"):  # fmt: skip
+    for family in (
+        "lvsmon_healthcheck_duration_seconds_bucket",
+        "lvsmon_real_server_load",
+        "lvsmon_weight_source_up",
+        "lvsmon_real_server_transitions_total",
+    ):
         assert f"\n{family}{{" in text, family
     checks = set(re.findall(r'lvsmon_healthcheck_duration_seconds_count\{[^}]*check="(\w+)"', text))
     assert checks == {"tcp", "exec", "send_expect", "http"}, checks
@@ -322,8 +360,9 @@ def test_real_server_down_alert_fires(scenario: Scenario) -> None:
     p = scenario.prometheus
     assert p.alerts("LvsmonRealServerDown", "pending") or p.alerts("LvsmonRealServerDown", "firing")
     # `for: 1m` in the real rules: firing about a minute after Prometheus saw it down
-    firing = wait_for(lambda: p.alerts("LvsmonRealServerDown", "firing"), 100,
-                      "LvsmonRealServerDown to fire")  # fmt: skip
+    firing = wait_for(
+        lambda: p.alerts("LvsmonRealServerDown", "firing"), 100, "LvsmonRealServerDown to fire"
+    )
     fired_at = time.time()
     assert [a["labels"]["real_server"] for a in firing] == [scenario.killed_label]
     assert firing[0]["labels"]["virtual_server"] == "web"
@@ -336,14 +375,27 @@ def test_real_server_down_alert_fires(scenario: Scenario) -> None:
 def draw_panels(s: Scenario, out: Path, fired_at: float) -> None:
     """The README picture: `web`'s connection shares and real servers' health, around the kill."""
     start, end = s.started, fired_at + 3
-    variables = {"instance": ".*", "virtual_server": "web",
-                 **render.grafana_intervals(SCRAPE, 1.0, end - start)}  # fmt: skip
+    variables = {
+        "instance": ".*",
+        "virtual_server": "web",
+        **render.grafana_intervals(SCRAPE, 1.0, end - start),
+    }
     panels = [
-        render.fetch_panel(s.prometheus.url, "virtual-server.json",
-                           "Share of connections vs share of weight", variables, start, end, 1.0),
-        render.fetch_panel(s.prometheus.url, "virtual-server.json", "Health", variables,
-                           start, end, 1.0),
-    ]  # fmt: skip
-    marks = [(s.killed_at, f"real server {s.killed_label} killed"),
-             (fired_at, "LvsmonRealServerDown firing")]  # fmt: skip
+        render.fetch_panel(
+            s.prometheus.url,
+            "virtual-server.json",
+            "Share of connections vs share of weight",
+            variables,
+            start,
+            end,
+            1.0,
+        ),
+        render.fetch_panel(
+            s.prometheus.url, "virtual-server.json", "Health", variables, start, end, 1.0
+        ),
+    ]
+    marks = [
+        (s.killed_at, f"real server {s.killed_label} killed"),
+        (fired_at, "LvsmonRealServerDown firing"),
+    ]
     render.draw(panels, out, marks)

@@ -18,8 +18,11 @@ def test_prometheus_scrapes_the_director(tmp_path: Path) -> None:
                 for _ in range(6):
                     connect(vip)[0].close()
                 prom.wait('up{job="lvsmon"} == 1', 30, "a successful scrape")
-                total = prom.wait("sum(lvsmon_virtual_server_connections_total) == 6", 30,
-                                  "the connection counter in Prometheus")  # fmt: skip
+                total = prom.wait(
+                    "sum(lvsmon_virtual_server_connections_total) == 6",
+                    30,
+                    "the connection counter in Prometheus",
+                )
                 assert float(total[0]["value"][1]) == 6
                 weights = prom.vector("lvsmon_real_server_weight")
                 assert sorted(float(r["value"][1]) for r in weights) == [1, 2]

@@ -38,9 +38,11 @@ load_high = 1.0
 stale_after = "1s"
 expire_after = "3s"
 """
-    return (f'[[virtual_server]]\nname = "web"\naddress = "127.0.0.1"\nport = {vport}\n'
-            f'scheduler = "wlc"\n{table if adaptive else ""}\n'
-            f"{a.toml(100)}{b.toml(100)}")  # fmt: skip
+    return (
+        f'[[virtual_server]]\nname = "web"\naddress = "127.0.0.1"\nport = {vport}\n'
+        f'scheduler = "wlc"\n{table if adaptive else ""}\n'
+        f"{a.toml(100)}{b.toml(100)}"
+    )
 
 
 def weights(d: Daemon, a: Backend, b: Backend) -> tuple[int, int]:
@@ -63,14 +65,23 @@ def test_programmed_weights_follow_scraped_load(tmp_path: Path) -> None:
             assert d.sample("lvsmon_real_server_load", real_server=rb) == 0.0
             assert d.sample("lvsmon_weight_source_up", source="scrape") == 1
             assert (d.sample("lvsmon_weight_updates_total", real_server=ra) or 0) >= 1
-            assert (d.sample("lvsmon_weight_source_last_success_timestamp_seconds",
-                             source="scrape") or 0) > 1.6e9  # fmt: skip
+            assert (
+                d.sample("lvsmon_weight_source_last_success_timestamp_seconds", source="scrape")
+                or 0
+            ) > 1.6e9
             # `lvsmon status`: configured x health x slow start x adaptive = effective
-            table = subprocess.run([sys.executable, "-m", "lvsmon.cli", "status", "-c",
-                                    str(d.path)], capture_output=True, text=True,
-                                   timeout=30, check=True).stdout  # fmt: skip
-            rows = {line.split()[1]: line.split() for line in table.splitlines()
-                    if line.startswith("  -> ")}  # fmt: skip
+            table = subprocess.run(
+                [sys.executable, "-m", "lvsmon.cli", "status", "-c", str(d.path)],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            ).stdout
+            rows = {
+                line.split()[1]: line.split()
+                for line in table.splitlines()
+                if line.startswith("  -> ")
+            }
             assert rows[ra][3] == "10" and rows[ra][7:] == ["100", "up", "-", "0.10", "10"]
             assert rows[rb][7:] == ["100", "up", "-", "1.00", "100"]
             # the data plane balances by the adapted weights: wlc, held connections, 10:100
@@ -84,8 +95,11 @@ def test_programmed_weights_follow_scraped_load(tmp_path: Path) -> None:
             wait_for(lambda: weights(d, a, b) == (100, 46), 10, "the weights to follow")
             # b's exporter goes away: its weight is held, then back to the configured one
             eb.stop()
-            wait_for(lambda: d.sample("lvsmon_real_server_load", real_server=rb) is None, 5,
-                     "b's load series to vanish")  # fmt: skip
+            wait_for(
+                lambda: d.sample("lvsmon_real_server_load", real_server=rb) is None,
+                5,
+                "b's load series to vanish",
+            )
             assert weights(d, a, b) == (100, 46)
             wait_for(lambda: weights(d, a, b) == (100, 100), 10, "b's weight to expire")
             assert d.sample("lvsmon_weight_source_up", source="scrape") == 1  # a answers
@@ -122,8 +136,12 @@ address = "127.0.0.2"
 port = 80
 weight = 1
 """)
-    result = subprocess.run([sys.executable, "-m", "lvsmon.cli", "check", "-c", str(config)],
-                            capture_output=True, text=True, timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "lvsmon.cli", "check", "-c", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode != 0
     out = result.stdout + result.stderr
     path = "virtual_server[web].adaptive_weights"

@@ -72,10 +72,12 @@ def test_prometheus_source_follows_exporter_load(tmp_path: Path) -> None:
         targets = [e.address for e in (a, b, c)]
         with Prometheus(tmp_path, [job("node", targets)], scrape_timeout="900ms") as prom:
             prom.wait("count(up == 1) == 3", 20, "3 scraped targets")
-            spec = spec_of(f'source = "prometheus"\nurl = "{prom.url}"\n'
-                           "query = 'node_load1{instance=~\"${instances}\"} / on (instance) "
-                           'count by (instance) (node_cpu_seconds_total{mode="idle"})\'\n'
-                           f'match_value = "${{address}}:{port}"\n')  # fmt: skip
+            spec = spec_of(
+                f'source = "prometheus"\nurl = "{prom.url}"\n'
+                'query = \'node_load1{instance=~"${instances}"} / on (instance) '
+                'count by (instance) (node_cpu_seconds_total{mode="idle"})\'\n'
+                f'match_value = "${{address}}:{port}"\n'
+            )
 
             async def main() -> None:
                 ctl = WeightController()
@@ -84,18 +86,28 @@ def test_prometheus_source_follows_exporter_load(tmp_path: Path) -> None:
                 try:
                     await until("first poll", lambda: ctl.sources()[0].up)
                     a.load, b.load = 1.6, 0.4  # per CPU (2 CPUs): 0.8 and 0.2
-                    await until("factors to follow", lambda: factors(ctl) == {
-                        "127.0.0.2": 0.28, "127.0.0.3": 0.82, "127.0.0.9": 1.0})  # fmt: skip
+                    await until(
+                        "factors to follow",
+                        lambda: (
+                            factors(ctl) == {"127.0.0.2": 0.28, "127.0.0.3": 0.82, "127.0.0.9": 1.0}
+                        ),
+                    )
                     views = {v.dest.address: v for v in ctl.servers()}
                     assert views["127.0.0.9"].error == f'no series with instance="127.0.0.9:{port}"'
                     a.load, b.load = 0.0, 2.0
-                    await until("factors to follow the change", lambda: factors(ctl) == {
-                        "127.0.0.2": 1.0, "127.0.0.3": 0.1, "127.0.0.9": 1.0})  # fmt: skip
+                    await until(
+                        "factors to follow the change",
+                        lambda: (
+                            factors(ctl) == {"127.0.0.2": 1.0, "127.0.0.3": 0.1, "127.0.0.9": 1.0}
+                        ),
+                    )
                     # an exporter dies: Prometheus marks its series stale; its weight is
                     # held (fail-static), then returns to the configured weight
                     b.stop()
-                    await until("b's load to vanish", lambda: (SVC, DestKey("127.0.0.3", 8080))
-                                not in ctl.loads())  # fmt: skip
+                    await until(
+                        "b's load to vanish",
+                        lambda: (SVC, DestKey("127.0.0.3", 8080)) not in ctl.loads(),
+                    )
                     assert factors(ctl)["127.0.0.3"] == 0.1
                     assert ctl.sources()[0].up
                     await until("expiry", lambda: factors(ctl)["127.0.0.3"] == 1.0, 10)
@@ -106,8 +118,10 @@ def test_prometheus_source_follows_exporter_load(tmp_path: Path) -> None:
 
 
 def test_prometheus_source_down_holds_weights(tmp_path: Path) -> None:
-    spec = spec_of(f'source = "prometheus"\nurl = "http://127.0.0.1:{free_port_on("127.0.0.1")}"'
-                   '\nquery = "node_load1"\n')  # fmt: skip
+    spec = spec_of(
+        f'source = "prometheus"\nurl = "http://127.0.0.1:{free_port_on("127.0.0.1")}"'
+        '\nquery = "node_load1"\n'
+    )
 
     async def main() -> None:
         ctl = WeightController()
@@ -122,9 +136,11 @@ def test_prometheus_source_down_holds_weights(tmp_path: Path) -> None:
 
 def test_scrape_source_follows_exporter_load() -> None:
     with exporters(HOSTS[:2]) as (port, (a, b)):
-        spec = spec_of(f'source = "scrape"\nurl = "http://${{host}}:{port}/metrics"\n'
-                       "expression = 'node_load1 / count(node_cpu_seconds_total{mode=\"idle\"})'"
-                       "\n")  # fmt: skip
+        spec = spec_of(
+            f'source = "scrape"\nurl = "http://${{host}}:{port}/metrics"\n'
+            "expression = 'node_load1 / count(node_cpu_seconds_total{mode=\"idle\"})'"
+            "\n"
+        )
 
         async def main() -> None:
             ctl = WeightController()
@@ -132,8 +148,9 @@ def test_scrape_source_follows_exporter_load() -> None:
             await ctl.start()
             try:
                 a.load, b.load = 1.0, 2.0
-                await until("factors", lambda: factors(ctl) == {"127.0.0.2": 0.55,
-                                                                "127.0.0.3": 0.1})  # fmt: skip
+                await until(
+                    "factors", lambda: factors(ctl) == {"127.0.0.2": 0.55, "127.0.0.3": 0.1}
+                )
                 a.load = 0.2
                 await until("factors", lambda: factors(ctl)["127.0.0.2"] == 0.91)
                 b.stop()  # its exporter is gone: held, then expired; a keeps adapting
@@ -154,9 +171,11 @@ def test_scrape_over_https_with_an_auth_header(tmp_path: Path) -> None:
     ca.cert_pem.write_to_path(str(ca_file))
     with exporters(HOSTS[:1], tls=ctx, token="Bearer t0ken") as (port, (a,)):
         a.load = 1.0
-        text = (f'source = "scrape"\nurl = "https://${{address}}:{port}/metrics"\n'
-                "expression = 'node_load1 / count(node_cpu_seconds_total{mode=\"idle\"})'\n"
-                f'ca_file = "{ca_file}"\n')  # fmt: skip
+        text = (
+            f'source = "scrape"\nurl = "https://${{address}}:{port}/metrics"\n'
+            "expression = 'node_load1 / count(node_cpu_seconds_total{mode=\"idle\"})'\n"
+            f'ca_file = "{ca_file}"\n'
+        )
 
         async def poll(extra: str) -> tuple[dict[str, float], str]:
             ctl = WeightController()
@@ -173,13 +192,21 @@ def test_scrape_real_node_exporter() -> None:
     assert binary, "prometheus-node-exporter not installed: run scripts/install-test-deps"
     port = free_port_on("127.0.0.2")
     proc = subprocess.Popen(
-        [binary, f"--web.listen-address=127.0.0.2:{port}", "--collector.disable-defaults",
-         "--collector.loadavg", "--collector.cpu"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            binary,
+            f"--web.listen-address=127.0.0.2:{port}",
+            "--collector.disable-defaults",
+            "--collector.loadavg",
+            "--collector.cpu",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        spec = spec_of(f'source = "scrape"\nurl = "http://${{host}}:{port}/metrics"\n'
-                       "expression = '1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}))'\n")
+        spec = spec_of(
+            f'source = "scrape"\nurl = "http://${{host}}:{port}/metrics"\n'
+            "expression = '1 - avg(rate(node_cpu_seconds_total{mode=\"idle\"}))'\n"
+        )
 
         async def main() -> tuple[float | None, str]:
             ctl = WeightController()
@@ -210,8 +237,9 @@ def test_agent_source() -> None:
         ctl.configure([group(spec, HOSTS[:2])])
         await ctl.start()
         try:
-            await until("percentages", lambda: factors(ctl) == {"127.0.0.2": 0.75,
-                                                                "127.0.0.3": 0.4})  # fmt: skip
+            await until(
+                "percentages", lambda: factors(ctl) == {"127.0.0.2": 0.75, "127.0.0.3": 0.4}
+            )
             a.reply = "drain # maintenance"
             await until("drain", lambda: factors(ctl)["127.0.0.2"] == 0.0)
             a.reply = "ready 90%"
@@ -251,9 +279,11 @@ def test_balance_mode_moves_weight_off_the_busier_server() -> None:
     server's factor down one update at a time, never up; the idler one stays at 1.0."""
     with exporters(HOSTS[:2]) as (port, (a, b)):
         a.load, b.load = 1.8, 0.6  # per CPU: 0.9 and 0.3
-        text = (f'source = "scrape"\nurl = "http://${{host}}:{port}/metrics"\n'
-                "expression = 'node_load1 / count(node_cpu_seconds_total{mode=\"idle\"})'\n"
-                'interval = "300ms"\ntimeout = "200ms"\nsmoothing = 1.0\n')  # fmt: skip
+        text = (
+            f'source = "scrape"\nurl = "http://${{host}}:{port}/metrics"\n'
+            "expression = 'node_load1 / count(node_cpu_seconds_total{mode=\"idle\"})'\n"
+            'interval = "300ms"\ntimeout = "200ms"\nsmoothing = 1.0\n'
+        )
         problems: list[Problem] = []
         spec = read_adaptive(tomli.loads(text), "adaptive_weights", problems)
         assert spec is not None and spec.params.mode == "balance", problems

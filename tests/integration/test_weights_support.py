@@ -36,8 +36,15 @@ def free_port_on(*hosts: str) -> int:
 class Exporter:
     """node_exporter's shape: `node_load1` and per-CPU idle counters; the test sets the load."""
 
-    def __init__(self, host: str, port: int, *, cpus: int = 2, tls: ssl.SSLContext | None = None,
-                 token: str = ""):  # fmt: skip
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        cpus: int = 2,
+        tls: ssl.SSLContext | None = None,
+        token: str = "",
+    ):
         self.load = 0.0
         self.cpus = cpus
         self.token = token
@@ -71,8 +78,12 @@ class Exporter:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def text(self) -> str:
-        lines = ["# HELP node_load1 1m load average.", "# TYPE node_load1 gauge",
-                 f"node_load1 {self.load}", "# TYPE node_cpu_seconds_total counter"]  # fmt: skip
+        lines = [
+            "# HELP node_load1 1m load average.",
+            "# TYPE node_load1 gauge",
+            f"node_load1 {self.load}",
+            "# TYPE node_cpu_seconds_total counter",
+        ]
         for cpu in range(self.cpus):
             lines.append(f'node_cpu_seconds_total{{cpu="{cpu}",mode="idle"}} 1000')
             lines.append(f'node_cpu_seconds_total{{cpu="{cpu}",mode="user"}} 10')

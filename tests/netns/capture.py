@@ -25,8 +25,9 @@ def main() -> None:
     stream = "--stream" in sys.argv[3:]
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 112)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, iface.encode())
-    mreq = struct.pack("4s4si", ipaddress.IPv4Address("224.0.0.18").packed, b"\0" * 4,
-                       socket.if_nametoindex(iface))  # fmt: skip
+    mreq = struct.pack(
+        "4s4si", ipaddress.IPv4Address("224.0.0.18").packed, b"\0" * 4, socket.if_nametoindex(iface)
+    )
     s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
     s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
     print("capturing", file=sys.stderr, flush=True)

@@ -24,8 +24,19 @@ def main() -> None:
     for p in packets:
         payload = bytes.fromhex(p["payload"])
         src, dst = ipaddress.IPv4Address(p["src"]), ipaddress.IPv4Address(p["dst"])
-        header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), 0, 0, p["ttl"], 112, 0,
-                             src.packed, dst.packed)  # fmt: skip
+        header = struct.pack(
+            "!BBHHHBBH4s4s",
+            0x45,
+            0,
+            20 + len(payload),
+            0,
+            0,
+            p["ttl"],
+            112,
+            0,
+            src.packed,
+            dst.packed,
+        )
         s.sendto(header + payload, (str(dst), 0))
         time.sleep(gap)
 

@@ -36,8 +36,10 @@ class Jitter:
     max_ms: float
 
     def __str__(self) -> str:
-        return (f"{self.adverts} adverts, |interval - advert_interval| p50 {self.p50_ms:.2f} ms, "
-                f"p99 {self.p99_ms:.2f} ms, max {self.max_ms:.2f} ms")  # fmt: skip
+        return (
+            f"{self.adverts} adverts, |interval - advert_interval| p50 {self.p50_ms:.2f} ms, "
+            f"p99 {self.p99_ms:.2f} ms, max {self.max_ms:.2f} ms"
+        )
 
 
 def groups(config: str) -> tuple[FailoverGroup, ...]:
@@ -71,15 +73,18 @@ async def _measure(topo: Topology, seconds: float, busy: bool, interval: float) 
             await asyncio.sleep(0.01)
         capture = subprocess.Popen(
             topo.exec_argv("client", [PYTHON, str(HERE / "capture.py"), "eth0", str(seconds)]),
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         assert capture.stderr is not None
         capture.stderr.readline()  # "capturing"
         burners: list[BaseProcess] = []
         if busy:
             ctx = multiprocessing.get_context("fork")
-            burners = [ctx.Process(target=_burn, args=(seconds,))
-                       for _ in range(2 * (os.cpu_count() or 1))]  # fmt: skip
+            burners = [
+                ctx.Process(target=_burn, args=(seconds,)) for _ in range(2 * (os.cpu_count() or 1))
+            ]
             for b in burners:
                 b.start()
             _burn(seconds)  # the daemon's own loop: blocked the whole time
@@ -92,6 +97,7 @@ async def _measure(topo: Topology, seconds: float, busy: bool, interval: float) 
     return jitter_of(stamps, interval)
 
 
-def measure(topo: Topology, seconds: float = 3.0, busy: bool = True,
-            interval: float = 0.1) -> Jitter:  # fmt: skip
+def measure(
+    topo: Topology, seconds: float = 3.0, busy: bool = True, interval: float = 0.1
+) -> Jitter:
     return asyncio.run(_measure(topo, seconds, busy, interval))

@@ -32,8 +32,11 @@ def _pair(extra: list[str]) -> Iterator[Pair]:
     if reason:
         pytest.fail(f"netns tier {reason}")
     with Topology() as topo:
-        d1, d2 = pair(topo, first=lvsmon_config(priority=150, group_extra=extra),
-                      second=lvsmon_config(priority=100, group_extra=extra))  # fmt: skip
+        d1, d2 = pair(
+            topo,
+            first=lvsmon_config(priority=150, group_extra=extra),
+            second=lvsmon_config(priority=100, group_extra=extra),
+        )
         yield topo, d1, d2
 
 
@@ -47,8 +50,13 @@ def authed() -> Iterator[Pair]:
     yield from _pair([f'auth = "hmac-sha256"\nauth_key = "{KEY.decode()}"'])
 
 
-def advert(vrid: int = 51, priority: int = 254, src: ipaddress.IPv4Address = ROGUE,
-           key: bytes = b"", counter: int | None = None) -> bytes:  # fmt: skip
+def advert(
+    vrid: int = 51,
+    priority: int = 254,
+    src: ipaddress.IPv4Address = ROGUE,
+    key: bytes = b"",
+    counter: int | None = None,
+) -> bytes:
     return codec.encode(codec.Advert(vrid, priority, 10, ADDRS, counter), src, GROUP, key)
 
 
@@ -68,13 +76,21 @@ CASES: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-def check_rejected(topo: Topology, d1: LvsmonDirector, reason: str,
-                   make: Callable[[], dict[str, Any]], count: int = 5) -> None:  # fmt: skip
+def check_rejected(
+    topo: Topology,
+    d1: LvsmonDirector,
+    reason: str,
+    make: Callable[[], dict[str, Any]],
+    count: int = 5,
+) -> None:
     before = d1.group()["rejected"].get(reason, 0)
     transitions = d1.group()["transitions"]
     topo.inject([make() for _ in range(count)], gap=0.02)
-    wait_for(f"{count} '{reason}' rejects", lambda: d1.group()["rejected"].get(reason, 0)
-             >= before + count, 2)  # fmt: skip
+    wait_for(
+        f"{count} '{reason}' rejects",
+        lambda: d1.group()["rejected"].get(reason, 0) >= before + count,
+        2,
+    )
     assert d1.state() == "master" and d1.group()["transitions"] == transitions
     assert d1.holds_vip()
 
@@ -107,8 +123,9 @@ def test_unauthenticated_advert_is_rejected_when_auth_is_on(authed: Pair) -> Non
 
 def test_wrong_key_is_rejected(authed: Pair) -> None:
     topo, d1, _ = authed
-    check_rejected(topo, d1, "auth_bad",
-                   lambda: packet(advert(key=b"not-the-right-key!!", counter=2**62)))  # fmt: skip
+    check_rejected(
+        topo, d1, "auth_bad", lambda: packet(advert(key=b"not-the-right-key!!", counter=2**62))
+    )
 
 
 def test_replayed_advert_is_rejected(authed: Pair) -> None:

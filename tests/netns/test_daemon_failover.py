@@ -118,8 +118,10 @@ def test_graceful_sigterm_of_the_master_daemon_loses_no_connection(topo: Topolog
     time.sleep(0.5)
     attempts = prober.stop()
     lost = failures(attempts, started - 0.5)
-    print(f"\ndaemon graceful handover: dir1 exited after {took * 1000:.0f} ms, "
-          f"{lost} failed attempts of {len(attempts)}")  # fmt: skip
+    print(
+        f"\ndaemon graceful handover: dir1 exited after {took * 1000:.0f} ms, "
+        f"{lost} failed attempts of {len(attempts)}"
+    )
     assert lost == 0
     assert topo.holds("dir2") and not topo.holds("dir1")
     assert d1.proc.popen.returncode == 0

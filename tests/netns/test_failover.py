@@ -63,13 +63,18 @@ def test_sigkill_of_the_master_moves_every_address_to_the_backup(topo: Topology)
     killed = time.monotonic()
     d1.kill9()
     d2.wait_state("master", 5)
-    wait_for("client neighbour entry -> dir2", lambda: topo.neigh("client", VIP) ==
-             MACS[("dir2", "eth0")], 3)  # fmt: skip
+    wait_for(
+        "client neighbour entry -> dir2",
+        lambda: topo.neigh("client", VIP) == MACS[("dir2", "eth0")],
+        3,
+    )
     time.sleep(0.3)
     attempts = prober.stop()
     took = first_success_after(attempts, killed, by="dir2")
-    print(f"\nfailover (kill -9, 100 ms adverts): first connection via dir2 after "
-          f"{took and took * 1000:.0f} ms; {failures(attempts, killed)} failed attempts")
+    print(
+        f"\nfailover (kill -9, 100 ms adverts): first connection via dir2 after "
+        f"{took and took * 1000:.0f} ms; {failures(attempts, killed)} failed attempts"
+    )
     assert took is not None and took < 1.5
     assert all(ok for t, ok, _ in attempts if t > killed + took)  # no flapping back
     assert d2.holds_vip() and topo.holds("dir2", NAT_GW, "eth1") and topo.holds("dir2", VIP6)
@@ -90,8 +95,10 @@ def test_graceful_sigterm_handover_loses_no_connection_attempts(topo: Topology) 
     time.sleep(0.3)
     attempts = prober.stop()
     lost = failures(attempts, started - 0.3)
-    print(f"\ngraceful handover: dir1 exited after {took * 1000:.0f} ms, "
-          f"{lost} failed attempts of {len(attempts)}")
+    print(
+        f"\ngraceful handover: dir1 exited after {took * 1000:.0f} ms, "
+        f"{lost} failed attempts of {len(attempts)}"
+    )
     assert lost == 0
     assert any(ok and who == "dir2" for _, ok, who in attempts)
     assert not topo.holds("dir1") and d2.holds_vip()
@@ -125,8 +132,7 @@ def test_partition_gives_two_masters_metrics_show_it_and_healing_leaves_one(
     assert d1.state() == "master"
     scrapes = [topo.metrics(h) for h in ("dir1", "dir2")]
     # The split-brain alert: sum by (group) (lvsmon_ha_state{state="master"}) > 1
-    masters = sum(sample(t, "lvsmon_ha_state", group="edge", state="master") or 0
-                  for t in scrapes)  # fmt: skip
+    masters = sum(sample(t, "lvsmon_ha_state", group="edge", state="master") or 0 for t in scrapes)
     assert masters == 2
     before = [d1.group()["transitions"], d2.group()["transitions"]]
     topo.heal()
@@ -136,19 +142,21 @@ def test_partition_gives_two_masters_metrics_show_it_and_healing_leaves_one(
     assert d1.group()["transitions"] == before[0]  # the master never moved
     assert d2.group()["transitions"] == {**before[1], "backup": before[1]["backup"] + 1}
     scrapes = [topo.metrics(h) for h in ("dir1", "dir2")]
-    assert sum(sample(t, "lvsmon_ha_state", group="edge", state="master") or 0
-               for t in scrapes) == 1  # fmt: skip
+    assert (
+        sum(sample(t, "lvsmon_ha_state", group="edge", state="master") or 0 for t in scrapes) == 1
+    )
     assert d1.holds_vip() and not d2.holds_vip()
 
 
 def test_preemption_on_the_higher_priority_takes_over_and_hooks_run(topo: Topology) -> None:
     events = topo.workdir / "hook-events"
-    code = ("import os, sys; open(sys.argv[1], 'a').write(' '.join(os.environ[k] for k in "
-            "('LVSMON_HA_GROUP', 'LVSMON_HA_PREVIOUS_STATE', 'LVSMON_HA_STATE', "
-            "'LVSMON_HA_PRIORITY')) + chr(10))")  # fmt: skip
+    code = (
+        "import os, sys; open(sys.argv[1], 'a').write(' '.join(os.environ[k] for k in "
+        "('LVSMON_HA_GROUP', 'LVSMON_HA_PREVIOUS_STATE', 'LVSMON_HA_STATE', "
+        "'LVSMON_HA_PRIORITY')) + chr(10))"
+    )
     argv = json.dumps([PYTHON, "-c", code, str(events)])
-    hooks = [f"[failover_group.notify]\non_master = {argv}\non_backup = {argv}\n"
-             f"on_stop = {argv}"]  # fmt: skip
+    hooks = [f"[failover_group.notify]\non_master = {argv}\non_backup = {argv}\non_stop = {argv}"]
     d2 = topo.lvsmon("dir2", lvsmon_config(priority=100, extra="\n".join(hooks)))
     d2.wait_state("master")
     d1 = topo.lvsmon("dir1", lvsmon_config(priority=150))
@@ -157,7 +165,9 @@ def test_preemption_on_the_higher_priority_takes_over_and_hooks_run(topo: Topolo
     wait_for("VIP on dir1 only", lambda: d1.holds_vip() and not d2.holds_vip(), 2)
     d2.terminate()
     assert events.read_text().splitlines() == [
-        "edge initialize backup 100", "edge backup master 100", "edge master backup 100",
+        "edge initialize backup 100",
+        "edge backup master 100",
+        "edge master backup 100",
         "edge backup stop 100",
     ]
 
@@ -230,8 +240,11 @@ def test_advert_interface_down_is_a_fault(topo: Topology) -> None:
 
 def test_ipv6_adverts_and_unicast_peers_with_authentication(topo: Topology) -> None:
     v6 = ['family = "ipv6"']
-    d1, d2 = pair(topo, first=lvsmon_config(priority=150, group_extra=v6),
-                  second=lvsmon_config(priority=100, group_extra=v6))  # fmt: skip
+    d1, d2 = pair(
+        topo,
+        first=lvsmon_config(priority=150, group_extra=v6),
+        second=lvsmon_config(priority=100, group_extra=v6),
+    )
     assert d2.group()["peer"].startswith("fe80::")
     d1.kill9()
     d2.wait_state("master", 3)
@@ -260,5 +273,8 @@ def test_daemon_killed_alone_its_vrrp_process_hands_over_and_exits(topo: Topolog
     assert took < 1.0, took  # the priority-0 advert, not the master down interval
     wait_for("dir1 gave up the VIP", lambda: not topo.holds("dir1"), 3)
     assert d1.listener is not None
-    wait_for("the VRRP child exited", lambda: not (set(topo.run_ns_pids("dir1")) & child_pids
-                                                   - {d1.listener.pid}), 5)  # fmt: skip
+    wait_for(
+        "the VRRP child exited",
+        lambda: not (set(topo.run_ns_pids("dir1")) & child_pids - {d1.listener.pid}),
+        5,
+    )

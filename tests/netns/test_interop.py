@@ -41,8 +41,9 @@ def test_lvsmon_backup_follows_keepalived_master_and_takes_over(topo: Topology) 
     killed = time.monotonic()
     ka.kill9()
     lv.wait_state("master", 3)
-    wait_for("client -> dir2", lambda: topo.neigh("client", "192.0.2.100") ==
-             MACS[("dir2", "eth0")], 3)  # fmt: skip
+    wait_for(
+        "client -> dir2", lambda: topo.neigh("client", "192.0.2.100") == MACS[("dir2", "eth0")], 3
+    )
     time.sleep(0.2)
     took = first_success_after(prober.stop(), killed, by="dir2")
     print(f"\nkeepalived -> lvsmon: first connection via dir2 after {took and took * 1000:.0f} ms")
@@ -92,6 +93,8 @@ def test_keepalived_backup_follows_lvsmon_master_and_takes_over(topo: Topology) 
     wait_for("keepalived master again", ka.holds_vip, 3)
     time.sleep(0.3)
     took = first_success_after(prober.stop(), killed, by="dir2")
-    print(f"lvsmon -> keepalived kill -9: first connection via dir2 after "
-          f"{took and took * 1000:.0f} ms")
+    print(
+        f"lvsmon -> keepalived kill -9: first connection via dir2 after "
+        f"{took and took * 1000:.0f} ms"
+    )
     assert took is not None and took < 1.5

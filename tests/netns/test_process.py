@@ -52,7 +52,9 @@ def test_real_server_health_lowers_the_priority_and_the_peer_takes_over(
 def test_adverts_keep_their_cadence_while_the_parent_is_busy(topo: Topology) -> None:
     idle = measure(topo, seconds=2.0, busy=False)
     busy = measure(topo, seconds=3.0, busy=True)
-    print(f"\nadvert jitter at 100 ms, parent idle: {idle}\n"
-          f"advert jitter at 100 ms, parent loop blocked + CPUs oversubscribed: {busy}")
+    print(
+        f"\nadvert jitter at 100 ms, parent idle: {idle}\n"
+        f"advert jitter at 100 ms, parent loop blocked + CPUs oversubscribed: {busy}"
+    )
     assert busy.adverts >= 25  # none missing: 3 s at 100 ms
     assert busy.p99_ms < 20 and busy.max_ms < 50  # far below the 261 ms of slack a backup allows

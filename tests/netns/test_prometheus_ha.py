@@ -88,10 +88,13 @@ class NsPrometheus(API):
 
 
 def director_config(topo: Topology, host: str, priority: int) -> str:
-    checks = ('[virtual_server.health_check]\ntype = "tcp"\ninterval = "250ms"\n'
-              'timeout = "200ms"\n\n')  # fmt: skip
-    banner = ('\n[virtual_server.real_server.health_check]\ntype = "send_expect"\n'
-              'expect_literal = "rs2\\n"\n')  # fmt: skip
+    checks = (
+        '[virtual_server.health_check]\ntype = "tcp"\ninterval = "250ms"\ntimeout = "200ms"\n\n'
+    )
+    banner = (
+        '\n[virtual_server.real_server.health_check]\ntype = "send_expect"\n'
+        'expect_literal = "rs2\\n"\n'
+    )
     adaptive = (
         '[virtual_server.adaptive_weights]\nsource = "prometheus"\n'
         f'url = "{PROMETHEUS}"\n'
@@ -99,8 +102,10 @@ def director_config(topo: Topology, host: str, priority: int) -> str:
         'match_label = "real_server"\nmatch_value = "${real_server}"\n'
         'interval = "1s"\ntimeout = "500ms"\n\n'
     )
-    reals = [f'[[virtual_server.real_server]]\naddress = "{PRIVATE[rs]}"\nport = {PORT}\n'
-             "weight = 100\n" for rs in ("rs1", "rs2")]  # fmt: skip
+    reals = [
+        f'[[virtual_server.real_server]]\naddress = "{PRIVATE[rs]}"\nport = {PORT}\nweight = 100\n'
+        for rs in ("rs1", "rs2")
+    ]
     return (
         f'[daemon]\ndataplane = "proxy"\nmetrics_listen = "{PUBLIC[host]}:{METRICS_PORT}"\n'
         f'pid_file = "{topo.workdir / host}.pid"\nlog_level = "info"\nshutdown_grace = "2s"\n\n'
@@ -120,8 +125,13 @@ def start_director(topo: Topology, host: str, priority: int) -> Director:
 
 def start_prometheus(topo: Topology, tmp: Path) -> None:
     targets = [f"{PUBLIC[h]}:{METRICS_PORT}" for h in ("dir1", "dir2")]
-    argv = command(tmp, f"{PUBLIC['client']}:9090", [job("lvsmon", targets)], interval=SCRAPE,
-                   rule_files=[RULES])  # fmt: skip
+    argv = command(
+        tmp,
+        f"{PUBLIC['client']}:9090",
+        [job("lvsmon", targets)],
+        interval=SCRAPE,
+        rule_files=[RULES],
+    )
     topo.spawn("client", "prometheus", argv)
 
 
@@ -139,15 +149,24 @@ def test_failover_panels_and_alerts_with_a_real_prometheus(topo: Topology, tmp_p
     dir1 = start_director(topo, "dir1", 150)
     wait_for("Prometheus: dir1 master", lambda: role(prom, "dir1", "master"), 30, every=0.2)
     start_director(topo, "dir2", 100)
-    wait_for("Prometheus: dir2 backup, scraped a few times",
-             lambda: role(prom, "dir2", "backup") and prom.vector(
-                 f'count_over_time(lvsmon_ha_state{{instance="{PUBLIC["dir2"]}:{METRICS_PORT}",'
-                 ' state="backup"}[1m]) >= 3'), 30, every=0.2)  # fmt: skip
+    wait_for(
+        "Prometheus: dir2 backup, scraped a few times",
+        lambda: (
+            role(prom, "dir2", "backup")
+            and prom.vector(
+                f'count_over_time(lvsmon_ha_state{{instance="{PUBLIC["dir2"]}:{METRICS_PORT}",'
+                ' state="backup"}[1m]) >= 3'
+            )
+        ),
+        30,
+        every=0.2,
+    )
 
     dir1.kill9()  # a crash: dir2 takes over, and its to="master" counter moves while scraped
     wait_for("Prometheus: dir2 master", lambda: role(prom, "dir2", "master"), 15, every=0.2)
-    firing = wait_for("LvsmonFailover firing", lambda: prom.alerts("LvsmonFailover", "firing"),
-                      15, every=0.2)  # fmt: skip
+    firing = wait_for(
+        "LvsmonFailover firing", lambda: prom.alerts("LvsmonFailover", "firing"), 15, every=0.2
+    )
     assert {a["labels"]["instance"] for a in firing} == {f"{PUBLIC['dir2']}:{METRICS_PORT}"}
 
     # every panel the integration tier exempts has data here; every query evaluates
@@ -165,8 +184,12 @@ def test_failover_panels_and_alerts_with_a_real_prometheus(topo: Topology, tmp_p
 
     # B: a director with a failover group and every other feature, judged by promtool
     text = prom.scrape("dir2")
-    for family in ("lvsmon_ha_state", "lvsmon_real_server_load", "lvsmon_weight_source_up",
-                   "lvsmon_healthcheck_duration_seconds_bucket"):  # fmt: skip
+    for family in (
+        "lvsmon_ha_state",
+        "lvsmon_real_server_load",
+        "lvsmon_weight_source_up",
+        "lvsmon_healthcheck_duration_seconds_bucket",
+    ):
         assert f"\n{family}{{" in text, family
     complaints = promtool_complaints(text)
     assert not complaints, complaints

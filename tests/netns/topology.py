@@ -41,14 +41,21 @@ NAT_GW = "198.51.100.1"
 PORT = 8080
 PUBLIC = {"client": "192.0.2.10", "dir1": "192.0.2.2", "dir2": "192.0.2.3"}
 PUBLIC6 = {"client": "fd00:1::10", "dir1": "fd00:1::2", "dir2": "fd00:1::3"}
-PRIVATE = {"dir1": "198.51.100.2", "dir2": "198.51.100.3", "rs1": "198.51.100.11",
-           "rs2": "198.51.100.12"}  # fmt: skip
+PRIVATE = {
+    "dir1": "198.51.100.2",
+    "dir2": "198.51.100.3",
+    "rs1": "198.51.100.11",
+    "rs2": "198.51.100.12",
+}
 MACS = {
     ("client", "eth0"): "02:00:00:00:01:00",
-    ("dir1", "eth0"): "02:00:00:00:11:00", ("dir1", "eth1"): "02:00:00:00:11:01",
-    ("dir2", "eth0"): "02:00:00:00:12:00", ("dir2", "eth1"): "02:00:00:00:12:01",
-    ("rs1", "eth0"): "02:00:00:00:21:00", ("rs2", "eth0"): "02:00:00:00:22:00",
-}  # fmt: skip
+    ("dir1", "eth0"): "02:00:00:00:11:00",
+    ("dir1", "eth1"): "02:00:00:00:11:01",
+    ("dir2", "eth0"): "02:00:00:00:12:00",
+    ("dir2", "eth1"): "02:00:00:00:12:01",
+    ("rs1", "eth0"): "02:00:00:00:21:00",
+    ("rs2", "eth0"): "02:00:00:00:22:00",
+}
 BRIDGE_OF = {"client": "br0", "dir1": "br0", "dir2": "br0", "rs1": "br1", "rs2": "br1"}
 HOSTS = ("client", "dir1", "dir2", "rs1", "rs2")
 
@@ -122,16 +129,45 @@ class Topology:
             run("ip", "-n", ns, "link", "set", "lo", "up")
         br = self.ns("br")
         for bridge in ("br0", "br1"):
-            run("ip", "-n", br, "link", "add", bridge, "type", "bridge", "stp_state", "0",
-                "forward_delay", "0", "mcast_snooping", "0")  # fmt: skip
+            run(
+                "ip",
+                "-n",
+                br,
+                "link",
+                "add",
+                bridge,
+                "type",
+                "bridge",
+                "stp_state",
+                "0",
+                "forward_delay",
+                "0",
+                "mcast_snooping",
+                "0",
+            )
             run("ip", "-n", br, "link", "set", bridge, "up")
         for (host, ifname), mac in MACS.items():
             if host not in hosts:
                 continue
             bridge = "br1" if ifname == "eth1" else BRIDGE_OF[host]
             port = f"vb-{host}-{ifname[-1]}"
-            run("ip", "link", "add", port, "netns", br, "type", "veth", "peer", "name", ifname,
-                "netns", self.ns(host), "address", mac)  # fmt: skip
+            run(
+                "ip",
+                "link",
+                "add",
+                port,
+                "netns",
+                br,
+                "type",
+                "veth",
+                "peer",
+                "name",
+                ifname,
+                "netns",
+                self.ns(host),
+                "address",
+                mac,
+            )
             run("ip", "-n", br, "link", "set", port, "master", bridge, "up")
             run("ip", "-n", self.ns(host), "link", "set", ifname, "up")
         for host, address in PUBLIC.items():
@@ -177,19 +213,29 @@ class Topology:
         return ["ip", "netns", "exec", self.ns(host), *argv]
 
     def spawn(
-        self, host: str, name: str, argv: Sequence[str], *, group_of: Proc | None = None,
-        stdin: int | None = subprocess.DEVNULL, stdout_log: bool = True,
-    ) -> Proc:  # fmt: skip
+        self,
+        host: str,
+        name: str,
+        argv: Sequence[str],
+        *,
+        group_of: Proc | None = None,
+        stdin: int | None = subprocess.DEVNULL,
+        stdout_log: bool = True,
+    ) -> Proc:
         """Start argv in host's namespace: its own process group, or `group_of`'s."""
         log = self.workdir / f"{host}-{name}.log"
         out = open(log, "wb")  # noqa: SIM115 - the child keeps it
         # A process group of its own (same session, so others can join it with group_of).
         kwargs: dict[str, Any] = {"process_group": group_of.pid if group_of else 0}
         popen = subprocess.Popen(
-            self.exec_argv(host, argv), stdin=stdin,
-            stdout=out if stdout_log else subprocess.PIPE, stderr=out, cwd=REPO,
-            env={**os.environ, "PYTHONPATH": str(REPO)}, **kwargs,
-        )  # fmt: skip
+            self.exec_argv(host, argv),
+            stdin=stdin,
+            stdout=out if stdout_log else subprocess.PIPE,
+            stderr=out,
+            cwd=REPO,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            **kwargs,
+        )
         out.close()
         proc = Proc(popen, f"{host}-{name}", log)
         self.procs.append(proc)
@@ -222,7 +268,8 @@ class Topology:
 
     def partition(self) -> None:
         """Drop everything between the two directors' public ports (both ways)."""
-        self.nft(textwrap.dedent("""
+        self.nft(
+            textwrap.dedent("""
             table bridge partition {
               chain forward {
                 type filter hook forward priority 0; policy accept;
@@ -230,7 +277,8 @@ class Topology:
                 iifname "vb-dir2-0" oifname "vb-dir1-0" drop
               }
             }
-        """))
+        """)
+        )
 
     def heal(self) -> None:
         self.nft("delete table bridge partition\n")
@@ -245,8 +293,11 @@ class Topology:
         return run(*self.exec_argv(host, [PYTHON, "-c", code, *args]))
 
     def metrics(self, host: str, port: int = 9108) -> str:
-        return self.in_ns(host, "import sys, urllib.request as u; sys.stdout.write(u.urlopen("
-                          f"'http://127.0.0.1:{port}/metrics', timeout=5).read().decode())")
+        return self.in_ns(
+            host,
+            "import sys, urllib.request as u; sys.stdout.write(u.urlopen("
+            f"'http://127.0.0.1:{port}/metrics', timeout=5).read().decode())",
+        )
 
     def inject(self, packets: Sequence[dict[str, Any]], gap: float = 0.01) -> None:
         """Send raw protocol-112 packets from the client's eth0: a rogue peer on the LAN."""
@@ -257,19 +308,34 @@ class Topology:
 
     def listener(self, host: str, group_of: Proc | None = None) -> Proc:
         """The director's stand-in data plane (see listener.py), in `group_of`'s group."""
-        proc = self.spawn(host, "listener", [PYTHON, str(HERE / "listener.py"), host, str(PORT)],
-                          group_of=group_of)  # fmt: skip
+        proc = self.spawn(
+            host,
+            "listener",
+            [PYTHON, str(HERE / "listener.py"), host, str(PORT)],
+            group_of=group_of,
+        )
         wait_for(f"listener on {host}", lambda: "listening" in proc.output(), 10)
         return proc
 
-    def lvsmon(self, host: str, config: str, *, listener: bool = True,
-               extra: Sequence[str] = ()) -> LvsmonDirector:  # fmt: skip
+    def lvsmon(
+        self, host: str, config: str, *, listener: bool = True, extra: Sequence[str] = ()
+    ) -> LvsmonDirector:
         path = self.workdir / f"{host}.toml"
         path.write_text(config)
         status = self.workdir / f"{host}.status.json"
         status.unlink(missing_ok=True)
-        argv = [PYTHON, "-m", "lvsmon.ha", "-c", str(path), "--status-file", str(status),
-                "--log-level", "info", *extra]  # fmt: skip
+        argv = [
+            PYTHON,
+            "-m",
+            "lvsmon.ha",
+            "-c",
+            str(path),
+            "--status-file",
+            str(status),
+            "--log-level",
+            "info",
+            *extra,
+        ]
         proc = self.spawn(host, "lvsmon", argv)
         director = LvsmonDirector(self, host, proc, status_file=status)
         if listener:
@@ -282,9 +348,19 @@ class Topology:
         # Fresh pid files per start: a SIGKILLed keepalived's VRRP child lingers as a
         # zombie until reaped, and keepalived would take it for a running daemon.
         n = len(self.procs)
-        argv = ["keepalived", "--vrrp", "--dont-fork", "--log-console", "--no-syslog",
-                "--use-file", str(path), "--pid", str(self.workdir / f"{host}.{n}.ka.pid"),
-                "--vrrp_pid", str(self.workdir / f"{host}.{n}.vrrp.pid")]  # fmt: skip
+        argv = [
+            "keepalived",
+            "--vrrp",
+            "--dont-fork",
+            "--log-console",
+            "--no-syslog",
+            "--use-file",
+            str(path),
+            "--pid",
+            str(self.workdir / f"{host}.{n}.ka.pid"),
+            "--vrrp_pid",
+            str(self.workdir / f"{host}.{n}.vrrp.pid"),
+        ]
         proc = self.spawn(host, "keepalived", argv)
         director = Director(self, host, proc)
         if listener:
@@ -365,8 +441,9 @@ class Prober:
         return attempts
 
 
-def first_success_after(attempts: Sequence[tuple[float, bool, str]], since: float,
-                        by: str) -> float | None:  # fmt: skip
+def first_success_after(
+    attempts: Sequence[tuple[float, bool, str]], since: float, by: str
+) -> float | None:
     """Seconds from `since` to the first attempt that `by` answered."""
     for started, ok, who in attempts:
         if started >= since and ok and who == by:
@@ -374,19 +451,27 @@ def first_success_after(attempts: Sequence[tuple[float, bool, str]], since: floa
     return None
 
 
-def failures(attempts: Sequence[tuple[float, bool, str]], since: float = 0.0,
-             until: float = float("inf")) -> int:  # fmt: skip
+def failures(
+    attempts: Sequence[tuple[float, bool, str]], since: float = 0.0, until: float = float("inf")
+) -> int:
     return sum(1 for t, ok, _ in attempts if since <= t <= until and not ok)
 
 
 def lvsmon_config(
-    *, priority: int, advert: str = "100ms", vrid: int = 51, preempt: bool = True,
-    extra: str = "", ipv6: bool = True, group_extra: Iterator[str] | Sequence[str] = (),
-) -> str:  # fmt: skip
+    *,
+    priority: int,
+    advert: str = "100ms",
+    vrid: int = 51,
+    preempt: bool = True,
+    extra: str = "",
+    ipv6: bool = True,
+    group_extra: Iterator[str] | Sequence[str] = (),
+) -> str:
     """A director's failover group: the VIP (+ IPv6 VIP) on eth0, the NAT gateway on eth1."""
     v6 = f'\n[[failover_group.address]]\naddress = "{VIP6}/64"\n' if ipv6 else ""
     lines = "\n".join(group_extra)
-    return textwrap.dedent(f"""\
+    return (
+        textwrap.dedent(f"""\
         [[failover_group]]
         name = "edge"
         vrid = {vrid}
@@ -403,11 +488,15 @@ def lvsmon_config(
         [[failover_group.address]]
         address = "{NAT_GW}/24"
         interface = "eth1"
-        """) + v6 + extra
+        """)
+        + v6
+        + extra
+    )
 
 
-def keepalived_config(*, priority: int, advert: float = 0.1, vrid: int = 51,
-                      preempt: bool = True) -> str:  # fmt: skip
+def keepalived_config(
+    *, priority: int, advert: float = 0.1, vrid: int = 51, preempt: bool = True
+) -> str:
     return textwrap.dedent(f"""\
         global_defs {{
             vrrp_version 3

@@ -39,8 +39,9 @@ def metric_names(expr: str) -> set[str]:
 
 
 def test_generated_dashboard_json_is_current() -> None:
-    result = subprocess.run([sys.executable, "dashboards/build.py", "--check"], cwd=ROOT,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "dashboards/build.py", "--check"], cwd=ROOT, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -76,11 +77,23 @@ def test_failover_metrics_match_the_catalog() -> None:
     from lvsmon.ha.status import GroupStatus
 
     group = GroupStatus(
-        name="edge", vrid=51, interface="eth0", state="master", priority=150,
-        configured_priority=150, source="192.0.2.2", master="192.0.2.2", peer="192.0.2.3",
-        peer_priority=100, peer_last_advert=1.0, since=1.0, adverts_sent=3,
-        adverts_received=2, rejected={"bad_checksum": 1}, transitions={"master": 1},
-    )  # fmt: skip
+        name="edge",
+        vrid=51,
+        interface="eth0",
+        state="master",
+        priority=150,
+        configured_priority=150,
+        source="192.0.2.2",
+        master="192.0.2.2",
+        peer="192.0.2.3",
+        peer_priority=100,
+        peer_last_advert=1.0,
+        since=1.0,
+        adverts_sent=3,
+        adverts_received=2,
+        rejected={"bad_checksum": 1},
+        transitions={"master": 1},
+    )
     specs = {m.name: m for m in catalog.CATALOG}
     families = list(HACollector(lambda: [group]).collect())
     assert families

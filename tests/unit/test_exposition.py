@@ -32,7 +32,7 @@ def test_the_daemons_collectors() -> None:
 def test_every_client_library_type() -> None:
     reg = CollectorRegistry()
     Counter("c", "a counter", ["l"], registry=reg).labels("x").inc(3)
-    Gauge("g", 'doc with \\ and\nnewline', registry=reg).set(-1.5)
+    Gauge("g", "doc with \\ and\nnewline", registry=reg).set(-1.5)
     Histogram("h", "h", registry=reg).observe(0.3)
     Summary("s", "s", registry=reg).observe(2)
     Info("i", "i", registry=reg).info({"version": '1 "quoted"'})
@@ -50,14 +50,18 @@ class Families(Collector):
 
 NAMES = st.from_regex(r"[a-z_][a-z0-9_]{0,12}", fullmatch=True)
 VALUES = st.one_of(
-    st.integers(-(10**9), 10**9), st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-(10**9), 10**9),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.sampled_from([0, 999_999, 1_000_000, -0.0, math.inf]),
-)  # fmt: skip
+)
 LABELS = st.dictionaries(NAMES, st.text(max_size=8), max_size=3)
 
 
-FAMILY = st.tuples(NAMES, st.sampled_from(["counter", "gauge", "untyped"]),
-                   st.lists(st.tuples(LABELS, VALUES), max_size=4))  # fmt: skip
+FAMILY = st.tuples(
+    NAMES,
+    st.sampled_from(["counter", "gauge", "untyped"]),
+    st.lists(st.tuples(LABELS, VALUES), max_size=4),
+)
 Spec = list[tuple[str, str, list[tuple[dict[str, str], float]]]]
 
 

@@ -32,22 +32,25 @@ def scapy_payload(src: str, dst: str, **fields: Any) -> bytes:  # scapy: Packet(
 
 def test_ipv4_encoding_matches_scapy_byte_for_byte() -> None:
     ours = codec.encode(Advert(51, 150, 10, ADDRS), SRC, DST)
-    theirs = scapy_payload("192.0.2.2", "224.0.0.18", vrid=51, priority=150, adv=10,
-                           addrlist=[str(a) for a in ADDRS])  # fmt: skip
+    theirs = scapy_payload(
+        "192.0.2.2", "224.0.0.18", vrid=51, priority=150, adv=10, addrlist=[str(a) for a in ADDRS]
+    )
     assert ours == theirs == bytes.fromhex("31339602000aa990c0000264c6336401")
 
 
 def test_ipv6_encoding_matches_scapy_byte_for_byte() -> None:
     addrs = (V6("fd00:1::100"),)
     ours = codec.encode(Advert(51, 150, 10, addrs), SRC6, DST6)
-    theirs = scapy_payload("fe80::1", "ff02::12", vrid=51, priority=150, adv=10,
-                           addrlist=["fd00:1::100"])  # fmt: skip
+    theirs = scapy_payload(
+        "fe80::1", "ff02::12", vrid=51, priority=150, adv=10, addrlist=["fd00:1::100"]
+    )
     assert ours == theirs
 
 
 def test_decodes_what_scapy_builds() -> None:
-    data = scapy_payload("192.0.2.3", "224.0.0.18", vrid=7, priority=0, adv=100,
-                         addrlist=["192.0.2.100"])  # fmt: skip
+    data = scapy_payload(
+        "192.0.2.3", "224.0.0.18", vrid=7, priority=0, adv=100, addrlist=["192.0.2.100"]
+    )
     adv = codec.decode(data, V4("192.0.2.3"), DST)
     assert adv == Advert(7, 0, 100, (V4("192.0.2.100"),))
     assert adv.interval == 1.0
@@ -129,8 +132,13 @@ def test_authenticated_round_trip_and_rejections() -> None:
 
 
 def test_encode_refuses_what_cannot_go_on_the_wire() -> None:
-    for adv in [Advert(0, 100, 10, ADDRS), Advert(1, 256, 10, ADDRS), Advert(1, 100, 0, ADDRS),
-                Advert(1, 100, 4096, ADDRS), Advert(1, 100, 10, (V6("fd00::1"),))]:  # fmt: skip
+    for adv in [
+        Advert(0, 100, 10, ADDRS),
+        Advert(1, 256, 10, ADDRS),
+        Advert(1, 100, 0, ADDRS),
+        Advert(1, 100, 4096, ADDRS),
+        Advert(1, 100, 10, (V6("fd00::1"),)),
+    ]:
         with pytest.raises(ValueError):
             codec.encode(adv, SRC, DST)
     with pytest.raises(ValueError):
@@ -143,11 +151,16 @@ v6s = st.builds(V6, st.integers(0, 2**128 - 1))
 
 @settings(deadline=None)
 @given(
-    vrid=st.integers(1, 255), priority=st.integers(0, 255), interval=st.integers(1, 4095),
-    family=st.sampled_from([4, 6]), data=st.data(), key=st.sampled_from([b"", KEY]),
-)  # fmt: skip
-def test_round_trip(vrid: int, priority: int, interval: int, family: int,
-                    data: st.DataObject, key: bytes) -> None:  # fmt: skip
+    vrid=st.integers(1, 255),
+    priority=st.integers(0, 255),
+    interval=st.integers(1, 4095),
+    family=st.sampled_from([4, 6]),
+    data=st.data(),
+    key=st.sampled_from([b"", KEY]),
+)
+def test_round_trip(
+    vrid: int, priority: int, interval: int, family: int, data: st.DataObject, key: bytes
+) -> None:
     addresses: st.SearchStrategy[V4 | V6] = v4s if family == 4 else v6s
     addrs = tuple(data.draw(st.lists(addresses, max_size=8)))
     src, dst = (SRC, DST) if family == 4 else (SRC6, DST6)

@@ -12,23 +12,31 @@ from lvsmon.ha.config import FailoverGroup, GroupAddress, Hooks
 from lvsmon.ha.hooks import Serial, hook_job
 
 GROUP = FailoverGroup(
-    name="edge", vrid=51, interface="eth0", family=4,
+    name="edge",
+    vrid=51,
+    interface="eth0",
+    family=4,
     addresses=(GroupAddress(ipaddress.ip_address("192.0.2.100"), 24, "eth0"),),
-)  # fmt: skip
+)
 
 
 def test_hook_runs_argv_with_the_environment(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    code = ("import os,sys; open(sys.argv[1],'a').write(' '.join([sys.argv[2]] + [os.environ[k] "
-            "for k in ('LVSMON_HA_GROUP','LVSMON_HA_STATE','LVSMON_HA_PREVIOUS_STATE',"
-            "'LVSMON_HA_PRIORITY')]) + '\\n')")  # fmt: skip
+    code = (
+        "import os,sys; open(sys.argv[1],'a').write(' '.join([sys.argv[2]] + [os.environ[k] "
+        "for k in ('LVSMON_HA_GROUP','LVSMON_HA_STATE','LVSMON_HA_PREVIOUS_STATE',"
+        "'LVSMON_HA_PRIORITY')]) + '\\n')"
+    )
     argv = (sys.executable, "-c", code, str(out), "$(not a shell)")
     group = dataclasses.replace(GROUP, hooks=Hooks(on_master=argv, on_stop=argv))
 
     async def main() -> None:
         serial = Serial()
-        for state, previous in (("master", "backup"), ("backup", "master"),
-                                ("initialize", "master")):  # fmt: skip
+        for state, previous in (
+            ("master", "backup"),
+            ("backup", "master"),
+            ("initialize", "master"),
+        ):
             job = hook_job(group, state, previous, 150)
             if job is not None:
                 serial.submit("edge", job)

@@ -34,8 +34,12 @@ class ParamsKw(TypedDict, total=False):
 
 
 def params(**kw: Unpack[ParamsKw]) -> m.Params:
-    base: ParamsKw = {"advert_interval": T, "primary": A, "garp_refresh": 0.0,
-                      "handover_timeout": 4.0}  # fmt: skip
+    base: ParamsKw = {
+        "advert_interval": T,
+        "primary": A,
+        "garp_refresh": 0.0,
+        "handover_timeout": 4.0,
+    }
     base.update(kw)
     return m.Params(**base)
 
@@ -260,17 +264,20 @@ def test_reconfigure_applies_new_settings() -> None:
 # --- properties ---
 
 events = st.one_of(
-    st.just(m.Startup()), st.just(m.Shutdown()), st.just(m.Timer()),
+    st.just(m.Startup()),
+    st.just(m.Shutdown()),
+    st.just(m.Timer()),
     st.builds(m.Received, st.integers(0, 255), st.sampled_from([0.1, 1.0]), st.sampled_from([B])),
     st.builds(m.Track, st.integers(1, 254), st.booleans()),
-)  # fmt: skip
+)
 
 
 @settings(max_examples=400, deadline=None)
 @given(
-    priority=st.integers(1, 255), preempt=st.booleans(),
+    priority=st.integers(1, 255),
+    preempt=st.booleans(),
     steps=st.lists(st.tuples(events, st.floats(0, 3)), max_size=40),
-)  # fmt: skip
+)
 def test_invariants_hold_for_any_event_sequence(
     priority: int, preempt: bool, steps: list[tuple[m.Event, float]]
 ) -> None:
@@ -314,9 +321,11 @@ class Node:
 
 
 def simulate(
-    nodes: list[Node], until: float, starts: list[float],
+    nodes: list[Node],
+    until: float,
+    starts: list[float],
     cut: tuple[float, float] = (0.0, 0.0),
-) -> None:  # fmt: skip
+) -> None:
     queue: list[tuple[float, int, int, m.Event]] = []
     seq = 0
 
@@ -343,9 +352,15 @@ def simulate(
             if isinstance(a, m.SendAdvert):
                 for j in range(len(nodes)):
                     if j != i and not cut[0] <= t < cut[1]:
-                        push(t + LATENCY, j, m.Received(
-                            a.priority, node.state.params.advert_interval,
-                            node.state.params.primary))  # fmt: skip
+                        push(
+                            t + LATENCY,
+                            j,
+                            m.Received(
+                                a.priority,
+                                node.state.params.advert_interval,
+                                node.state.params.primary,
+                            ),
+                        )
         deadline = m.next_deadline(node.state)
         if deadline is not None:
             timers[i] = deadline
@@ -354,8 +369,9 @@ def simulate(
 
 node_specs = st.lists(
     st.tuples(st.integers(1, 254), st.booleans(), st.floats(0, 5), st.sampled_from([0.0, 2.0])),
-    min_size=2, max_size=4,
-)  # fmt: skip
+    min_size=2,
+    max_size=4,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -364,10 +380,18 @@ def test_a_lan_settles_on_exactly_one_master_without_flapping(
     specs: list[tuple[int, bool, float, float]], partition: bool
 ) -> None:
     nodes = [
-        Node(m.initial(params(primary=ipaddress.IPv4Address(f"192.0.2.{10 + i}"), preempt=pre,
-                              preempt_delay=delay if pre else 0.0), prio))
+        Node(
+            m.initial(
+                params(
+                    primary=ipaddress.IPv4Address(f"192.0.2.{10 + i}"),
+                    preempt=pre,
+                    preempt_delay=delay if pre else 0.0,
+                ),
+                prio,
+            )
+        )
         for i, (prio, pre, _, delay) in enumerate(specs)
-    ]  # fmt: skip
+    ]
     cut = (10.0, 20.0) if partition else (0.0, 0.0)
     settle = 20.0 + 2 * m.master_down_interval(1, T) + 2.0
     end = settle + 20.0

@@ -8,11 +8,23 @@ from lvsmon.ha.metrics import HACollector
 from lvsmon.ha.status import GroupStatus
 
 STATUS = GroupStatus(
-    name="edge", vrid=51, interface="eth0", state="master", priority=150,
-    configured_priority=150, source="192.0.2.2", master="192.0.2.2", peer="192.0.2.3",
-    peer_priority=100, peer_last_advert=1795000000.5, since=1795000000.0, adverts_sent=42,
-    adverts_received=3, rejected={"ttl": 2}, transitions={"backup": 1, "master": 1},
-)  # fmt: skip
+    name="edge",
+    vrid=51,
+    interface="eth0",
+    state="master",
+    priority=150,
+    configured_priority=150,
+    source="192.0.2.2",
+    master="192.0.2.2",
+    peer="192.0.2.3",
+    peer_priority=100,
+    peer_last_advert=1795000000.5,
+    since=1795000000.0,
+    adverts_sent=42,
+    adverts_received=3,
+    rejected={"ttl": 2},
+    transitions={"backup": 1, "master": 1},
+)
 
 
 def registry(*groups: GroupStatus) -> CollectorRegistry:

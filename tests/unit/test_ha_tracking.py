@@ -9,11 +9,15 @@ from lvsmon.ha.config import FailoverGroup, GroupAddress, TrackInterface, TrackR
 from lvsmon.ha.tracking import LinkProbe, evaluate, tracked_interfaces
 
 GROUP = FailoverGroup(
-    name="edge", vrid=51, interface="eth0", family=4, priority=150,
+    name="edge",
+    vrid=51,
+    interface="eth0",
+    family=4,
+    priority=150,
     addresses=(GroupAddress(ipaddress.ip_address("192.0.2.100"), 24, "eth0"),),
     track_interfaces=(TrackInterface("eth1", -100), TrackInterface("bond0", 0)),
     track_real_servers=TrackRealServers(0.5, -60, ("web",)),
-)  # fmt: skip
+)
 
 
 def test_nothing_down_nothing_lowered() -> None:
@@ -37,8 +41,7 @@ def test_real_server_fraction_below_threshold_lowers_priority() -> None:
 
 def test_priority_stays_within_1_and_254() -> None:
     assert evaluate(GROUP, {"eth1"}, {"web": (0, 4)}) == (1, False)
-    owner = dataclasses.replace(GROUP, priority=255, track_interfaces=(),
-                                track_real_servers=None)  # fmt: skip
+    owner = dataclasses.replace(GROUP, priority=255, track_interfaces=(), track_real_servers=None)
     assert evaluate(owner, set(), {}) == (255, False)
 
 

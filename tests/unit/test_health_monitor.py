@@ -38,8 +38,14 @@ def probe_of(monitor: HealthMonitor, dest: DestKey) -> Probe:
 
 def test_one_probe_serves_every_virtual_server_sharing_real_server_and_check() -> None:
     m = HealthMonitor()
-    m.configure([Target(WEB, RS1, TCP, "web"), Target(WEB2, RS1, TCP, "web2"),
-                 Target(WEB, RS2, TCP, "web"), Target(WEB2, RS2, HTTP, "web2")])  # fmt: skip
+    m.configure(
+        [
+            Target(WEB, RS1, TCP, "web"),
+            Target(WEB2, RS1, TCP, "web2"),
+            Target(WEB, RS2, TCP, "web"),
+            Target(WEB2, RS2, HTTP, "web2"),
+        ]
+    )
     assert len(m.probes()) == 3
     shared = [p for p in m.probes() if len(p.targets) == 2]
     assert len(shared) == 1 and set(shared[0].targets) == {(WEB, RS1), (WEB2, RS1)}
@@ -95,11 +101,13 @@ def test_joining_a_probe_with_another_verdict_is_reported_as_a_transition() -> N
 
 def test_overrides_down_slow_start_and_dynamic_weight() -> None:
     m = HealthMonitor()
-    m.configure([
-        Target(WEB, RS1, TCP, "web", weight=10, slow_start=10.0),
-        Target(WEB2, RS1, TCP, "web2", weight=10),
-        Target(WEB, RS2, HTTP, "web", weight=5),
-    ])  # fmt: skip
+    m.configure(
+        [
+            Target(WEB, RS1, TCP, "web", weight=10, slow_start=10.0),
+            Target(WEB2, RS1, TCP, "web2", weight=10),
+            Target(WEB, RS2, HTTP, "web", weight=5),
+        ]
+    )
     assert m.overrides(now=0.0) == {}
     probe_of(m, RS1).state = CheckState(up=True, settled=True, since=100.0)
     assert m.overrides(now=102.0) == {(WEB, RS1): 2}  # web2 has no slow start
@@ -120,8 +128,9 @@ def test_overrides_feed_desired_table() -> None:
         '[[virtual_server.real_server]]\naddress = "10.0.0.2"\nport = 80\n'
     )
     m = HealthMonitor()
-    m.configure([Target(WEB, RS1, TCP, "web", weight=10, slow_start=10.0),
-                 Target(WEB, RS2, TCP, "web")])  # fmt: skip
+    m.configure(
+        [Target(WEB, RS1, TCP, "web", weight=10, slow_start=10.0), Target(WEB, RS2, TCP, "web")]
+    )
     probe_of(m, RS1).state = CheckState(up=True, settled=True, since=0.0)
     probe_of(m, RS2).state = CheckState(up=False, settled=True)
     reals = desired_table(cfg, m.overrides(now=5.0))[WEB].real_servers
@@ -141,8 +150,11 @@ def test_jittered_first_runs_and_the_in_flight_cap() -> None:
             running -= 1
             return OK
 
-        m = HealthMonitor(max_in_flight=4, rng=random.Random(1),
-                          observer=lambda p, due, started, r, d: starts.append(due))  # fmt: skip
+        m = HealthMonitor(
+            max_in_flight=4,
+            rng=random.Random(1),
+            observer=lambda p, due, started, r, d: starts.append(due),
+        )
         check = HealthCheck(CheckType.TCP, interval=0.4, timeout=0.1)
         m.configure([Target(WEB, DestKey("10.0.0.1", port), check) for port in range(1, 41)])
         for p in m.probes():
@@ -183,8 +195,9 @@ def test_a_probe_keeps_its_rhythm_and_a_late_run_restarts_it() -> None:
                 time.sleep(0.05)  # the whole loop stalls: the next run starts late
             return OK
 
-        m = HealthMonitor(rng=random.Random(2),
-                          observer=lambda p, due, started, r, d: runs.append((due, started)))
+        m = HealthMonitor(
+            rng=random.Random(2), observer=lambda p, due, started, r, d: runs.append((due, started))
+        )
         m.configure([Target(WEB, RS1, HealthCheck(CheckType.TCP, interval=0.04, timeout=0.02))])
         (probe,) = m.probes()
         probe.checker = sometimes_blocks  # type: ignore[assignment]
@@ -217,8 +230,11 @@ def test_timeouts_and_a_dropped_run_free_their_slot() -> None:
             return OK
 
     async def scenario() -> None:
-        m = HealthMonitor(max_in_flight=1, rng=NoJitter(),
-                          observer=lambda p, due, started, r, d: results.append((p.key.port, r)))
+        m = HealthMonitor(
+            max_in_flight=1,
+            rng=NoJitter(),
+            observer=lambda p, due, started, r, d: results.append((p.key.port, r)),
+        )
         check = HealthCheck(CheckType.TCP, interval=10.0, timeout=0.2)
         targets = [Target(WEB, DestKey("10.0.0.1", port), check) for port in (1, 2, 3)]
         m.configure(targets)
@@ -252,8 +268,9 @@ def test_sockets_that_cannot_open_fail_their_probes_without_recursion() -> None:
     failed: list[Result] = []
 
     async def scenario() -> None:
-        m = HealthMonitor(max_in_flight=1, rng=NoJitter(),
-                          observer=lambda p, due, started, r, d: failed.append(r))
+        m = HealthMonitor(
+            max_in_flight=1, rng=NoJitter(), observer=lambda p, due, started, r, d: failed.append(r)
+        )
         check = HealthCheck(CheckType.TCP, interval=10.0, timeout=1.0)
         m.configure([Target(WEB, DestKey("10.0.0.1", port), check) for port in range(1, 3001)])
         for p in m.probes():

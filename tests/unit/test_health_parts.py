@@ -69,8 +69,10 @@ def test_dechunk() -> None:
 
 
 OK_BODY = b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nstatus: healthy"
-CHUNKED = (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-           b"7\r\nstatus:\r\n8\r\n healthy\r\n0\r\n\r\n")  # fmt: skip
+CHUNKED = (
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"7\r\nstatus:\r\n8\r\n healthy\r\n0\r\n\r\n"
+)
 
 
 def judge(spec: HttpSpec, data: bytes, cap: int = 65536, step: int = 0) -> Result | None:
@@ -96,8 +98,13 @@ RESPONSES = [  # (spec, answer, cap, reason or None for OK, detail)
     (BODY, OK_BODY[:30], 65536, Reason.CLOSED, "before the headers ended"),
     (BODY, CHUNKED, 65536, None, ""),
     (BODY, OK_BODY + b"never read", 65536, None, ""),  # Content-Length decides, not EOF
-    (BODY, OK_BODY.replace(b"15", b"99").replace(b"healthy", b"sickly!") + b"x" * 30
-     + b"healthy", 60, Reason.BAD_BODY, "first 21"),  # past the cap: never seen
+    (
+        BODY,
+        OK_BODY.replace(b"15", b"99").replace(b"healthy", b"sickly!") + b"x" * 30 + b"healthy",
+        60,
+        Reason.BAD_BODY,
+        "first 21",
+    ),  # past the cap: never seen
 ]
 
 

@@ -12,8 +12,13 @@ times = st.floats(0, 1000, allow_nan=False)
 
 def test_linear_ramp_from_1_to_the_goal() -> None:
     assert [ramp_weight(100, 10.0, 10.0 + t, 30.0) for t in (0, 3, 15, 29.9, 30, 99)] == [
-        1, 10, 50, 100, 100, 100,
-    ]  # fmt: skip
+        1,
+        10,
+        50,
+        100,
+        100,
+        100,
+    ]
 
 
 def test_no_window_or_zero_goal_means_no_ramp() -> None:

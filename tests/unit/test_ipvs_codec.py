@@ -35,8 +35,14 @@ def svc_attrs(data: bytes) -> dict[str, Any]:
 
 
 def test_a_persistent_ipv4_service_as_pyroute2_reads_it() -> None:
-    vs = VirtualServer("web", ip("192.0.2.10"), 80, scheduler="wlc",
-                       persistence_timeout=300, persistence_netmask=24)  # fmt: skip
+    vs = VirtualServer(
+        "web",
+        ip("192.0.2.10"),
+        80,
+        scheduler="wlc",
+        persistence_timeout=300,
+        persistence_netmask=24,
+    )
     attrs = svc_attrs(c.message(0x1F, c.CMD_NEW_SERVICE, 5, 1, c.service_attrs(vs)))
     assert attrs["IPVS_SVC_ATTR_AF"] == socket.AF_INET
     assert attrs["IPVS_SVC_ATTR_PROTOCOL"] == socket.IPPROTO_TCP
@@ -50,9 +56,15 @@ def test_a_persistent_ipv4_service_as_pyroute2_reads_it() -> None:
 
 def test_ipv6_netmask_is_the_prefix_length_in_host_order() -> None:
     """pyroute2 needs netmask="128.0.0.0" for /128: the same four bytes."""
-    vs = VirtualServer("v6", ip("2001:db8::1"), 443, scheduler="sh",
-                       scheduler_flags=frozenset({"sh-port", "sh-fallback"}),
-                       persistence_timeout=60, persistence_netmask=64)  # fmt: skip
+    vs = VirtualServer(
+        "v6",
+        ip("2001:db8::1"),
+        443,
+        scheduler="sh",
+        scheduler_flags=frozenset({"sh-port", "sh-fallback"}),
+        persistence_timeout=60,
+        persistence_netmask=64,
+    )
     attrs = svc_attrs(c.message(0x1F, c.CMD_SET_SERVICE, 5, 1, c.service_attrs(vs)))
     assert attrs["IPVS_SVC_ATTR_NETMASK"] == "64.0.0.0"
     assert attrs["IPVS_SVC_ATTR_AF"] == socket.AF_INET6
@@ -73,8 +85,9 @@ def test_fwmark_services_carry_a_netmask_and_no_address() -> None:
     assert attrs["IPVS_SVC_ATTR_NETMASK"] == "128.0.0.0"
 
 
-@pytest.mark.parametrize("forwarding,code", [(Forwarding.NAT, 0), (Forwarding.TUNNEL, 2),
-                                             (Forwarding.DR, 3)])  # fmt: skip
+@pytest.mark.parametrize(
+    "forwarding,code", [(Forwarding.NAT, 0), (Forwarding.TUNNEL, 2), (Forwarding.DR, 3)]
+)
 def test_a_real_server_always_carries_its_forwarding_method(
     forwarding: Forwarding, code: int
 ) -> None:
@@ -83,14 +96,22 @@ def test_a_real_server_always_carries_its_forwarding_method(
     attrs = c.identity_attrs(key, 4) + c.dest_attrs(rs)
     msg = decoded(c.message(0x1F, c.CMD_SET_DEST, 5, 1, attrs))
     svc = dict(msg.get_attr("IPVS_CMD_ATTR_SERVICE")["attrs"])
-    assert svc == {"IPVS_SVC_ATTR_AF": socket.AF_INET, "IPVS_SVC_ATTR_PROTOCOL": 17,
-                   "IPVS_SVC_ATTR_ADDR": "192.0.2.10", "IPVS_SVC_ATTR_PORT": 53}  # fmt: skip
+    assert svc == {
+        "IPVS_SVC_ATTR_AF": socket.AF_INET,
+        "IPVS_SVC_ATTR_PROTOCOL": 17,
+        "IPVS_SVC_ATTR_ADDR": "192.0.2.10",
+        "IPVS_SVC_ATTR_PORT": 53,
+    }
     dest = dict(msg.get_attr("IPVS_CMD_ATTR_DEST")["attrs"])
     assert dest == {
-        "IPVS_DEST_ATTR_ADDR": "10.0.0.2", "IPVS_DEST_ATTR_PORT": 8080,
-        "IPVS_DEST_ATTR_ADDR_FAMILY": socket.AF_INET, "IPVS_DEST_ATTR_FWD_METHOD": code,
-        "IPVS_DEST_ATTR_WEIGHT": 7, "IPVS_DEST_ATTR_U_THRESH": 100, "IPVS_DEST_ATTR_L_THRESH": 10,
-    }  # fmt: skip
+        "IPVS_DEST_ATTR_ADDR": "10.0.0.2",
+        "IPVS_DEST_ATTR_PORT": 8080,
+        "IPVS_DEST_ATTR_ADDR_FAMILY": socket.AF_INET,
+        "IPVS_DEST_ATTR_FWD_METHOD": code,
+        "IPVS_DEST_ATTR_WEIGHT": 7,
+        "IPVS_DEST_ATTR_U_THRESH": 100,
+        "IPVS_DEST_ATTR_L_THRESH": 10,
+    }
 
 
 def test_deletes_name_the_entry_only() -> None:
@@ -98,7 +119,9 @@ def test_deletes_name_the_entry_only() -> None:
     attrs = c.identity_attrs(key, 4) + c.dest_key_attrs("10.0.0.2", 0)
     msg = decoded(c.message(0x1F, c.CMD_DEL_DEST, 5, 1, attrs))
     assert dict(msg.get_attr("IPVS_CMD_ATTR_SERVICE")["attrs"]) == {
-        "IPVS_SVC_ATTR_AF": socket.AF_INET, "IPVS_SVC_ATTR_FWMARK": 9}  # fmt: skip
+        "IPVS_SVC_ATTR_AF": socket.AF_INET,
+        "IPVS_SVC_ATTR_FWMARK": 9,
+    }
     dest = dict(msg.get_attr("IPVS_CMD_ATTR_DEST")["attrs"])
     assert set(dest) == {"IPVS_DEST_ATTR_ADDR", "IPVS_DEST_ATTR_PORT"}
 
@@ -129,20 +152,29 @@ def _stats(kind: int, wide: bool, values: tuple[int, ...]) -> bytes:
     return c.nla(kind, body)
 
 
-def kernel_dest(addr: str, port: int, weight: int, fwd: int = 0, conns: int = 0,
-                seq: int = 9) -> bytes:  # fmt: skip
+def kernel_dest(
+    addr: str, port: int, weight: int, fwd: int = 0, conns: int = 0, seq: int = 9
+) -> bytes:
     a = ip(addr)
     raw = a.packed.ljust(16, b"\0")
     stats = (conns, conns * 5, conns * 4, conns * 300, conns * 900, 0, 0, 0, 0, 0)
     inner = (
-        c.nla(c.DEST_ADDR, raw) + c.be16(c.DEST_PORT, port) + c.u32(c.DEST_FWD_METHOD, fwd)
-        + c.u32(c.DEST_WEIGHT, weight) + c.nla(13, b"\0") + c.be16(14, 0) + c.u16(15, 0)
-        + c.u32(c.DEST_U_THRESH, 50) + c.u32(c.DEST_L_THRESH, 5)
-        + c.u32(c.DEST_ACTIVE_CONNS, 2) + c.u32(c.DEST_INACT_CONNS, 3)
+        c.nla(c.DEST_ADDR, raw)
+        + c.be16(c.DEST_PORT, port)
+        + c.u32(c.DEST_FWD_METHOD, fwd)
+        + c.u32(c.DEST_WEIGHT, weight)
+        + c.nla(13, b"\0")
+        + c.be16(14, 0)
+        + c.u16(15, 0)
+        + c.u32(c.DEST_U_THRESH, 50)
+        + c.u32(c.DEST_L_THRESH, 5)
+        + c.u32(c.DEST_ACTIVE_CONNS, 2)
+        + c.u32(c.DEST_INACT_CONNS, 3)
         + c.u32(c.DEST_PERSIST_CONNS, 1)
         + c.u16(c.DEST_ADDR_FAMILY, socket.AF_INET6 if a.version == 6 else socket.AF_INET)
-        + _stats(c.DEST_STATS, False, stats) + _stats(c.DEST_STATS64, True, stats)
-    )  # fmt: skip
+        + _stats(c.DEST_STATS, False, stats)
+        + _stats(c.DEST_STATS64, True, stats)
+    )
     return c.message(0x1F, c.CMD_NEW_DEST, c.NLM_F_MULTI, seq, c.nla(c.ATTR_DEST, inner))
 
 
@@ -190,23 +222,30 @@ def test_fast_snapshot_objects_equal_the_constructed_ones() -> None:
     assert hash(fast.counters) == hash(Counters(7, 2100, 6300, 35, 28))
 
 
-def kernel_service(key: ServiceKey, family: int, sched: str, flags: int, timeout: int,
-                   netmask: bytes) -> bytes:  # fmt: skip
+def kernel_service(
+    key: ServiceKey, family: int, sched: str, flags: int, timeout: int, netmask: bytes
+) -> bytes:
     af = socket.AF_INET6 if family == 6 else socket.AF_INET
     ident = c.u16(c.SVC_AF, af)
     if key.fwmark:
         ident += c.u32(c.SVC_FWMARK, key.fwmark)
     else:
         raw = ip(key.address).packed.ljust(16, b"\0")
-        ident += (c.u16(c.SVC_PROTOCOL, c.PROTO_NUMBER[key.protocol]) + c.nla(c.SVC_ADDR, raw)
-                  + c.be16(c.SVC_PORT, key.port))  # fmt: skip
+        ident += (
+            c.u16(c.SVC_PROTOCOL, c.PROTO_NUMBER[key.protocol])
+            + c.nla(c.SVC_ADDR, raw)
+            + c.be16(c.SVC_PORT, key.port)
+        )
     stats = (5, 10, 9, 1000, 2000, 0, 0, 0, 0, 0)
     inner = (
-        ident + c.asciiz(c.SVC_SCHED_NAME, sched)
+        ident
+        + c.asciiz(c.SVC_SCHED_NAME, sched)
         + c.nla(c.SVC_FLAGS, struct.pack("=II", flags | c.F_HASHED, 0xFFFFFFFF))
-        + c.u32(c.SVC_TIMEOUT, timeout) + c.nla(c.SVC_NETMASK, netmask)
-        + _stats(c.SVC_STATS, False, stats) + _stats(c.SVC_STATS64, True, stats)
-    )  # fmt: skip
+        + c.u32(c.SVC_TIMEOUT, timeout)
+        + c.nla(c.SVC_NETMASK, netmask)
+        + _stats(c.SVC_STATS, False, stats)
+        + _stats(c.SVC_STATS64, True, stats)
+    )
     return c.message(0x1F, c.CMD_NEW_SERVICE, c.NLM_F_MULTI, 3, c.nla(c.ATTR_SERVICE, inner))
 
 
@@ -228,4 +267,7 @@ def test_service_dump_parses_to_the_model_identity() -> None:
 
 def test_vs_protocols_are_the_kernel_numbers() -> None:
     assert {p.value: c.PROTO_NUMBER[p.value] for p in Protocol} == {
-        "tcp": 6, "udp": 17, "sctp": 132}  # fmt: skip
+        "tcp": 6,
+        "udp": 17,
+        "sctp": 132,
+    }

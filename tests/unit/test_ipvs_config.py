@@ -57,10 +57,13 @@ interface = "eth1"
 syncid = 7
 """).daemon.ipvs
     assert ipvs_settings == IpvsSettings(
-        flush_on_stop=True, adopt=False, adopt_names=frozenset({"web"}),
-        state_file="/run/lvsmon/other.json", sysctl=IpvsSysctls(False, False, True, 2),
+        flush_on_stop=True,
+        adopt=False,
+        adopt_names=frozenset({"web"}),
+        state_file="/run/lvsmon/other.json",
+        sysctl=IpvsSysctls(False, False, True, 2),
         sync_daemon=SyncDaemon(SyncState.BACKUP, "eth1", 7),
-    )  # fmt: skip
+    )
     assert ipvs_settings.adopts("web") and not ipvs_settings.adopts("mail")
     assert load("[daemon.ipvs]\nadopt = true").daemon.ipvs.adopts("anything")
 
@@ -78,9 +81,9 @@ state = "primary"
 syncid = 300
 """) == [
         't.toml: daemon.ipvs.flush_on_stop: "yes" is not valid: expected true or false',
-        't.toml: daemon.ipvs.sysctl.conn_reuse_mode: 9 is not valid: expected an integer 0..3 '
+        "t.toml: daemon.ipvs.sysctl.conn_reuse_mode: 9 is not valid: expected an integer 0..3 "
         "(a bitmap)",
-        't.toml: daemon.ipvs.sysctl.expire_nodest: unknown key (did you mean '
+        "t.toml: daemon.ipvs.sysctl.expire_nodest: unknown key (did you mean "
         '"expire_nodest_conn"?); known keys here: conn_reuse_mode, conntrack, '
         "expire_nodest_conn, expire_quiescent_template",
         't.toml: daemon.ipvs.sync_daemon.state: "primary" is not valid: expected one of '
@@ -92,7 +95,7 @@ syncid = 300
 
 def test_a_sync_daemon_needs_an_interface() -> None:
     assert errors('[daemon.ipvs.sync_daemon]\nstate = "master"') == [
-        't.toml: daemon.ipvs.sync_daemon.interface: missing: the sync daemon needs an '
+        "t.toml: daemon.ipvs.sync_daemon.interface: missing: the sync daemon needs an "
         'interface when state is "master"'
     ]
 
@@ -108,8 +111,9 @@ address = "192.0.2.10/24"
 
 
 def test_the_sync_daemon_follows_a_failover_group() -> None:
-    sync = load('[daemon.ipvs.sync_daemon]\nfollow = "www"\ninterface = "eth1"\nsyncid = 10\n'
-                + GROUP).daemon.ipvs.sync_daemon  # fmt: skip
+    sync = load(
+        '[daemon.ipvs.sync_daemon]\nfollow = "www"\ninterface = "eth1"\nsyncid = 10\n' + GROUP
+    ).daemon.ipvs.sync_daemon
     assert sync == SyncDaemon(SyncState.NONE, "eth1", 10, follow="www")
     # master sends; every other role receives (keepalived's lvs_sync_daemon)
     assert sync.for_role("master") == SyncDaemon(SyncState.MASTER, "eth1", 10)
@@ -123,7 +127,7 @@ def test_follow_mistakes() -> None:
     assert errors('[daemon.ipvs.sync_daemon]\nfollow = "wwww"\nstate = "master"\n' + GROUP) == [
         't.toml: daemon.ipvs.sync_daemon.state: "master" conflicts with follow = "wwww": the '
         "role of that failover group decides master or backup; remove one",
-        't.toml: daemon.ipvs.sync_daemon.interface: missing: the sync daemon needs an '
+        "t.toml: daemon.ipvs.sync_daemon.interface: missing: the sync daemon needs an "
         'interface when follow = "wwww"',
         't.toml: daemon.ipvs.sync_daemon.follow: "wwww" names no failover_group ("www")',
     ]
@@ -133,8 +137,10 @@ def _kernel_tree(tmp: Path, schedulers: list[str], builtin: tuple[str, ...] = ()
     mods = tmp / "lib" / "6.1.0-test"
     mods.mkdir(parents=True)
     lines = ["kernel/net/netfilter/ipvs/ip_vs.ko: kernel/net/netfilter/nf_conntrack.ko"]
-    lines += [f"kernel/net/netfilter/ipvs/ip_vs_{s}.ko.xz: kernel/net/netfilter/ipvs/ip_vs.ko"
-              for s in [*schedulers, "ftp", "pe_sip"]]  # fmt: skip
+    lines += [
+        f"kernel/net/netfilter/ipvs/ip_vs_{s}.ko.xz: kernel/net/netfilter/ipvs/ip_vs.ko"
+        for s in [*schedulers, "ftp", "pe_sip"]
+    ]
     (mods / "modules.dep").write_text("\n".join(lines) + "\n")
     (mods / "modules.builtin").write_text(
         "".join(f"kernel/net/netfilter/ipvs/ip_vs_{s}.ko\n" for s in builtin)
@@ -166,9 +172,9 @@ def test_a_scheduler_the_kernel_lacks_is_a_config_error(tmp_path: Path) -> None:
 def test_one_fwmark_per_address_family() -> None:
     extra = '[[virtual_server]]\nname = "m{n}"\nfwmark = 5\nprotocol = "{p}"\n{a}'
     text = BASE.format(extra="", scheduler="wlc") + "".join(
-        extra.format(n=n, p=p, a=a) for n, p, a in
-        ((1, "tcp", ""), (2, "udp", ""), (3, "udp", 'address = "2001:db8::1"\n'))
-    )  # fmt: skip
+        extra.format(n=n, p=p, a=a)
+        for n, p, a in ((1, "tcp", ""), (2, "udp", ""), (3, "udp", 'address = "2001:db8::1"\n'))
+    )
     with pytest.raises(config.ConfigError) as info:
         config.loads(text, "t.toml")
     assert info.value.render().splitlines()[1:] == [

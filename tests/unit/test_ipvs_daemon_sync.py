@@ -51,9 +51,13 @@ class FakeKernel:
         snap = snapshot_of(self.table)
         if not self.in_use:
             return snap
-        services = tuple(dataclasses.replace(s, dests=tuple(
-            dataclasses.replace(d, active=self.in_use) for d in s.dests)) for s in snap.services)
-        return Snapshot(services)  # fmt: skip
+        services = tuple(
+            dataclasses.replace(
+                s, dests=tuple(dataclasses.replace(d, active=self.in_use) for d in s.dests)
+            )
+            for s in snap.services
+        )
+        return Snapshot(services)
 
     async def apply(self, ops: Sequence[Op]) -> None:
         if self.fail:

@@ -32,10 +32,14 @@ ip = ipaddress.ip_address
 
 def vs(n: int, reals: int = 3, scheduler: str = "wlc") -> VirtualServer:
     return VirtualServer(
-        f"vs{n}", ip(f"192.0.2.{n}"), 80, scheduler=scheduler,
-        real_servers=tuple(RealServer(ip(f"10.{n}.{i // 250}.{i % 250}"), 8080, i)
-                           for i in range(1, reals + 1)),
-    )  # fmt: skip
+        f"vs{n}",
+        ip(f"192.0.2.{n}"),
+        80,
+        scheduler=scheduler,
+        real_servers=tuple(
+            RealServer(ip(f"10.{n}.{i // 250}.{i % 250}"), 8080, i) for i in range(1, reals + 1)
+        ),
+    )
 
 
 class FakeKernel:
@@ -76,8 +80,15 @@ def test_full_sync_batches_end_after_each_new_virtual_server() -> None:
 
 def test_many_edits_share_few_sends() -> None:
     old = vs(1, reals=600)
-    new = VirtualServer(old.name, old.address, old.port, scheduler="wlc", real_servers=tuple(
-        RealServer(rs.address, rs.port, rs.weight + 1) for rs in old.real_servers))  # fmt: skip
+    new = VirtualServer(
+        old.name,
+        old.address,
+        old.port,
+        scheduler="wlc",
+        real_servers=tuple(
+            RealServer(rs.address, rs.port, rs.weight + 1) for rs in old.real_servers
+        ),
+    )
     ops = reconcile({new.key: new}, {old.key: old})
     kernel = FakeKernel()
     outcome = asyncio.run(execute(ops, kernel.send, identity))
@@ -120,7 +131,8 @@ def test_error_messages_name_the_operation_and_the_meaning() -> None:
     assert "lvsmon did not create it" in describe(AddService(web), FOREIGN)
     assert "adopt" in describe(AddService(web), FOREIGN)
     assert describe(EditService(web), errno.EPERM).endswith(
-        "EPERM (not permitted: lvsmon needs CAP_NET_ADMIN (run it as root))")  # fmt: skip
+        "EPERM (not permitted: lvsmon needs CAP_NET_ADMIN (run it as root))"
+    )
     add = AddDest(web.key, RealServer(ip("10.0.0.1"), 80, 1))
     assert describe(add, errno.EEXIST) == (
         "add real server 10.0.0.1:80 weight 1 to TCP 192.0.2.1:80: EEXIST "
@@ -142,8 +154,9 @@ def test_summary_says_how_much_was_applied() -> None:
 
 def test_kernel_attributes_ignore_what_ipvs_does_not_store() -> None:
     a = vs(1).attributes()
-    b = VirtualServer("renamed", a.address, a.port, scheduler="wlc", quiesce=True,
-                      persistence_timeout=0.0)  # fmt: skip
+    b = VirtualServer(
+        "renamed", a.address, a.port, scheduler="wlc", quiesce=True, persistence_timeout=0.0
+    )
     assert kernel_attributes(a) == kernel_attributes(b)
     c1 = VirtualServer("p", a.address, a.port, persistence_timeout=1.5)
     assert kernel_attributes(c1)[2] == 2

@@ -18,6 +18,12 @@ def test_ruff_is_clean() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_ruff_format_is_clean() -> None:
+    """One formatter, no hand layout: `ruff format` leaves the tree unchanged."""
+    result = run("ruff", "format", "--check", "lvsmon", "tests", "bench", "dashboards")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_mypy_strict_is_clean() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr

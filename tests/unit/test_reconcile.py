@@ -30,8 +30,9 @@ def rs(last: int, weight: int = 1, port: int = 80) -> RealServer:
 def vs(
     name: str, port: int, *reals: RealServer, proto: str = "tcp", sched: str = "wlc"
 ) -> VirtualServer:
-    return VirtualServer(name, A("192.0.2.1"), port, Protocol(proto), scheduler=sched,
-                         real_servers=tuple(reals))  # fmt: skip
+    return VirtualServer(
+        name, A("192.0.2.1"), port, Protocol(proto), scheduler=sched, real_servers=tuple(reals)
+    )
 
 
 def table(*services: VirtualServer) -> dict[ServiceKey, VirtualServer]:

@@ -87,10 +87,14 @@ class Trace:
 SLOW_START = 120.0  # at least twice the connections' lifetime: see the module docstring
 ADDRESSES = {"A": "10.0.0.1", "B": "10.0.0.2", "C": "10.0.0.3"}
 SERVICE = VirtualServer(
-    "web", IPv4Address("198.51.100.1"), 80, scheduler="wlc",
-    real_servers=tuple(RealServer(IPv4Address(ADDRESSES[n]), 80, w) for n, w in
-                       (("A", 1), ("B", 1), ("C", 2))),
-)  # fmt: skip
+    "web",
+    IPv4Address("198.51.100.1"),
+    80,
+    scheduler="wlc",
+    real_servers=tuple(
+        RealServer(IPv4Address(ADDRESSES[n]), 80, w) for n, w in (("A", 1), ("B", 1), ("C", 2))
+    ),
+)
 
 
 def programmed(now: float, slow_start: float) -> dict[str, int]:
@@ -222,8 +226,10 @@ def test_slow_start_prevents_the_flood(trace: Trace, slow_trace: Trace) -> None:
     run, _ = slow_trace.run_after(RETURN_AT)
     assert flood_run > 300 and run < 20  # no long run of consecutive connections to C
     flood = trace.shares(RETURN_AT, RETURN_AT + 20)["C"]
-    peak = max(slow_trace.shares(RETURN_AT + t, RETURN_AT + t + 20)["C"]
-               for t in range(0, int(SLOW_START), 10))  # fmt: skip
+    peak = max(
+        slow_trace.shares(RETURN_AT + t, RETURN_AT + t + 20)["C"]
+        for t in range(0, int(SLOW_START), 10)
+    )
     assert flood == 1.0 and peak < 0.7  # about its fair 50 % all through the ramp
     # and C still gets its due: its share grows through the ramp to its weight's 50 %
     late = slow_trace.shares(RETURN_AT + 2 * SLOW_START, END_AT)

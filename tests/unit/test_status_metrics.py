@@ -40,10 +40,12 @@ def snapshot(with_draining: bool) -> Snapshot:
     dests = [DestStats(DestKey("10.0.0.2", 80), 3, 2, 7, 1, Counters(12, 1000, 5000))]
     if with_draining:
         dests.append(DestStats(DestKey("10.0.0.9", 80), 0, 1, 0, 0, Counters(4, 10, 20)))
-    return Snapshot((
-        ServiceStats(WEB, Counters(16, 1010, 5020), tuple(dests)),
-        ServiceStats(DNS, Counters()),
-    ))  # fmt: skip
+    return Snapshot(
+        (
+            ServiceStats(WEB, Counters(16, 1010, 5020), tuple(dests)),
+            ServiceStats(DNS, Counters()),
+        )
+    )
 
 
 def registry_for(snap: Snapshot) -> CollectorRegistry:
@@ -67,8 +69,13 @@ def test_contract_metrics_from_a_snapshot() -> None:
         reg.get_sample_value("lvsmon_virtual_server_connections_total", {"virtual_server": "web"})
         == 16
     )
-    info = {"virtual_server": "dns6", "address": "2001:db8::53", "port": "53",
-            "protocol": "udp", "scheduler": "rr"}  # fmt: skip
+    info = {
+        "virtual_server": "dns6",
+        "address": "2001:db8::53",
+        "port": "53",
+        "protocol": "udp",
+        "scheduler": "rr",
+    }
     assert reg.get_sample_value("lvsmon_virtual_server_info", info) == 1
     assert (
         reg.get_sample_value("lvsmon_build_info", {"version": "0.1.0", "dataplane": "proxy"}) == 1
@@ -98,8 +105,13 @@ def test_series_of_a_removed_real_server_disappear() -> None:
 
 def test_connect_failures_only_where_the_data_plane_sees_them() -> None:
     key = DestKey("10.0.0.2", 80)
-    proxy = Snapshot((ServiceStats(WEB, Counters(), (
-        DestStats(key, 3, 0, 0, 0, Counters(), connect_failures=5),)),))  # fmt: skip
+    proxy = Snapshot(
+        (
+            ServiceStats(
+                WEB, Counters(), (DestStats(key, 3, 0, 0, 0, Counters(), connect_failures=5),)
+            ),
+        )
+    )
     web = {"virtual_server": "web", "real_server": "10.0.0.2:80"}
     name = "lvsmon_real_server_connect_failures_total"
     assert registry_for(proxy).get_sample_value(name, web) == 5
@@ -131,10 +143,34 @@ def test_ipvsadm_layouts() -> None:
     assert table[1] == "Prot LocalAddress:Port Scheduler Flags"
     assert table[3] == "TCP  192.0.2.10:80 wlc persistent 300 mask 255.255.255.0"
     assert table[2].split()[-5:] == ["Config", "Health", "SlowStart", "Adapt", "Effective"]
-    assert table[4].split() == ["->", "10.0.0.2:80", "Masq", "3", "2", "7", "up",
-                                "3", "up", "-", "-", "3"]  # fmt: skip
-    assert table[5].split() == ["->", "10.0.0.9:80", "Masq", "0", "1", "0", "draining",
-                                "-", "-", "-", "-", "-"]  # fmt: skip
+    assert table[4].split() == [
+        "->",
+        "10.0.0.2:80",
+        "Masq",
+        "3",
+        "2",
+        "7",
+        "up",
+        "3",
+        "up",
+        "-",
+        "-",
+        "3",
+    ]
+    assert table[5].split() == [
+        "->",
+        "10.0.0.9:80",
+        "Masq",
+        "0",
+        "1",
+        "0",
+        "draining",
+        "-",
+        "-",
+        "-",
+        "-",
+        "-",
+    ]
     assert table[6] == "UDP  [2001:db8::53]:53 rr"
 
 
@@ -147,6 +183,7 @@ def test_status_shows_each_weight_factor_in_its_own_column() -> None:
     row = render_table(view).splitlines()[4].split()
     # weight 3 ramps, so the ratio scheduler's weights are x100 (lvsmon.weights.effective)
     assert row[7:] == ["3", "up", "50%", "0.80", "120"]
-    down = build_view(CFG, snapshot(False), frozenset({key}),
-                      weight_parts=weight_parts([WEB], down=[key]))  # fmt: skip
+    down = build_view(
+        CFG, snapshot(False), frozenset({key}), weight_parts=weight_parts([WEB], down=[key])
+    )
     assert render_table(down).splitlines()[4].split()[6:] == ["down", "3", "down", "-", "-", "0"]

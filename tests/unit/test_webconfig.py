@@ -53,11 +53,14 @@ TLS = "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n"
 
 
 def test_full_config_relative_to_its_directory(certs: Path) -> None:
-    web = load(certs, TLS + "  client_auth_type: RequireAndVerifyClientCert\n"
-               "  client_ca_file: ca.crt\n  client_allowed_sans: [prometheus.example]\n"
-               "  min_version: TLS13\n"
-               "http_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n"
-               f"basic_auth_users:\n  prom: {HASH}\n  alice: '$2y${HASH[4:]}'\n")  # fmt: skip
+    web = load(
+        certs,
+        TLS + "  client_auth_type: RequireAndVerifyClientCert\n"
+        "  client_ca_file: ca.crt\n  client_allowed_sans: [prometheus.example]\n"
+        "  min_version: TLS13\n"
+        "http_server_config:\n  http2: true\n  headers:\n    X-Frame-Options: deny\n"
+        f"basic_auth_users:\n  prom: {HASH}\n  alice: '$2y${HASH[4:]}'\n",
+    )
     assert web.tls is not None and web.scheme == "https"
     assert web.tls.cert_file == str(certs / "server.crt")
     assert web.tls.client_ca_file == str(certs / "ca.crt")
@@ -87,8 +90,10 @@ def test_a_renewed_certificate_changes_the_fingerprint(certs: Path, ca: trustme.
 
 def test_missing_and_unreadable_files_name_key_and_path(certs: Path) -> None:
     found = problems(certs, "tls_server_config:\n  cert_file: nope.crt\n")
-    assert ("tls_server_config.cert_file",
-            f'"{certs / "nope.crt"}" cannot be read: No such file or directory') in found
+    assert (
+        "tls_server_config.cert_file",
+        f'"{certs / "nope.crt"}" cannot be read: No such file or directory',
+    ) in found
     assert any(k == "tls_server_config.key_file" and m.startswith("missing") for k, m in found)
 
 
@@ -103,8 +108,13 @@ def test_not_a_mapping(tmp_path: Path) -> None:
 
 
 def test_unknown_and_unsupported_keys(certs: Path) -> None:
-    found = dict(problems(certs, TLS + "  cert_flie: x\n  cipher_suites: [TLS_AES_128]\n"
-                          "rate_limit: {interval: 1s}\nbasic_auth: {}\n"))  # fmt: skip
+    found = dict(
+        problems(
+            certs,
+            TLS + "  cert_flie: x\n  cipher_suites: [TLS_AES_128]\n"
+            "rate_limit: {interval: 1s}\nbasic_auth: {}\n",
+        )
+    )
     assert found["tls_server_config.cert_flie"].startswith("unknown key; known keys here:")
     assert "cert_file" in found["tls_server_config.cert_flie"]
     assert "not supported" in found["tls_server_config.cipher_suites"]
@@ -113,8 +123,13 @@ def test_unknown_and_unsupported_keys(certs: Path) -> None:
 
 
 def test_a_value_that_is_not_bcrypt_is_rejected_and_not_echoed(tmp_path: Path) -> None:
-    found = dict(problems(tmp_path, "basic_auth_users:\n  prom: hunter2hunter2\n"
-                          f"  low: '$2b$03${HASH[7:]}'\n  'a:b': {HASH}\n  n: 12\n"))
+    found = dict(
+        problems(
+            tmp_path,
+            "basic_auth_users:\n  prom: hunter2hunter2\n"
+            f"  low: '$2b$03${HASH[7:]}'\n  'a:b': {HASH}\n  n: 12\n",
+        )
+    )
     assert "is not a bcrypt hash" in found["basic_auth_users.prom"]
     assert "hunter2" not in found["basic_auth_users.prom"]  # may be the plain password
     assert "htpasswd -nBC 10" in found["basic_auth_users.prom"]
@@ -143,38 +158,52 @@ def test_tls_settings_that_cannot_work(certs: Path, extra: str, key: str, words:
 
 def test_key_of_another_certificate(certs: Path, ca: trustme.CA) -> None:
     ca.issue_cert("other").private_key_pem.write_to_path(str(certs / "other.key"))
-    found = dict(problems(certs, "tls_server_config:\n  cert_file: server.crt\n"
-                          "  key_file: other.key\n"))  # fmt: skip
+    found = dict(
+        problems(certs, "tls_server_config:\n  cert_file: server.crt\n  key_file: other.key\n")
+    )
     assert "is not the key of cert_file" in found["tls_server_config.key_file"]
 
 
 def test_encrypted_key_is_refused_without_prompting(certs: Path) -> None:
     key = serialization.load_pem_private_key((certs / "server.key").read_bytes(), None)
-    (certs / "enc.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-        serialization.BestAvailableEncryption(b"pw")))  # fmt: skip
-    found = dict(problems(certs, "tls_server_config:\n  cert_file: server.crt\n"
-                          "  key_file: enc.key\n"))  # fmt: skip
+    (certs / "enc.key").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"pw"),
+        )
+    )
+    found = dict(
+        problems(certs, "tls_server_config:\n  cert_file: server.crt\n  key_file: enc.key\n")
+    )
     assert "is encrypted" in found["tls_server_config.key_file"]
 
 
 def test_not_pem(certs: Path) -> None:
     (certs / "junk.crt").write_text("hello\n")
-    found = dict(problems(certs, "tls_server_config:\n  cert_file: junk.crt\n"
-                          "  key_file: server.key\n"))  # fmt: skip
+    found = dict(
+        problems(certs, "tls_server_config:\n  cert_file: junk.crt\n  key_file: server.key\n")
+    )
     assert "not a PEM certificate" in found["tls_server_config.cert_file"]
 
 
 def test_headers_are_checked(tmp_path: Path) -> None:
-    found = dict(problems(tmp_path, "http_server_config:\n  headers:\n    X-Frame-Options: allow\n"
-                          "    Server: lvsmon\n"))  # fmt: skip
+    found = dict(
+        problems(
+            tmp_path,
+            "http_server_config:\n  headers:\n    X-Frame-Options: allow\n    Server: lvsmon\n",
+        )
+    )
     assert "expected one of deny, sameorigin" in found["http_server_config.headers.X-Frame-Options"]
     assert "cannot be set" in found["http_server_config.headers.Server"]
 
 
 def test_client_allowed_sans_match_dns_and_ip_by_value(certs: Path) -> None:
-    web = load(certs, TLS + "  client_auth_type: RequireAndVerifyClientCert\n"
-               "  client_ca_file: ca.crt\n  client_allowed_sans: [scraper.example, '::1']\n")
+    web = load(
+        certs,
+        TLS + "  client_auth_type: RequireAndVerifyClientCert\n"
+        "  client_ca_file: ca.crt\n  client_allowed_sans: [scraper.example, '::1']\n",
+    )
     assert web.tls is not None
     assert web.tls.allows_peer({"subjectAltName": (("DNS", "scraper.example"),)})
     assert web.tls.allows_peer({"subjectAltName": (("IP Address", "0:0:0:0:0:0:0:1\n"),)})
@@ -195,8 +224,10 @@ def test_config_error_names_the_key_the_file_and_the_problem(tmp_path: Path) -> 
     with pytest.raises(configmod.ConfigError) as err:
         configmod.loads(toml(web_file), "lvsmon.toml")
     text = err.value.render()
-    assert (f'lvsmon.toml: daemon.web_config_file: "{web_file}": tls_server_config.cert_file: '
-            f'"{tmp_path / "nope.crt"}" cannot be read: No such file or directory') in text
+    assert (
+        f'lvsmon.toml: daemon.web_config_file: "{web_file}": tls_server_config.cert_file: '
+        f'"{tmp_path / "nope.crt"}" cannot be read: No such file or directory'
+    ) in text
     assert "tls_server_config.key_file" in text
 
 

@@ -45,8 +45,12 @@ def params(draw: st.DrawFn) -> Params:
     )
 
 
-def run(law: Proportional | Piranha, samples: Sequence[float | None],
-        start: ServerState | None = None, dt: float = 1.0) -> list[float]:  # fmt: skip
+def run(
+    law: Proportional | Piranha,
+    samples: Sequence[float | None],
+    start: ServerState | None = None,
+    dt: float = 1.0,
+) -> list[float]:
     state = start or law.initial(100)
     out = []
     for i, load in enumerate(samples):
@@ -76,16 +80,30 @@ def monotone(xs: list[float]) -> bool:
 
 
 def test_formula_by_hand() -> None:
-    p = Params(smoothing=1.0, deadband=0.0, max_change=1.0, min_weight=0.1, max_weight=1.0,
-               load_low=0.5, load_high=0.9)  # fmt: skip
+    p = Params(
+        smoothing=1.0,
+        deadband=0.0,
+        max_change=1.0,
+        min_weight=0.1,
+        max_weight=1.0,
+        load_low=0.5,
+        load_high=0.9,
+    )
     assert target(p, 0.2) == 1.0 and target(p, 0.5) == 1.0
     assert math.isclose(target(p, 0.7), 0.55) and target(p, 0.9) == target(p, 3.0) == 0.1
     assert run(Proportional(p), [0.7, 0.9, 0.2]) == [0.55, 0.1, 1.0]
 
 
 def test_smoothing_deadband_and_rate_limit() -> None:
-    p = Params(smoothing=0.5, deadband=0.05, max_change=0.25, min_weight=0.1, max_weight=1.0,
-               load_low=0.0, load_high=1.0)  # fmt: skip
+    p = Params(
+        smoothing=0.5,
+        deadband=0.05,
+        max_change=0.25,
+        min_weight=0.1,
+        max_weight=1.0,
+        load_low=0.0,
+        load_high=1.0,
+    )
     factors = run(Proportional(p), [1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     # first sample is taken as is (S=1, T=0.1): the factor walks down 0.25 per update
     assert [round(f, 3) for f in factors] == [0.75, 0.5, 0.25, 0.1, 0.1, 0.1]
@@ -173,8 +191,15 @@ def test_converges_within_the_predicted_number_of_updates() -> None:
 
 
 def test_fail_static_holds_then_returns_to_the_configured_weight() -> None:
-    p = Params(mode=PROPORTIONAL, smoothing=1.0, deadband=0.0, max_change=1.0, load_low=0.5,
-               stale_after=5.0, expire_after=20.0)  # fmt: skip
+    p = Params(
+        mode=PROPORTIONAL,
+        smoothing=1.0,
+        deadband=0.0,
+        max_change=1.0,
+        load_low=0.5,
+        stale_after=5.0,
+        expire_after=20.0,
+    )
     law = Proportional(p)
     state, f = law.step(law.initial(100), Sample(0.0, load=0.9), 0.0)
     assert f == 0.1
@@ -189,8 +214,15 @@ def test_fail_static_holds_then_returns_to_the_configured_weight() -> None:
 
 
 def test_a_stale_sample_counts_as_missing() -> None:
-    p = Params(mode=PROPORTIONAL, smoothing=1.0, deadband=0.0, max_change=1.0, load_low=0.5,
-               stale_after=5.0, expire_after=20.0)  # fmt: skip
+    p = Params(
+        mode=PROPORTIONAL,
+        smoothing=1.0,
+        deadband=0.0,
+        max_change=1.0,
+        load_low=0.5,
+        stale_after=5.0,
+        expire_after=20.0,
+    )
     law = Proportional(p)
     state, _ = law.step(law.initial(100), Sample(0.0, load=0.2), 0.0)
     state, f = law.step(state, Sample(1.0, load=0.9), 7.0)  # measured 6 s ago
@@ -301,16 +333,23 @@ def group_run(law: Balance, loads: Sequence[Sequence[float | None]]) -> list[lis
     states = {k: law.initial(100) for k in keys}
     out = []
     for t, row in enumerate(loads):
-        samples = {k: None if v is None else Sample(float(t), load=v)
-                   for k, v in zip(keys, row, strict=True)}  # fmt: skip
+        samples = {
+            k: None if v is None else Sample(float(t), load=v)
+            for k, v in zip(keys, row, strict=True)
+        }
         stepped = law.step_group(states, samples, float(t))
         states = {k: s for k, (s, _) in stepped.items()}
         out.append([stepped[k][1] for k in keys])
     return out
 
 
-def closed_loop(law: Balance, capacity: list[float], rho: float, steps: int,
-                change: tuple[int, int, float] | None = None) -> tuple[list[list[float]], list[list[float]]]:  # noqa: E501  # fmt: skip
+def closed_loop(
+    law: Balance,
+    capacity: list[float],
+    rho: float,
+    steps: int,
+    change: tuple[int, int, float] | None = None,
+) -> tuple[list[list[float]], list[list[float]]]:
     """Shares follow weights (wrr), load = demand x share / capacity, measured a step late."""
     cap = list(capacity)
     demand = rho * sum(cap)
@@ -381,8 +420,12 @@ def test_balance_no_oscillation_under_constant_loads(row: list[float]) -> None:
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.floats(1, 8), min_size=2, max_size=5), st.floats(0.3, 0.9),
-       st.integers(0, 4), st.floats(1, 8))  # fmt: skip
+@given(
+    st.lists(st.floats(1, 8), min_size=2, max_size=5),
+    st.floats(0.3, 0.9),
+    st.integers(0, 4),
+    st.floats(1, 8),
+)
 def test_balance_converges_in_closed_loop_after_a_step(
     capacity: list[float], rho: float, which: int, new: float
 ) -> None:

@@ -17,9 +17,18 @@ from lvsmon.weights.spec import AdaptiveSpec
 
 SVC = ServiceKey("tcp", "192.0.2.1", 80)
 A, B = DestKey("10.0.0.1", 80), DestKey("10.0.0.2", 80)
-PARAMS = Params(mode=PROPORTIONAL, smoothing=1.0, deadband=0.0, max_change=1.0, min_weight=0.1,
-                max_weight=1.0, load_low=0.0, load_high=1.0, stale_after=5.0,
-                expire_after=20.0)  # fmt: skip
+PARAMS = Params(
+    mode=PROPORTIONAL,
+    smoothing=1.0,
+    deadband=0.0,
+    max_change=1.0,
+    min_weight=0.1,
+    max_weight=1.0,
+    load_low=0.0,
+    load_high=1.0,
+    stale_after=5.0,
+    expire_after=20.0,
+)
 
 
 class Script:
@@ -57,10 +66,12 @@ def setup(
     spec: AdaptiveSpec | None = None,
 ) -> tuple[WeightController, Script, Clock_, Group]:
     script, clock = Script(), Clock_()
-    ctl = WeightController(clock=clock, wall=lambda: 1.7e9 + clock.t,
-                           source_factory=lambda spec, name, sem: script)  # fmt: skip
-    group = Group(SVC, "web", spec or AdaptiveSpec("scrape", params=PARAMS),
-                  (Member(A, 100), Member(B, 100)))  # fmt: skip
+    ctl = WeightController(
+        clock=clock, wall=lambda: 1.7e9 + clock.t, source_factory=lambda spec, name, sem: script
+    )
+    group = Group(
+        SVC, "web", spec or AdaptiveSpec("scrape", params=PARAMS), (Member(A, 100), Member(B, 100))
+    )
     ctl.configure([group])
     return ctl, script, clock, group
 
@@ -142,8 +153,12 @@ def test_collector() -> None:
     ctl, script, clock, _ = setup()
     registry = CollectorRegistry()
     registry.register(WeightCollector(ctl, lambda: {SVC: "web"}))
-    assert registry.get_sample_value("lvsmon_weight_source_up",
-                                     {"virtual_server": "web", "source": "scrape"}) is None
+    assert (
+        registry.get_sample_value(
+            "lvsmon_weight_source_up", {"virtual_server": "web", "source": "scrape"}
+        )
+        is None
+    )
     script.loads = {A: 0.5, B: 3.0}
     asyncio.run(ctl.poll(SVC))
 
@@ -154,8 +169,10 @@ def test_collector() -> None:
     assert value("lvsmon_real_server_load", real_server="10.0.0.2:80") == 1.0  # clamped
     assert value("lvsmon_weight_updates_total", real_server="10.0.0.2:80") == 1
     assert value("lvsmon_weight_source_up", source="scrape") == 1
-    assert value("lvsmon_weight_source_last_success_timestamp_seconds",
-                 source="scrape") == 1.7e9 + 1000  # fmt: skip
+    assert (
+        value("lvsmon_weight_source_last_success_timestamp_seconds", source="scrape")
+        == 1.7e9 + 1000
+    )
     script.error = "down"
     clock.t += 6
     asyncio.run(ctl.poll(SVC))

@@ -23,8 +23,9 @@ def vs(*weights: int, quiesce: bool = False) -> VirtualServer:
     reals = tuple(
         RealServer(ipaddress.ip_address(f"10.0.0.{i}"), 80, w) for i, w in enumerate(weights, 1)
     )
-    return VirtualServer("web", ipaddress.ip_address("192.0.2.1"), 80, quiesce=quiesce,
-                         real_servers=reals)  # fmt: skip
+    return VirtualServer(
+        "web", ipaddress.ip_address("192.0.2.1"), 80, quiesce=quiesce, real_servers=reals
+    )
 
 
 def test_rounding_rules() -> None:
@@ -48,8 +49,13 @@ def test_zero_only_when_a_factor_is_zero(w: int, up: bool, ramp: float, adaptive
 def test_columns_for_status() -> None:
     p = WeightParts(100, up=True, slow_start=0.4, adaptive=0.5)
     assert p.effective == 20
-    assert p.columns() == {"configured": "100", "health": "up", "slow_start": "40%",
-                           "adaptive": "0.50", "effective": "20"}  # fmt: skip
+    assert p.columns() == {
+        "configured": "100",
+        "health": "up",
+        "slow_start": "40%",
+        "adaptive": "0.50",
+        "effective": "20",
+    }
     assert WeightParts(7).columns()["adaptive"] == "-"
     assert WeightParts(7, up=False).to_json()["effective"] == 0
 
@@ -62,8 +68,9 @@ def test_slow_start_fraction() -> None:
 def test_parts_and_overrides_feed_desired_table() -> None:
     web = vs(100, 100, 100)
     keys = [(web.key, rs.key) for rs in web.real_servers]
-    parts = weight_parts([web], down=[keys[2]], slow_start={keys[1]: 0.5},
-                         adaptive={keys[0]: 0.25, keys[1]: 0.8})  # fmt: skip
+    parts = weight_parts(
+        [web], down=[keys[2]], slow_start={keys[1]: 0.5}, adaptive={keys[0]: 0.25, keys[1]: 0.8}
+    )
     # a server ramps under wlc: every weight of the virtual server is scaled x100 meanwhile
     assert [parts[k].effective for k in keys] == [2500, 4000, 0]
     table = desired_table(Config(DaemonSettings(), (web,)), overrides(parts))
@@ -85,7 +92,9 @@ def test_a_ramp_is_scaled_only_for_ratio_schedulers_and_only_while_it_runs() -> 
     big = vs(1000, 60000)  # the scale keeps weights within IPVS's 65535
     bkeys = [(big.key, rs.key) for rs in big.real_servers]
     assert [weight_parts([big], slow_start={bkeys[0]: 0.5})[k].effective for k in bkeys] == [
-        500, 60000]
+        500,
+        60000,
+    ]
 
 
 def test_group_rule_adaptive_weights_never_empty_a_virtual_server() -> None:
@@ -119,8 +128,13 @@ def test_from_health_overrides_as_the_monitor_gives_them() -> None:
     health: dict[tuple[ServiceKey, DestKey], int | None] = {keys[0]: None, keys[1]: 40}
     parts = from_health([web], health, adaptive={keys[1]: 0.5, keys[2]: 0.25})
     assert [parts[k].effective for k in keys] == [0, 20, 25]
-    assert parts[keys[1]].columns() == {"configured": "100", "health": "up", "slow_start": "40%",
-                                        "adaptive": "0.50", "effective": "20"}  # fmt: skip
+    assert parts[keys[1]].columns() == {
+        "configured": "100",
+        "health": "up",
+        "slow_start": "40%",
+        "adaptive": "0.50",
+        "effective": "20",
+    }
     assert overrides(parts) == {keys[0]: None, keys[1]: 20, keys[2]: 25}
     # no adaptive weights: exactly the monitor's overrides
     assert overrides(from_health([web], health)) == health

@@ -67,8 +67,9 @@ def test_evaluation_errors() -> None:
         scrape(NODE, "node_load1 / (node_load1 - 2.5)")
 
 
-@pytest.mark.parametrize("text", ["", "node_load1 +", "sum(x", "x{a=1}", 'x{a=~"("}', "x y",
-                                  "rate(x", "x{a}", "@"])  # fmt: skip
+@pytest.mark.parametrize(
+    "text", ["", "node_load1 +", "sum(x", "x{a=1}", 'x{a=~"("}', "x y", "rate(x", "x{a}", "@"]
+)
 def test_parse_errors(text: str) -> None:
     with pytest.raises(ExprError):
         parse(text)
@@ -80,8 +81,10 @@ def test_exposition_keeps_only_what_the_expression_reads() -> None:
 
 
 def test_prometheus_vector_answers() -> None:
-    body = (b'{"status":"success","data":{"resultType":"vector","result":[{"metric":'
-            b'{"instance":"10.0.0.1:9100"},"value":[1700000000.1,"0.25"]}]}}')  # fmt: skip
+    body = (
+        b'{"status":"success","data":{"resultType":"vector","result":[{"metric":'
+        b'{"instance":"10.0.0.1:9100"},"value":[1700000000.1,"0.25"]}]}}'
+    )
     assert _vector(body) == [({"instance": "10.0.0.1:9100"}, 0.25)]
     with pytest.raises(ValueError, match="query failed: parse error"):
         _vector(b'{"status":"error","errorType":"bad_data","error":"parse error"}')
@@ -91,14 +94,17 @@ def test_prometheus_vector_answers() -> None:
         _vector(b"<html>")
 
 
-@pytest.mark.parametrize(("line", "expected"), [
-    ("75%\n", (0.75, "")),
-    ("up 50%", (0.5, "up")),
-    ("drain", (None, "drain")),
-    ("ready,maxconn:30, 12.5% # cpu 40%", (0.125, "ready")),
-    ("DOWN#maintenance", (None, "down")),
-    ("150%", (1.5, "")),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("75%\n", (0.75, "")),
+        ("up 50%", (0.5, "up")),
+        ("drain", (None, "drain")),
+        ("ready,maxconn:30, 12.5% # cpu 40%", (0.125, "ready")),
+        ("DOWN#maintenance", (None, "down")),
+        ("150%", (1.5, "")),
+    ],
+)
 def test_agent_answers(line: str, expected: tuple[float | None, str]) -> None:
     assert parse_reply(line) == expected
 

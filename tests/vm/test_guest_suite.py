@@ -25,10 +25,21 @@ def test_guest_suite() -> None:
     assert guest_tests, "tests/vm/guest has no test modules"
     assets = vmharness.ensure_assets(progress=lambda line: print(f"vm: {line}", flush=True))
     result = vmharness.run_in_vm(
-        [sys.executable, "-m", "pytest", "tests/vm/guest", "-p", "no:cacheprovider",
-         "-q", "-ra", "--timeout=900"],
-        cwd=str(REPO), timeout=GUEST_TIMEOUT, assets=assets,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests/vm/guest",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "-ra",
+            "--timeout=900",
+        ],
+        cwd=str(REPO),
+        timeout=GUEST_TIMEOUT,
+        assets=assets,
+    )
     print(result.output)
     print(f"vm: boot {result.boot_seconds:.1f}s, total {result.total_seconds:.1f}s")
     assert result.returncode == 0, f"guest pytest exited {result.returncode}:\n{result.output}"

@@ -166,13 +166,16 @@ def guest_main() -> None:
         added: list[int] = []
         for n, server in enumerate(case.servers):
             lines = [f"-a {svc} -r {rs_addr(n)}:53 -m -w 1 -x {server.upper}"]
-            lines += [f"-e {svc} -r {rs_addr(k)}:53 -m -w 0 -x {case.servers[k].upper}"
-                      for k in added]  # fmt: skip
+            lines += [
+                f"-e {svc} -r {rs_addr(k)}:53 -m -w 0 -x {case.servers[k].upper}" for k in added
+            ]
             _sh(["ipvsadm", "-R"], "".join(f"{line}\n" for line in lines))
             _send(sources, server.load, port)
             added.append(n)
-        final = [f"-e {svc} -r {rs_addr(n)}:53 -m -w {s.weight} -x {s.upper}"
-                 for n, s in enumerate(case.servers)]  # fmt: skip
+        final = [
+            f"-e {svc} -r {rs_addr(n)}:53 -m -w {s.weight} -x {s.upper}"
+            for n, s in enumerate(case.servers)
+        ]
         final.append(f"-E {svc} -s twos -o")
         _sh(["ipvsadm", "-R"], "".join(f"{line}\n" for line in final))
         load_total = sum(s.load for s in case.servers)

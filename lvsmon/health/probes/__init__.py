@@ -65,8 +65,9 @@ def _make(check: HealthCheck, address: str, port: int, virtual_server: str) -> C
     if isinstance(spec, SendExpectSpec):
         return SendExpectChecker(spec, address, port, check.max_response_bytes)
     if isinstance(spec, ExecSpec):
-        return ExecChecker(spec, address, port, virtual_server, check.max_response_bytes,
-                            check.timeout)  # fmt: skip
+        return ExecChecker(
+            spec, address, port, virtual_server, check.max_response_bytes, check.timeout
+        )
     if isinstance(spec, DnsSpec):
         return DnsChecker(spec, address, port)
     raise AssertionError(spec)

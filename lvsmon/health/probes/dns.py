@@ -45,8 +45,9 @@ class DnsChecker:
 
     def _judge(self, response: dnswire.Response) -> Result:
         if response.rcode != self.want_rcode:
-            return fail(Reason.BAD_ANSWER, f"rcode {response.rcode_name}, "
-                                           f"expected {self.spec.expect_rcode}")  # fmt: skip
+            return fail(
+                Reason.BAD_ANSWER, f"rcode {response.rcode_name}, expected {self.spec.expect_rcode}"
+            )
         missing = self.want - set(response.answers)
         if missing:
             got = ", ".join(sorted(response.answers)) or "no answers"

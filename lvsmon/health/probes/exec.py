@@ -46,10 +46,16 @@ class ExecChecker:
     async def __call__(self) -> Result:
         self.phase = "start the program"
         env = {**os.environ, **self.extra_env, "LVSMON_CHECK_TIMEOUT": f"{self.timeout:g}"}
-        creating = asyncio.ensure_future(asyncio.create_subprocess_exec(
-            *self.argv, stdin=DEVNULL, stdout=PIPE, stderr=STDOUT, env=env,
-            start_new_session=True,
-        ))  # fmt: skip
+        creating = asyncio.ensure_future(
+            asyncio.create_subprocess_exec(
+                *self.argv,
+                stdin=DEVNULL,
+                stdout=PIPE,
+                stderr=STDOUT,
+                env=env,
+                start_new_session=True,
+            )
+        )
         try:
             # shielded: a timeout while the process is being set up (a loaded machine
             # can take that long) must not lose it: it is killed and reaped once it exists

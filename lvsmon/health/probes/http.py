@@ -57,8 +57,9 @@ def request(spec: HttpSpec, address: str, port: int) -> bytes:
 @functools.cache
 def _ok_codes(expect_status: tuple[tuple[int, int], ...]) -> frozenset[int]:
     """expect_status as a set: one lookup per response (shared by every probe)."""
-    return frozenset(c for low, high in expect_status for c in range(max(low, 100),
-                                                                     min(high, 999) + 1))
+    return frozenset(
+        c for low, high in expect_status for c in range(max(low, 100), min(high, 999) + 1)
+    )
 
 
 class Response:
@@ -133,8 +134,9 @@ class Response:
     def _short(self, data: bytes | bytearray, what: str) -> Result:
         if len(data) >= self.cap:
             return fail(Reason.BAD_RESPONSE, f"{what} longer than {self.cap} bytes")
-        return fail(Reason.CLOSED, f"closed by the real server before the {what} ended"
-                                   f" ({len(data)} bytes)")  # fmt: skip
+        return fail(
+            Reason.CLOSED, f"closed by the real server before the {what} ended ({len(data)} bytes)"
+        )
 
 
 _CONNECT, _SEND, _READ = 0, 1, 2
@@ -222,8 +224,10 @@ class HttpsChecker:
         stream_sock = base.detach(sock)
         try:
             reader, writer = await asyncio.open_connection(
-                sock=stream_sock, ssl=self.ssl, server_hostname=self.server_hostname,
-            )  # fmt: skip
+                sock=stream_sock,
+                ssl=self.ssl,
+                server_hostname=self.server_hostname,
+            )
         except BaseException:
             stream_sock.close()
             raise

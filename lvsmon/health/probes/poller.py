@@ -24,9 +24,7 @@ from typing import Any
 IN = select.EPOLLIN | select.EPOLLONESHOT
 OUT = select.EPOLLOUT | select.EPOLLONESHOT
 
-_POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = (
-    weakref.WeakKeyDictionary()
-)
+_POLLERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
 
 
 class Poller:

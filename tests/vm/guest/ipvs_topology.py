@@ -38,8 +38,9 @@ def sh(*argv: str, check: bool = True, data: str | None = None) -> str:
 
 def saved(service: str) -> str:
     """`ipvsadm -Sn` lines of one TCP virtual server (ipvsadm -S takes no service filter)."""
-    return "".join(line + "\n" for line in sh("ipvsadm", "-Sn").splitlines()
-                   if f" -t {service} " in line + " ")  # fmt: skip
+    return "".join(
+        line + "\n" for line in sh("ipvsadm", "-Sn").splitlines() if f" -t {service} " in line + " "
+    )
 
 
 def in_netns(ns: str | None, fn: Callable[[], T]) -> T:
@@ -152,8 +153,16 @@ class Topology:
         sh("ip", "addr", "add", f"{self.director}/24", "dev", f"{p}c0")
         sh("ip", "link", "set", f"{p}c0", "up")
         self._ns(self.dr_client_ns, f"{p}d0", f"{self.dr_client}/24", self.gateway, f"{p}br")
-        sh("ip", "-n", self.dr_client_ns, "route", "add", f"10.{self.net}.9.0/24", "via",
-           self.gateway)  # fmt: skip
+        sh(
+            "ip",
+            "-n",
+            self.dr_client_ns,
+            "route",
+            "add",
+            f"10.{self.net}.9.0/24",
+            "via",
+            self.gateway,
+        )
         for i, rs in enumerate(self.servers, start=1):
             self._ns(rs.ns, f"{p}r{i}", f"{self.real_address(i)}/24", self.gateway, f"{p}br")
 
@@ -176,8 +185,12 @@ class Topology:
         """The classic LVS-DR real server setup: the VIP on lo, no ARP for it on eth0."""
         for rs in servers:
             sh("ip", "-n", rs.ns, "addr", "add", f"{address}/32", "dev", "lo")
-            for key, value in (("all.arp_ignore", 1), ("all.arp_announce", 2),
-                               ("eth0.arp_ignore", 1), ("eth0.arp_announce", 2)):  # fmt: skip
+            for key, value in (
+                ("all.arp_ignore", 1),
+                ("all.arp_announce", 2),
+                ("eth0.arp_ignore", 1),
+                ("eth0.arp_announce", 2),
+            ):
                 sh("ip", "netns", "exec", rs.ns, "sysctl", "-qw", f"net.ipv4.conf.{key}={value}")
 
     def down(self) -> None:
@@ -193,8 +206,9 @@ class Topology:
 
     # -- clients --------------------------------------------------------------------
 
-    def connect(self, address: str, port: int, *, dr: bool = False,
-                timeout: float = 10.0) -> tuple[str, socket.socket]:  # fmt: skip
+    def connect(
+        self, address: str, port: int, *, dr: bool = False, timeout: float = 10.0
+    ) -> tuple[str, socket.socket]:
         """Open a connection from the client namespace: (serving real server, socket)."""
         ns = self.dr_client_ns if dr else self.client_ns
 
@@ -212,8 +226,7 @@ class Topology:
             greeting += chunk
         return greeting.decode().strip(), sock
 
-    def request(self, address: str, port: int, payload: bytes = b"", *,
-                dr: bool = False) -> str:  # fmt: skip
+    def request(self, address: str, port: int, payload: bytes = b"", *, dr: bool = False) -> str:
         """One short connection: greeting, optional echo of `payload`, RST close."""
         name, sock = self.connect(address, port, dr=dr)
         try:

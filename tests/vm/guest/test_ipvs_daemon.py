@@ -29,12 +29,14 @@ PORT = 19131
 LVSMON = str(Path(sys.executable).with_name("lvsmon"))
 
 
-def config(topo: Topology, tmp: Path, *, web_reals: str = "r1 r2", extra: str = "",
-           ipvs: str = "") -> str:  # fmt: skip
+def config(
+    topo: Topology, tmp: Path, *, web_reals: str = "r1 r2", extra: str = "", ipvs: str = ""
+) -> str:
     r = {f"r{i}": topo.real_address(i) for i in (1, 2, 3)}
     web = "".join(
         f'[[virtual_server.real_server]]\naddress = "{r[n]}"\nport = 8080\n'
-        f"weight = {3 if n == 'r1' else 1}\n\n" for n in web_reals.split()
+        f"weight = {3 if n == 'r1' else 1}\n\n"
+        for n in web_reals.split()
     )
     return f"""
 [daemon]
@@ -66,10 +68,10 @@ scheduler = "rr"
 forwarding = "dr"
 
 [[virtual_server.real_server]]
-address = "{r['r2']}"
+address = "{r["r2"]}"
 
 [[virtual_server.real_server]]
-address = "{r['r3']}"
+address = "{r["r3"]}"
 
 # no traffic: these are here for save/restore and the status table
 [[virtual_server]]
@@ -82,7 +84,7 @@ persistence_netmask = "255.255.255.0"
 forwarding = "dr"
 
 [[virtual_server.real_server]]
-address = "{r['r3']}"
+address = "{r["r3"]}"
 port = 0
 weight = 2
 
@@ -109,7 +111,7 @@ scheduler = "lc"
 forwarding = "tunnel"
 
 [[virtual_server.real_server]]
-address = "{r['r1']}"
+address = "{r["r1"]}"
 {extra}
 """
 
@@ -121,8 +123,9 @@ class Daemon:
 
     def start(self, timeout: float = 120) -> None:
         with open(self.log, "wb") as out:
-            self.proc = proc = subprocess.Popen([LVSMON, "run", "-c", str(self.cfg)], stdout=out,
-                                                stderr=subprocess.STDOUT)  # fmt: skip
+            self.proc = proc = subprocess.Popen(
+                [LVSMON, "run", "-c", str(self.cfg)], stdout=out, stderr=subprocess.STDOUT
+            )
         wait_for(lambda: proc.poll() is not None or _answers(), timeout, "daemon up")
         assert proc.poll() is None, f"lvsmon run exited:\n{self.log.read_text()}"
 
@@ -134,8 +137,9 @@ class Daemon:
         return code
 
     def reload(self) -> None:
-        out = subprocess.run([LVSMON, "reload", "-c", str(self.cfg)], capture_output=True,
-                             text=True, check=False)  # fmt: skip
+        out = subprocess.run(
+            [LVSMON, "reload", "-c", str(self.cfg)], capture_output=True, text=True, check=False
+        )
         assert out.returncode == 0, out.stderr
 
 
@@ -239,7 +243,10 @@ def test_nat_traffic_is_balanced_by_weight_and_counted(net: tuple[Topology, Daem
     # wlc, weights 3:1, each connection closed before the next: 12 and 4, exactly
     assert served == {"r1": 12, "r2": 4}
     assert {rs.name: rs.accepted[8080] - before[rs.name] for rs in topo.servers} == {
-        "r1": 12, "r2": 4, "r3": 0}  # fmt: skip
+        "r1": 12,
+        "r2": 4,
+        "r3": 0,
+    }
     conns = vs_sample("lvsmon_virtual_server_connections_total", "web")
     wait_for(lambda: metrics().get(conns) == 16, 15, "16 connections in /metrics")
     time.sleep(2.5)  # one more estimator tick: packets of the last connection's RST
@@ -249,13 +256,18 @@ def test_nat_traffic_is_balanced_by_weight_and_counted(net: tuple[Topology, Daem
     # 8 series per real server); connections and bytes are checked through /metrics
     with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/status", timeout=60) as resp:
         status = json.load(resp)
-    reals = {f"{r['address']}:{r['port']}": r for v in status["virtual_servers"]
-             if v["name"] == "web" for r in v["real_servers"]}  # fmt: skip
+    reals = {
+        f"{r['address']}:{r['port']}": r
+        for v in status["virtual_servers"]
+        if v["name"] == "web"
+        for r in v["real_servers"]
+    }
     for i, n in ((1, 12), (2, 4)):
         real = f"{topo.real_address(i)}:8080"
         got = [
             m[rs_sample("lvsmon_real_server_connections_total", "web", real)],
-            reals[real]["in_packets"], reals[real]["out_packets"],
+            reals[real]["in_packets"],
+            reals[real]["out_packets"],
             m[rs_sample("lvsmon_real_server_incoming_bytes_total", "web", real)],
             m[rs_sample("lvsmon_real_server_outgoing_bytes_total", "web", real)],
         ]
@@ -264,9 +276,16 @@ def test_nat_traffic_is_balanced_by_weight_and_counted(net: tuple[Topology, Daem
         # what the client sent: its payload plus at least 40 bytes of IP+TCP header a packet
         assert got[3] >= n * len(payload) + 40 * got[1]
         assert got[4] >= n * (len(payload) + 3) + 40 * got[2]
-    vs_got = [m[vs_sample(f"lvsmon_virtual_server_{k}_total", "web")] for k in
-              ("connections", "incoming_packets", "outgoing_packets", "incoming_bytes",
-               "outgoing_bytes")]  # fmt: skip
+    vs_got = [
+        m[vs_sample(f"lvsmon_virtual_server_{k}_total", "web")]
+        for k in (
+            "connections",
+            "incoming_packets",
+            "outgoing_packets",
+            "incoming_bytes",
+            "outgoing_bytes",
+        )
+    ]
     assert vs_got == kernel[f"{topo.vip(1)}:80"]
 
 
@@ -324,8 +343,10 @@ def test_a_foreign_entry_at_a_configured_identity_is_reported_and_retried(
     topo, daemon, tmp = net
     vip = topo.vip(4)
     sh("ipvsadm", "-A", "-t", f"{vip}:80", "-s", "rr")  # someone else's
-    extra = (f'[[virtual_server]]\nname = "late"\naddress = "{vip}"\nport = 80\n'
-             f'[[virtual_server.real_server]]\naddress = "{topo.real_address(3)}"\n')  # fmt: skip
+    extra = (
+        f'[[virtual_server]]\nname = "late"\naddress = "{vip}"\nport = 80\n'
+        f'[[virtual_server.real_server]]\naddress = "{topo.real_address(3)}"\n'
+    )
     daemon.cfg.write_text(config(topo, tmp, web_reals="r2", extra=extra))
     daemon.reload()
     errors = "lvsmon_dataplane_errors_total"
@@ -335,13 +356,18 @@ def test_a_foreign_entry_at_a_configured_identity_is_reported_and_retried(
     assert 'virtual_server="late"' not in "".join(m)
     log = daemon.log.read_text()
     assert "a foreign virtual server holds a configured identity" in log
-    assert (f"add virtual server TCP {vip}:80 (late): EEXIST (a virtual server with this "
-            "identity exists in the kernel and lvsmon did not create it") in log  # fmt: skip
+    assert (
+        f"add virtual server TCP {vip}:80 (late): EEXIST (a virtual server with this "
+        "identity exists in the kernel and lvsmon did not create it"
+    ) in log
     assert saved(f"{vip}:80") == f"-A -t {vip}:80 -s rr\n"  # untouched
     # once it is gone the retry creates lvsmon's own
     sh("ipvsadm", "-D", "-t", f"{vip}:80")
-    wait_for(lambda: f"{topo.real_address(3)}:80" in saved(f"{vip}:80"), 20,
-             "lvsmon's virtual server created")  # fmt: skip
+    wait_for(
+        lambda: f"{topo.real_address(3)}:80" in saved(f"{vip}:80"),
+        20,
+        "lvsmon's virtual server created",
+    )
     failed = metrics()[errors]
     time.sleep(2)
     assert metrics()[errors] == failed
@@ -366,10 +392,13 @@ def test_a_restart_converges_without_writing_and_flush_spares_foreign_entries(
     foreign = f"{topo.vip(9)}:80"
     sh("ipvsadm", "-A", "-t", foreign, "-s", "wrr")
     sh("ipvsadm", "-a", "-t", foreign, "-r", f"{topo.real_address(1)}:80", "-m")
-    extra = (f'[[virtual_server]]\nname = "late"\naddress = "{topo.vip(4)}"\nport = 80\n'
-             f'[[virtual_server.real_server]]\naddress = "{topo.real_address(3)}"\n')  # fmt: skip
-    daemon.cfg.write_text(config(topo, tmp, web_reals="r2", extra=extra,
-                                 ipvs="flush_on_stop = true"))  # fmt: skip
+    extra = (
+        f'[[virtual_server]]\nname = "late"\naddress = "{topo.vip(4)}"\nport = 80\n'
+        f'[[virtual_server.real_server]]\naddress = "{topo.real_address(3)}"\n'
+    )
+    daemon.cfg.write_text(
+        config(topo, tmp, web_reals="r2", extra=extra, ipvs="flush_on_stop = true")
+    )
     daemon.log = tmp / "restart.log"
     daemon.start()
     time.sleep(2)
@@ -388,12 +417,19 @@ def test_start_refuses_a_foreign_entry_at_a_configured_identity(
     sh("ipvsadm", "-C")
     sh("ipvsadm", "-A", "-t", f"{topo.vip(1)}:80", "-s", "rr")
     (tmp / "ipvs-owned.json").unlink(missing_ok=True)
-    out = subprocess.run([LVSMON, "run", "-c", str(daemon.cfg)], capture_output=True,
-                         text=True, timeout=120, check=False)  # fmt: skip
+    out = subprocess.run(
+        [LVSMON, "run", "-c", str(daemon.cfg)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 1
-    assert (f"lvsmon: cannot start: add virtual server TCP {topo.vip(1)}:80 (web): EEXIST "
-            "(a virtual server with this identity exists in the kernel and lvsmon did not "
-            "create it: set daemon.ipvs.adopt = true (or list it) to take it over, or delete "
-            "it with ipvsadm -D)") in out.stderr  # fmt: skip
+    assert (
+        f"lvsmon: cannot start: add virtual server TCP {topo.vip(1)}:80 (web): EEXIST "
+        "(a virtual server with this identity exists in the kernel and lvsmon did not "
+        "create it: set daemon.ipvs.adopt = true (or list it) to take it over, or delete "
+        "it with ipvsadm -D)"
+    ) in out.stderr
     # the foreign entry is untouched
     assert saved(f"{topo.vip(1)}:80") == f"-A -t {topo.vip(1)}:80 -s rr\n"

@@ -187,7 +187,8 @@ def test_edits_cost_one_request_each(plane: tuple[IpvsDataPlane, Config]) -> Non
 
 
 def test_ownership_outlives_the_process_through_the_state_file(
-    plane: tuple[IpvsDataPlane, Config], state: Path,
+    plane: tuple[IpvsDataPlane, Config],
+    state: Path,
 ) -> None:
     dp, cfg = plane
     sync(dp, cfg)
@@ -218,10 +219,12 @@ def test_foreign_entries_are_left_alone_unless_adopted(state: Path) -> None:
             run(dp.apply(ops))
         assert str(info.value).startswith(
             "add virtual server TCP 10.32.9.1:80 (web): EEXIST (a virtual server with this "
-            "identity exists in the kernel and lvsmon did not create it")
+            "identity exists in the kernel and lvsmon did not create it"
+        )
         assert "(10 of 13 operations applied" in str(info.value)
         assert saved("10.32.9.1:80") == (
-            "-A -t 10.32.9.1:80 -s rr\n-a -t 10.32.9.1:80 -r 10.32.1.99:8080 -m -w 1\n")
+            "-A -t 10.32.9.1:80 -s rr\n-a -t 10.32.9.1:80 -r 10.32.1.99:8080 -m -w 1\n"
+        )
         # adopted: converged with the minimal edits (scheduler, real servers)
         adopting = configmod.loads(toml(state, EVERY_KIND, 'adopt = ["web"]'))
         run(dp.configure(adopting))
@@ -249,13 +252,20 @@ def test_a_scheduler_the_kernel_lacks_is_named(state: Path) -> None:
     dp = IpvsDataPlane(cfg.daemon)
     run(dp.start())
     try:
-        web = dataclasses.replace(cfg.virtual_servers[0], address=None, port=0, fwmark=99,
-                                  scheduler="twos", real_servers=())  # fmt: skip
+        web = dataclasses.replace(
+            cfg.virtual_servers[0],
+            address=None,
+            port=0,
+            fwmark=99,
+            scheduler="twos",
+            real_servers=(),
+        )
         with pytest.raises(IpvsError) as info:
             run(dp.apply([AddService(web)]))
         assert str(info.value).startswith(
-            'add virtual server FWM 99 (web): ENOENT (the running kernel has no IPVS scheduler '
-            '"twos" (module ip_vs_twos missing))')  # fmt: skip
+            "add virtual server FWM 99 (web): ENOENT (the running kernel has no IPVS scheduler "
+            '"twos" (module ip_vs_twos missing))'
+        )
     finally:
         run(dp.stop(0))
 
@@ -269,11 +279,22 @@ def test_without_cap_net_admin_the_error_says_so(state: Path) -> None:
         "try:\n    asyncio.run(dp.start())\nexcept IpvsError as e:\n    print(e)\n"
     )
     out = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
-         sys.executable, "-c", script],
-        capture_output=True, text=True, cwd=str(Path(__file__).resolve().parents[3]),
-        timeout=120, check=False,
-    )  # fmt: skip
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            sys.executable,
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        cwd=str(Path(__file__).resolve().parents[3]),
+        timeout=120,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout == (
         "not permitted to use IPVS: lvsmon needs CAP_NET_ADMIN (run it as root)\n"
@@ -281,20 +302,33 @@ def test_without_cap_net_admin_the_error_says_so(state: Path) -> None:
 
 
 def test_sysctls_and_timeouts_follow_the_config(state: Path) -> None:
-    cfg = configmod.loads(toml(state, "", """
+    cfg = configmod.loads(
+        toml(
+            state,
+            "",
+            """
 [daemon.ipvs.sysctl]
 expire_nodest_conn = false
 conntrack = true
 conn_reuse_mode = 2
-""", 'tcp = "1h"\nudp = "10s"'))
+""",
+            'tcp = "1h"\nudp = "10s"',
+        )
+    )
     dp = IpvsDataPlane(cfg.daemon)
     run(dp.configure(cfg))
     run(dp.start())
     try:
         vs = Path("/proc/sys/net/ipv4/vs")
-        assert [(vs / n).read_text().strip() for n in ("expire_nodest_conn",
-                "expire_quiescent_template", "conntrack", "conn_reuse_mode")] == [
-            "0", "1", "1", "2"]  # fmt: skip
+        assert [
+            (vs / n).read_text().strip()
+            for n in (
+                "expire_nodest_conn",
+                "expire_quiescent_template",
+                "conntrack",
+                "conn_reuse_mode",
+            )
+        ] == ["0", "1", "1", "2"]
         assert "Timeout (tcp tcpfin udp): 3600 120 10" in sh("ipvsadm", "-L", "--timeout")
         run(dp.configure(configmod.loads(toml(state, ""))))  # a reload back to the defaults
         assert (vs / "expire_nodest_conn").read_text().strip() == "1"
@@ -310,29 +344,56 @@ def test_the_sync_daemon_follows_the_role_and_syncs_connections(state: Path) -> 
         backup = f"{topo.prefix}b"
         sh("ip", "netns", "add", backup)
         try:
-            sh("ip", "link", "add", f"{topo.prefix}s0", "type", "veth", "peer", "name", "eth0",
-               "netns", backup)  # fmt: skip
+            sh(
+                "ip",
+                "link",
+                "add",
+                f"{topo.prefix}s0",
+                "type",
+                "veth",
+                "peer",
+                "name",
+                "eth0",
+                "netns",
+                backup,
+            )
             sh("ip", "addr", "add", "10.32.2.1/24", "dev", f"{topo.prefix}s0")
             sh("ip", "link", "set", f"{topo.prefix}s0", "up")
             sh("ip", "-n", backup, "addr", "add", "10.32.2.2/24", "dev", "eth0")
             sh("ip", "-n", backup, "link", "set", "eth0", "up")
             sh("ip", "-n", backup, "link", "set", "lo", "up")
-            sh("ip", "netns", "exec", backup, "ipvsadm", "--start-daemon", "backup",
-               "--mcast-interface", "eth0", "--syncid", "7")  # fmt: skip
+            sh(
+                "ip",
+                "netns",
+                "exec",
+                backup,
+                "ipvsadm",
+                "--start-daemon",
+                "backup",
+                "--mcast-interface",
+                "eth0",
+                "--syncid",
+                "7",
+            )
             topo.add_vip(topo.vip(1))
             topo.servers[0].listen(8080)
-            body = (f'[[virtual_server]]\nname = "web"\naddress = "{topo.vip(1)}"\nport = 80\n'
-                    f'[[virtual_server.real_server]]\naddress = "{topo.real_address(1)}"\n'
-                    "port = 8080\n")  # fmt: skip
-            master = ('[daemon.ipvs.sync_daemon]\nstate = "master"\n'
-                      f'interface = "{topo.prefix}s0"\nsyncid = 7')  # fmt: skip
+            body = (
+                f'[[virtual_server]]\nname = "web"\naddress = "{topo.vip(1)}"\nport = 80\n'
+                f'[[virtual_server.real_server]]\naddress = "{topo.real_address(1)}"\n'
+                "port = 8080\n"
+            )
+            master = (
+                '[daemon.ipvs.sync_daemon]\nstate = "master"\n'
+                f'interface = "{topo.prefix}s0"\nsyncid = 7'
+            )
             cfg = configmod.loads(toml(state, body, master))
             dp = IpvsDataPlane(cfg.daemon)
             run(dp.configure(cfg))
             run(dp.start())
             try:
                 assert dp.sync_daemons() == {
-                    SyncState.MASTER: SyncDaemon(SyncState.MASTER, f"{topo.prefix}s0", 7)}
+                    SyncState.MASTER: SyncDaemon(SyncState.MASTER, f"{topo.prefix}s0", 7)
+                }
                 sync(dp, cfg)
                 held = [topo.connect(topo.vip(1), 80)[1] for _ in range(3)]
                 for s in held:
@@ -341,8 +402,11 @@ def test_the_sync_daemon_follows_the_role_and_syncs_connections(state: Path) -> 
 
                 def synced() -> int:
                     table = sh("ip", "netns", "exec", backup, "ipvsadm", "-Lnc")
-                    return sum(1 for line in table.splitlines()
-                               if "ESTABLISHED" in line and topo.client in line)  # fmt: skip
+                    return sum(
+                        1
+                        for line in table.splitlines()
+                        if "ESTABLISHED" in line and topo.client in line
+                    )
 
                 deadline = time.monotonic() + 20
                 while synced() < 3 and time.monotonic() < deadline:
@@ -353,7 +417,8 @@ def test_the_sync_daemon_follows_the_role_and_syncs_connections(state: Path) -> 
                 # the failover issue's hook: switch roles at runtime
                 run(dp.set_sync_daemon(SyncDaemon(SyncState.BACKUP, f"{topo.prefix}s0", 7)))
                 assert "backup sync daemon (mcast=lv32s0, syncid=7," in sh(
-                    "ipvsadm", "-L", "--daemon")
+                    "ipvsadm", "-L", "--daemon"
+                )
                 assert "master" not in sh("ipvsadm", "-L", "--daemon")
                 run(dp.set_sync_daemon(SyncDaemon()))
                 assert sh("ipvsadm", "-L", "--daemon").strip() == ""

@@ -111,8 +111,19 @@ def synced_connections(name: str) -> int:
 
 def attach(name: str, address: str) -> None:
     sh("ip", "netns", "add", ns(name))
-    sh("ip", "link", "add", f"{P}{name}h", "type", "veth", "peer", "name", "eth0",
-       "netns", ns(name))  # fmt: skip
+    sh(
+        "ip",
+        "link",
+        "add",
+        f"{P}{name}h",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        ns(name),
+    )
     sh("ip", "link", "set", f"{P}{name}h", "master", f"{P}br")
     sh("ip", "link", "set", f"{P}{name}h", "up")
     sh("ip", "-n", ns(name), "link", "set", "lo", "up")
@@ -137,8 +148,12 @@ def lan() -> Iterator[RealServer]:
         attach(name, address)
     attach("r1", REAL)
     sh("ip", "-n", ns("r1"), "addr", "add", f"{VIP}/32", "dev", "lo")
-    for key, value in (("all.arp_ignore", 1), ("all.arp_announce", 2),
-                       ("eth0.arp_ignore", 1), ("eth0.arp_announce", 2)):  # fmt: skip
+    for key, value in (
+        ("all.arp_ignore", 1),
+        ("all.arp_announce", 2),
+        ("eth0.arp_ignore", 1),
+        ("eth0.arp_announce", 2),
+    ):
         sh("ip", "netns", "exec", ns("r1"), "sysctl", "-qw", f"net.ipv4.conf.{key}={value}")
     server = RealServer("r1", ns("r1"))
     server.listen(80)
@@ -160,9 +175,10 @@ class Director:
     def start(self) -> Director:
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns(self.name), LVSMON, "run", "-c", str(self.path)],
-            stdout=subprocess.DEVNULL, stderr=open(self.log, "wb"),  # noqa: SIM115
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.log, "wb"),  # noqa: SIM115
             start_new_session=True,
-        )  # fmt: skip
+        )
         return self
 
     def stop(self) -> None:
@@ -207,16 +223,20 @@ def test_the_sync_daemon_follows_the_failover_role(lan: RealServer, tmp_path: Pa
     held: list[socket.socket] = []
     try:
         d1.start()
-        wait_for("d1 to be master with a master sync daemon",
-                 lambda: owns_vip("d1") and runs("d1", "master"))  # fmt: skip
+        wait_for(
+            "d1 to be master with a master sync daemon",
+            lambda: owns_vip("d1") and runs("d1", "master"),
+        )
         d2.start()
         wait_for("d2 to follow as backup", lambda: runs("d2", "backup"))
         assert owns_vip("d1") and not owns_vip("d2")
         # what an operator sees: the running sync daemon and what it follows
         assert "master sync daemon (mcast=eth0, syncid=34)  (follows failover group vip)" in (
-            d1.status().splitlines())
+            d1.status().splitlines()
+        )
         assert "backup sync daemon (mcast=eth0, syncid=34)  (follows failover group vip)" in (
-            d2.status().splitlines())
+            d2.status().splitlines()
+        )
 
         # connections through d1 reach d2's table over the sync daemons
         held = [client_connection() for _ in range(3)]
@@ -227,8 +247,10 @@ def test_the_sync_daemon_follows_the_failover_role(lan: RealServer, tmp_path: Pa
 
         # graceful handover: d2 takes the VIP and its sync daemon turns master, d1's backup
         d1.stop()
-        wait_for("d2 to be master with a master sync daemon",
-                 lambda: owns_vip("d2") and runs("d2", "master"))  # fmt: skip
+        wait_for(
+            "d2 to be master with a master sync daemon",
+            lambda: owns_vip("d2") and runs("d2", "master"),
+        )
         assert runs("d1", "backup"), sync_daemons("d1")
         assert not owns_vip("d1")
         # the same connections carry on through d2: its table had them
@@ -238,8 +260,10 @@ def test_the_sync_daemon_follows_the_failover_role(lan: RealServer, tmp_path: Pa
 
         # d1 returns with the higher priority, preempts, and the roles swap back
         d1.start()
-        wait_for("d1 to preempt with a master sync daemon",
-                 lambda: owns_vip("d1") and runs("d1", "master"))  # fmt: skip
+        wait_for(
+            "d1 to preempt with a master sync daemon",
+            lambda: owns_vip("d1") and runs("d1", "master"),
+        )
         wait_for("d2's sync daemon back to backup", lambda: runs("d2", "backup"))
         assert not owns_vip("d2")
     except BaseException:

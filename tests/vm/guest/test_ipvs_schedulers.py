@@ -42,8 +42,12 @@ EXPECTED = {
     "fo": {"r3": 12},  # highest weight
     "ovf": {"r3": 12},  # highest weight while active < weight
     # hashing and locality: one client, one destination -> one server
-    "sh": None, "dh": None, "mh": None, "lblc": None, "lblcr": None,
-}  # fmt: skip
+    "sh": None,
+    "dh": None,
+    "mh": None,
+    "lblc": None,
+    "lblcr": None,
+}
 
 
 def schedulers() -> list[str]:
@@ -60,18 +64,20 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Topology, Co
     with topology(NET) as topo:
         reals = "".join(
             f'[[virtual_server.real_server]]\naddress = "{topo.real_address(i)}"\n'
-            f"port = 8080\nweight = {i}\n" for i in (1, 2, 3)
+            f"port = 8080\nweight = {i}\n"
+            for i in (1, 2, 3)
         )
         body = "".join(
             f'[[virtual_server]]\nname = "{name}"\naddress = "{topo.vip(10 + n)}"\nport = 80\n'
-            f'scheduler = "{name}"\n{reals}' for n, name in enumerate(names)
+            f'scheduler = "{name}"\n{reals}'
+            for n, name in enumerate(names)
         )
         cfg = configmod.loads(f"""
 [daemon]
 dataplane = "ipvs"
 [daemon.ipvs]
 state_file = "{tmp}/owned.json"
-{body}""")  # fmt: skip
+{body}""")
         for n in range(len(names)):
             topo.add_vip(topo.vip(10 + n))
         for rs in topo.servers:
@@ -89,8 +95,9 @@ state_file = "{tmp}/owned.json"
                 snap = dp.snapshot()
                 if all(s.counters.connections == CONNECTIONS for s in snap.services):
                     break
-                assert time.monotonic() < deadline, [(s.service.name, s.counters.connections)
-                                                      for s in snap.services]  # fmt: skip
+                assert time.monotonic() < deadline, [
+                    (s.service.name, s.counters.connections) for s in snap.services
+                ]
                 time.sleep(0.5)
             for s in snap.services:
                 assert s.service.scheduler == s.service.name
@@ -125,12 +132,17 @@ def test_a_scheduler_the_kernel_lacks_fails_the_config_check(tmp_path: Path) -> 
     if "twos" in schedulers():
         pytest.skip("this kernel has twos")
     cfg = tmp_path / "twos.toml"
-    cfg.write_text('[daemon]\ndataplane = "ipvs"\n[[virtual_server]]\nname = "web"\n'
-                   'address = "192.0.2.1"\nport = 80\nscheduler = "twos"\n')  # fmt: skip
-    out = subprocess.run([LVSMON, "check", "-c", str(cfg)], capture_output=True, text=True,
-                         timeout=120, check=False)  # fmt: skip
+    cfg.write_text(
+        '[daemon]\ndataplane = "ipvs"\n[[virtual_server]]\nname = "web"\n'
+        'address = "192.0.2.1"\nport = 80\nscheduler = "twos"\n'
+    )
+    out = subprocess.run(
+        [LVSMON, "check", "-c", str(cfg)], capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 1
     release = sh("uname", "-r").strip()
-    assert (f'{cfg}: virtual_server[web].scheduler: "twos" is not available on data plane '
-            f'"ipvs": the running kernel ({release}) has no such IPVS scheduler (module '
-            "ip_vs_<name>); available: " + ", ".join(schedulers())) in out.stderr  # fmt: skip
+    assert (
+        f'{cfg}: virtual_server[web].scheduler: "twos" is not available on data plane '
+        f'"ipvs": the running kernel ({release}) has no such IPVS scheduler (module '
+        "ip_vs_<name>); available: " + ", ".join(schedulers())
+    ) in out.stderr

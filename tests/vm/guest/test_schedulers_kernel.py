@@ -314,119 +314,281 @@ def _scenarios() -> list[Scenario]:
     out: list[Scenario] = []
     # rr / wrr: list walking across adds, deletes, re-adds (trash), weight 0, overload
     out.append(
-        Build("rr-changes", "rr").add(1, 1, 1).conns(5).add(1, first=4).conns(3).delete(2)
-        .conns(3).edit(3, 0).conns(3).delete(4).conns(3).readd(2, 1).conns(4).edit(3, 2)
-        .conns(4).done()
-    )  # fmt: skip
+        Build("rr-changes", "rr")
+        .add(1, 1, 1)
+        .conns(5)
+        .add(1, first=4)
+        .conns(3)
+        .delete(2)
+        .conns(3)
+        .edit(3, 0)
+        .conns(3)
+        .delete(4)
+        .conns(3)
+        .readd(2, 1)
+        .conns(4)
+        .edit(3, 2)
+        .conns(4)
+        .done()
+    )
     out.append(
-        Build("rr-thresholds", "rr").add(1, 1, 1, 1, thr=THR4).conns(14).expire(5).conns(8)
-        .close(4).conns(6).expire(4).conns(6).done()
-    )  # fmt: skip
+        Build("rr-thresholds", "rr")
+        .add(1, 1, 1, 1, thr=THR4)
+        .conns(14)
+        .expire(5)
+        .conns(8)
+        .close(4)
+        .conns(6)
+        .expire(4)
+        .conns(6)
+        .done()
+    )
     # the overload flag's hysteresis when entries expire (ip_vs_unbind_dest): cleared only
     # below the lower threshold, or below 3/4 of the upper one when there is none
     for sched in ("rr", "wlc"):
         out.append(
-            Build(f"{sched}-overload-hysteresis", sched).add(1, 1, 1, thr=((4, 0), (6, 2)))
-            .conns(12).conns(4).expire_on(1, 1).conns(4).expire_on(1, 1).conns(3)
-            .expire_on(2, 4).conns(4).expire_on(2, 1).conns(4).done()
-        )  # fmt: skip
+            Build(f"{sched}-overload-hysteresis", sched)
+            .add(1, 1, 1, thr=((4, 0), (6, 2)))
+            .conns(12)
+            .conns(4)
+            .expire_on(1, 1)
+            .conns(4)
+            .expire_on(1, 1)
+            .conns(3)
+            .expire_on(2, 4)
+            .conns(4)
+            .expire_on(2, 1)
+            .conns(4)
+            .done()
+        )
     out.append(
-        Build("wrr-changes", "wrr").add(4, 3, 2).conns(12).edit(2, 1).conns(10).delete(1)
-        .conns(5).add(5, first=4).conns(10).readd(1, 4).conns(8).done()
-    )  # fmt: skip
+        Build("wrr-changes", "wrr")
+        .add(4, 3, 2)
+        .conns(12)
+        .edit(2, 1)
+        .conns(10)
+        .delete(1)
+        .conns(5)
+        .add(5, first=4)
+        .conns(10)
+        .readd(1, 4)
+        .conns(8)
+        .done()
+    )
     out.append(
-        Build("wrr-weight0", "wrr").add(6, 4, 2).conns(13).edit(3, 0).conns(6).edit(3, 3)
-        .conns(9).edit(1, 0).edit(2, 0).edit(3, 0).conns(2).edit(2, 5).conns(4).done()
-    )  # fmt: skip
+        Build("wrr-weight0", "wrr")
+        .add(6, 4, 2)
+        .conns(13)
+        .edit(3, 0)
+        .conns(6)
+        .edit(3, 3)
+        .conns(9)
+        .edit(1, 0)
+        .edit(2, 0)
+        .edit(3, 0)
+        .conns(2)
+        .edit(2, 5)
+        .conns(4)
+        .done()
+    )
     out.append(
-        Build("wrr-thresholds", "wrr").add(3, 2, 4, 1, thr=THR4).conns(30).expire(6)
-        .conns(12).done()
-    )  # fmt: skip
+        Build("wrr-thresholds", "wrr")
+        .add(3, 2, 4, 1, thr=THR4)
+        .conns(30)
+        .expire(6)
+        .conns(12)
+        .done()
+    )
     # least-connection family and failover: open/close shape active and inactive counts
     for sched in ("lc", "wlc", "sed", "nq", "fo", "ovf"):
         out.append(
-            Build(f"{sched}-churn", sched).add(1, 2, 3).conns(20).close(8).conns(6).edit(3, 0)
-            .conns(8).close().conns(5).add(2, first=4).conns(8).close(5).conns(6).delete(2)
-            .conns(4).readd(2, 3).conns(6).done()
-        )  # fmt: skip
+            Build(f"{sched}-churn", sched)
+            .add(1, 2, 3)
+            .conns(20)
+            .close(8)
+            .conns(6)
+            .edit(3, 0)
+            .conns(8)
+            .close()
+            .conns(5)
+            .add(2, first=4)
+            .conns(8)
+            .close(5)
+            .conns(6)
+            .delete(2)
+            .conns(4)
+            .readd(2, 3)
+            .conns(6)
+            .done()
+        )
         out.append(
-            Build(f"{sched}-thresholds", sched).add(3, 2, 4, 1, thr=THR4).conns(25).expire(6)
-            .conns(10).close(6).conns(6).expire(4).conns(6).done()
-        )  # fmt: skip
+            Build(f"{sched}-thresholds", sched)
+            .add(3, 2, 4, 1, thr=THR4)
+            .conns(25)
+            .expire(6)
+            .conns(10)
+            .close(6)
+            .conns(6)
+            .expire(4)
+            .conns(6)
+            .done()
+        )
     out.append(Build("fo-ties", "fo").add(2, 5, 5, 1).conns(4).edit(2, 1).conns(3).done())
     for v6 in (False, True):
         fam = "6" if v6 else "4"
         out.append(
-            Build(f"wlc-ipv{fam}-inactive", "wlc", v6=v6).add(2, 1, 1).conns(12).close().conns(9)
-            .close(5).conns(7).done()
-        )  # fmt: skip
+            Build(f"wlc-ipv{fam}-inactive", "wlc", v6=v6)
+            .add(2, 1, 1)
+            .conns(12)
+            .close()
+            .conns(9)
+            .close(5)
+            .conns(7)
+            .done()
+        )
     # sh: 256-bucket table from weights; -port and -fallback flags; IPv6
     for flags in ((), ("sh-port",), ("sh-fallback",), ("sh-port", "sh-fallback")):
         tag = "-".join(f.split("-")[1] for f in flags) or "plain"
         out.append(
-            Build(f"sh-{tag}", "sh", flags=flags).add(1, 2, 3).conns(30).edit(2, 0).conns(30)
-            .add(4, first=4).conns(20).delete(1).conns(15).done()
-        )  # fmt: skip
+            Build(f"sh-{tag}", "sh", flags=flags)
+            .add(1, 2, 3)
+            .conns(30)
+            .edit(2, 0)
+            .conns(30)
+            .add(4, first=4)
+            .conns(20)
+            .delete(1)
+            .conns(15)
+            .done()
+        )
     out.append(
-        Build("sh-fallback-thresholds", "sh", flags=("sh-fallback",)).add(3, 2, 4, 1, thr=THR4)
-        .conns(40).expire(8).conns(15).done()
-    )  # fmt: skip
+        Build("sh-fallback-thresholds", "sh", flags=("sh-fallback",))
+        .add(3, 2, 4, 1, thr=THR4)
+        .conns(40)
+        .expire(8)
+        .conns(15)
+        .done()
+    )
     for flags in ((), ("sh-port",)):
         tag = "port" if flags else "plain"
         out.append(
-            Build(f"sh-ipv6-{tag}", "sh", flags=flags, v6=True).add(1, 2, 3).conns(30)
-            .edit(2, 0).conns(20).delete(1).conns(20).done()
-        )  # fmt: skip
+            Build(f"sh-ipv6-{tag}", "sh", flags=flags, v6=True)
+            .add(1, 2, 3)
+            .conns(30)
+            .edit(2, 0)
+            .conns(20)
+            .delete(1)
+            .conns(20)
+            .done()
+        )
     # dh: destination-address hash over many destinations (fwmark service)
     for v6 in (False, True):
         fam = "6" if v6 else "4"
         out.append(
-            Build(f"dh-ipv{fam}", "dh", v6=v6, fwmark=True).add(1, 2, 3).conns(40).edit(2, 0)
-            .conns(20).delete(1).conns(20).add(7, first=5).conns(15).done()
-        )  # fmt: skip
+            Build(f"dh-ipv{fam}", "dh", v6=v6, fwmark=True)
+            .add(1, 2, 3)
+            .conns(40)
+            .edit(2, 0)
+            .conns(20)
+            .delete(1)
+            .conns(20)
+            .add(7, first=5)
+            .conns(15)
+            .done()
+        )
     out.append(
-        Build("dh-thresholds", "dh", fwmark=True).add(3, 2, 4, 1, thr=THR4).conns(40).expire(8)
-        .conns(15).done()
-    )  # fmt: skip
+        Build("dh-thresholds", "dh", fwmark=True)
+        .add(3, 2, 4, 1, thr=THR4)
+        .conns(40)
+        .expire(8)
+        .conns(15)
+        .done()
+    )
     # mh: Maglev table (weights, gcd, rshift), -port/-fallback, deletes, IPv6
     for flags in ((), ("mh-port",), ("mh-fallback",), ("mh-port", "mh-fallback")):
         tag = "-".join(f.split("-")[1] for f in flags) or "plain"
         out.append(
-            Build(f"mh-{tag}", "mh", flags=flags).add(1, 2, 3).conns(30).edit(2, 0).conns(30)
-            .delete(1).conns(20).add(7, first=5).conns(20).readd(1, 2).conns(15).done()
-        )  # fmt: skip
+            Build(f"mh-{tag}", "mh", flags=flags)
+            .add(1, 2, 3)
+            .conns(30)
+            .edit(2, 0)
+            .conns(30)
+            .delete(1)
+            .conns(20)
+            .add(7, first=5)
+            .conns(20)
+            .readd(1, 2)
+            .conns(15)
+            .done()
+        )
     out.append(Build("mh-weights", "mh").add(1, 1000, 3, 250).conns(50).done())
     out.append(
-        Build("mh-fallback-thresholds", "mh", flags=("mh-fallback",)).add(3, 2, 4, 1, thr=THR4)
-        .conns(40).expire(8).conns(15).done()
-    )  # fmt: skip
+        Build("mh-fallback-thresholds", "mh", flags=("mh-fallback",))
+        .add(3, 2, 4, 1, thr=THR4)
+        .conns(40)
+        .expire(8)
+        .conns(15)
+        .done()
+    )
     for flags in ((), ("mh-port", "mh-fallback")):
         tag = "port-fallback" if flags else "plain"
         out.append(
-            Build(f"mh-ipv6-{tag}", "mh", flags=flags, v6=True).add(1, 2, 3).conns(30)
-            .edit(2, 0).conns(20).delete(1).conns(20).done()
-        )  # fmt: skip
+            Build(f"mh-ipv6-{tag}", "mh", flags=flags, v6=True)
+            .add(1, 2, 3)
+            .conns(30)
+            .edit(2, 0)
+            .conns(20)
+            .delete(1)
+            .conns(20)
+            .done()
+        )
     # lblc / lblcr: per-destination memory over a few destinations (fwmark service)
     for sched in ("lblc", "lblcr"):
         for v6 in (False, True):
             fam = "6" if v6 else "4"
             dsts = (FWM_DSTS6 if v6 else FWM_DSTS4)[:6]
             out.append(
-                Build(f"{sched}-ipv{fam}", sched, v6=v6, fwmark=True, dsts=dsts).add(1, 2, 3)
-                .conns(30).close(12).conns(15).edit(3, 0).conns(15).delete(2).conns(10)
-                .readd(2, 2).conns(10).close(10).conns(12).done()
-            )  # fmt: skip
+                Build(f"{sched}-ipv{fam}", sched, v6=v6, fwmark=True, dsts=dsts)
+                .add(1, 2, 3)
+                .conns(30)
+                .close(12)
+                .conns(15)
+                .edit(3, 0)
+                .conns(15)
+                .delete(2)
+                .conns(10)
+                .readd(2, 2)
+                .conns(10)
+                .close(10)
+                .conns(12)
+                .done()
+            )
         out.append(
             Build(f"{sched}-thresholds", sched, fwmark=True, dsts=FWM_DSTS4[:5])
-            .add(3, 2, 4, 1, thr=THR4).conns(30).expire(8).conns(10).close(6).conns(10).done()
-        )  # fmt: skip
+            .add(3, 2, 4, 1, thr=THR4)
+            .conns(30)
+            .expire(8)
+            .conns(10)
+            .close(6)
+            .conns(10)
+            .done()
+        )
     # lblcr's replicated set loses its most loaded member once unchanged for
     # lblcr_expiration (here 2 s); closing connections then makes it the least loaded
     b = Build("lblcr-expiration", "lblcr", fwmark=True, dsts=FWM_DSTS4[:2], lblcr_expiration=2)
     out.append(
-        b.add(1, 1, 2).conns(8).wait(3.0).conns(1).close_on(3, 2).conns(6).wait(3.0).conns(4)
-        .close(3).conns(4).done()
-    )  # fmt: skip
+        b.add(1, 1, 2)
+        .conns(8)
+        .wait(3.0)
+        .conns(1)
+        .close_on(3, 2)
+        .conns(6)
+        .wait(3.0)
+        .conns(4)
+        .close(3)
+        .conns(4)
+        .done()
+    )
     return out
 
 
@@ -977,13 +1139,19 @@ def test_mh_mixed_family_tunnel_servers(lab: Lab) -> None:
     is read from /proc/net/ip_vs_conn."""
     vport = TCP_PORT_BASE + len(SCENARIOS)
     svc = f"-t [{VIP6}]:{vport}"
-    servers = [(rs_addr(1, False), 1), (rs_addr(2, False), 2), (rs_addr(3, True), 3),
-               (rs_addr(4, False), 2)]  # fmt: skip
+    servers = [
+        (rs_addr(1, False), 1),
+        (rs_addr(2, False), 2),
+        (rs_addr(3, True), 3),
+        (rs_addr(4, False), 2),
+    ]
     _ipvsadm_restore([f"-D {svc}"], check=False)
     lab.services.append(svc)
     lines = [f"-A {svc} -s mh"]
-    lines += [f"-a {svc} -r [{a}]:{vport} -i -w {w}" if ":" in a else
-              f"-a {svc} -r {a}:{vport} -i -w {w}" for a, w in servers]  # fmt: skip
+    lines += [
+        f"-a {svc} -r [{a}]:{vport} -i -w {w}" if ":" in a else f"-a {svc} -r {a}:{vport} -i -w {w}"
+        for a, w in servers
+    ]
     _ipvsadm_restore(lines)
     sched = create("mh")
     dests: list[Dest] = []
@@ -1048,11 +1216,28 @@ def test_scenarios_exercise_what_they_name() -> None:
 def test_every_scheduler_is_covered() -> None:
     """The differential scenarios cover all deterministic schedulers and their flags."""
     covered = {(s.sched, f) for s in SCENARIOS for f in (*s.flags, "")}
-    for name in ("rr", "wrr", "lc", "wlc", "sed", "nq", "fo", "ovf", "dh", "sh", "mh",
-                 "lblc", "lblcr"):  # fmt: skip
+    for name in (
+        "rr",
+        "wrr",
+        "lc",
+        "wlc",
+        "sed",
+        "nq",
+        "fo",
+        "ovf",
+        "dh",
+        "sh",
+        "mh",
+        "lblc",
+        "lblcr",
+    ):
         assert (name, "") in covered, name
-    for name, flag in (("sh", "sh-port"), ("sh", "sh-fallback"), ("mh", "mh-port"),
-                       ("mh", "mh-fallback")):  # fmt: skip
+    for name, flag in (
+        ("sh", "sh-port"),
+        ("sh", "sh-fallback"),
+        ("mh", "mh-port"),
+        ("mh", "mh-fallback"),
+    ):
         assert (name, flag) in covered, flag
     assert all(s.connections for s in SCENARIOS)
     assert any(s.v6 for s in SCENARIOS) and any(s.fwmark for s in SCENARIOS)
