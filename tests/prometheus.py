@@ -13,7 +13,8 @@ from types import TracebackType
 from typing import Any
 
 from dashboards import render
-from tests.integration.harness import free_port, wait_for
+from tests.integration.harness import wait_for
+from tests.ports import free_port
 
 Job = dict[str, Any]  # one entry of scrape_configs
 

@@ -8,8 +8,9 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvsmon import catalog
-from tests.integration.harness import Daemon, backends, connect, free_port
+from tests.integration.harness import Daemon, backends, connect
 from tests.integration.test_daemon import service
+from tests.ports import free_port
 
 CHECK = '\n[virtual_server.health_check]\ntype = "tcp"\ninterval = "100ms"\ntimeout = "50ms"\n'
 

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import REPO, Daemon, backends, connect, free_port, wait_for
+from tests.integration.harness import REPO, Daemon, backends, connect, wait_for
+from tests.ports import free_port
 
 
 def service(

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.harness import REPO, Daemon, connect, free_port, wait_for
-from tests.integration.test_health_support import free_port as dead_port
+from tests.integration.harness import REPO, Daemon, connect, wait_for
+from tests.ports import free_port
 
 
 class Backend:
@@ -31,7 +31,7 @@ class Backend:
 
     def __init__(self, name: str, port: int | None = None):
         self.name = name
-        self.port = port or dead_port()  # below the ephemeral range: no self-connect while down
+        self.port = port or free_port()  # below the ephemeral range: no self-connect while down
         self.server: socketserver.ThreadingTCPServer | None = None
         self.start()
 

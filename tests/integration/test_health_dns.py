@@ -18,7 +18,8 @@ import pytest
 
 from lvsmon.health.check import CheckType, DnsSpec, HealthCheck, Reason, SendExpectSpec
 from lvsmon.model import DestKey
-from tests.integration.test_health_support import first_verdict, free_port, run
+from tests.integration.test_health_support import first_verdict, run
+from tests.ports import free_port
 
 ZONE = {
     ("www.example.com.", "A"): ["192.0.2.1", "192.0.2.2"],

@@ -15,7 +15,6 @@ import struct
 import threading
 import time
 from collections.abc import Coroutine, Iterable
-from pathlib import Path
 from typing import Any, TypeVar
 
 import uvloop
@@ -202,20 +201,3 @@ async def first_verdict(check: HealthCheck, dest: DestKey, vs: str = "web") -> P
     async with Watch([Target(WEB, dest, check, vs)], rng=NoJitter()) as w:
         (probe,) = await w.settled()
         return probe
-
-
-def free_port(kind: int = socket.SOCK_STREAM, host: str = "127.0.0.1") -> int:
-    """A port nothing listens on, below the ephemeral range: a probe's own source port
-    can never be it (a TCP connect to a free ephemeral port can connect to itself)."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    rng = random.Random()
-    for _ in range(1000):
-        port = rng.randrange(10000, low)
-        with socket.socket(family, kind) as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
-    raise AssertionError("no free port below the ephemeral range")

@@ -23,8 +23,9 @@ import pytest
 import trustme
 
 from lvsmon.client import PASSWORD_ENV, StatusClient, basic_authorization
-from tests.integration.harness import REPO, Daemon, backends, free_port, wait_for
+from tests.integration.harness import REPO, Daemon, backends, wait_for
 from tests.integration.test_daemon import service
+from tests.ports import free_port
 from tests.prometheus import Job, Prometheus, job
 
 USER, PASSWORD = "prom", "correct horse"

@@ -31,7 +31,8 @@ from typing import Any
 import pytest
 
 from dashboards import render
-from tests.integration.harness import REPO, Backend, Daemon, connect, free_port, wait_for
+from tests.integration.harness import REPO, Backend, Daemon, connect, wait_for
+from tests.ports import free_port
 from tests.prometheus import API, Prometheus, job
 
 RULES = REPO / "alerts" / "lvsmon.rules.yml"

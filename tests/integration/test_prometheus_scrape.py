@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.harness import Daemon, backends, connect, free_port
+from tests.integration.harness import Daemon, backends, connect
 from tests.integration.test_daemon import service
+from tests.ports import free_port
 from tests.prometheus import Prometheus, job
 
 

@@ -45,6 +45,7 @@ from lvsmon.reconcile import (
     EditService,
     Op,
 )
+from tests import ports
 
 T = TypeVar("T")
 LOOPS = ["uvloop", "asyncio"]
@@ -77,10 +78,7 @@ def fd_count() -> int:
 
 
 def free_port(host: str = "127.0.0.1", kind: int = socket.SOCK_STREAM) -> int:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, kind) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    return ports.free_port(kind, host)
 
 
 async def eventually(predicate: Callable[[], object], timeout: float = 3.0, what: str = "") -> None:

@@ -16,8 +16,9 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from tests.integration.harness import Backend, Daemon, connect, free_port, wait_for
+from tests.integration.harness import Backend, Daemon, connect, wait_for
 from tests.integration.test_weights_support import exporters
+from tests.ports import free_port
 
 HOSTS = ["127.0.0.2", "127.0.0.3"]
 

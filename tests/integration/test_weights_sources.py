@@ -22,7 +22,8 @@ from lvsmon.weights.config import read_adaptive
 from lvsmon.weights.controller import Group, WeightController
 from lvsmon.weights.sources import Member
 from lvsmon.weights.spec import AdaptiveSpec
-from tests.integration.test_weights_support import Agent, exporters, free_port_on
+from tests.integration.test_weights_support import Agent, exporters
+from tests.ports import free_port_on
 from tests.prometheus import Prometheus, job
 
 SVC = ServiceKey("tcp", "127.0.0.10", 80)

@@ -9,28 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import http.server
-import socket
 import socketserver
 import ssl
 import threading
 from collections.abc import Iterator
 from typing import Any
 
-
-def free_port_on(*hosts: str) -> int:
-    """A TCP port free on every one of `hosts`."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind((hosts[0], 0))
-            port = int(s.getsockname()[1])
-        try:
-            for host in hosts[1:]:
-                with socket.socket() as s:
-                    s.bind((host, port))
-        except OSError:
-            continue
-        return port
-    raise AssertionError("no common free port")
+from tests.ports import free_port_on
 
 
 class Exporter:
