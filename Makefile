@@ -25,8 +25,8 @@ test-deps:
 	scripts/install-test-deps
 
 lint: setup
-	$(VENV)/bin/ruff check lvsmon tests bench dashboards
-	$(VENV)/bin/ruff format --check lvsmon tests bench dashboards
+	$(VENV)/bin/ruff check lvsmon tests bench dashboards scripts
+	$(VENV)/bin/ruff format --check lvsmon tests bench dashboards scripts
 	$(VENV)/bin/mypy
 
 dashboards: setup

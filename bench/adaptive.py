@@ -188,13 +188,13 @@ async def direct(args: argparse.Namespace) -> None:
 
     import tomli
 
-    from lvsmon.config import Problem
+    from lvsmon.config.adaptive import read_adaptive
+    from lvsmon.configkit import Problem
     from lvsmon.dataplane.proxy import ProxyDataPlane
     from lvsmon.desired import desired_table
     from lvsmon.model import Config, DaemonSettings, VirtualServer
     from lvsmon.model import RealServer as Rs
     from lvsmon.reconcile import reconcile
-    from lvsmon.weights.config import read_adaptive
     from lvsmon.weights.controller import WeightController, group_for
     from lvsmon.weights.effective import overrides, weight_parts
 

@@ -48,9 +48,9 @@ from pathlib import Path
 
 import uvloop
 
-from lvsmon.health.check import CheckType, HealthCheck, HttpSpec, Result
 from lvsmon.health.monitor import HealthMonitor, Probe, Target
 from lvsmon.model import DestKey, ServiceKey
+from lvsmon.model.health import CheckType, HealthCheck, HttpSpec, Result
 
 NGINX_CONF = """\
 worker_processes 1;

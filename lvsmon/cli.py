@@ -16,12 +16,12 @@ from pathlib import Path
 from lvsmon import __version__
 from lvsmon import config as configmod
 from lvsmon.client import PASSWORD_ENV, StatusClient, basic_authorization, tls_context
-from lvsmon.config import format_duration
+from lvsmon.configkit import format_duration
 from lvsmon.dataplane.base import snapshot_of
 from lvsmon.desired import desired_table
 from lvsmon.model import Endpoint
-from lvsmon.status import DirectorView, build_view, render_save, render_table
-from lvsmon.webconfig import TlsServer
+from lvsmon.model.web import TlsServer
+from lvsmon.status import build_view, render_save, render_table
 
 DEFAULT_CONFIG = "/etc/lvsmon/lvsmon.toml"
 
@@ -186,11 +186,6 @@ def _password(args: argparse.Namespace) -> str:
     raise UsageError(
         f"--user {args.user}: no password: give --password-file or set ${PASSWORD_ENV}"
     )
-
-
-def fetch_view(address: str, timeout: float = 5.0) -> DirectorView:
-    """The /status of a daemon at address:port over plain HTTP (the demo's)."""
-    return StatusClient(f"http://{address}").view(timeout)
 
 
 def _status(args: argparse.Namespace) -> int:

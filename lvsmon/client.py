@@ -11,8 +11,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from lvsmon.model.web import TlsServer
 from lvsmon.status import DirectorView
-from lvsmon.webconfig import TlsServer
 
 PASSWORD_ENV = "LVSMON_METRICS_PASSWORD"
 
@@ -32,6 +32,11 @@ class StatusClient:
 
     def view(self, timeout: float = 5.0) -> DirectorView:
         return DirectorView.from_json(json.loads(self.get("/status", timeout)))
+
+
+def fetch_view(address: str, timeout: float = 5.0) -> DirectorView:
+    """The /status of a daemon at address:port over plain HTTP (the demo's)."""
+    return StatusClient(f"http://{address}").view(timeout)
 
 
 def basic_authorization(user: str, password: str) -> str:

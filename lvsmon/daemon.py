@@ -14,13 +14,19 @@ import os
 import signal
 import time
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
 from lvsmon import config as configmod
-from lvsmon.dataplane.base import DataPlane, DataPlaneError
-from lvsmon.dataplane.capabilities import for_dataplane
+from lvsmon.dataplane import registry
+from lvsmon.dataplane.base import (
+    Configurable,
+    DataPlane,
+    DataPlaneError,
+    SyncDaemonControl,
+    Versioned,
+)
 from lvsmon.desired import desired_table
 from lvsmon.ha.metrics import HACollector
 from lvsmon.ha.process import HAProcess
@@ -31,7 +37,7 @@ from lvsmon.health.targets import targets_of
 from lvsmon.httpd import StatusServer
 from lvsmon.logs import fields
 from lvsmon.metrics import DirectorCollector
-from lvsmon.model import Config, DaemonSettings, DestKey, ServiceKey, SyncDaemon, SyncState
+from lvsmon.model import Config, DestKey, ServiceKey, SyncDaemon
 from lvsmon.reconcile import Table, reconcile
 from lvsmon.status import DirectorView, build_view
 from lvsmon.weights.controller import WeightController, group_for
@@ -48,48 +54,6 @@ FULL_RESYNC_INTERVAL = 30.0
 
 class StartupError(Exception):
     """The daemon cannot start; the message says why and what to change."""
-
-
-def create_dataplane(settings: DaemonSettings) -> DataPlane:
-    if settings.dataplane == "proxy":
-        from lvsmon.dataplane.proxy import ProxyDataPlane
-
-        return ProxyDataPlane(settings.timeouts)
-    if settings.dataplane == "ipvs":
-        from lvsmon.dataplane.ipvs import IpvsDataPlane
-
-        return IpvsDataPlane(settings)
-    raise StartupError(
-        f'daemon.dataplane = "{settings.dataplane}": this build has no such data plane; '
-        'use "proxy" or "ipvs"'
-    )
-
-
-@runtime_checkable
-class Versioned(Protocol):
-    """A data plane whose `generation` changes whenever its table may have changed (its
-    own applies, or a difference any snapshot read): lets the periodic sync rest.
-    `read_at` (time.monotonic) is its last full read: a scrape's read that finds the
-    generation unchanged re-confirms the table as well as a resync would."""
-
-    generation: int
-    read_at: float
-
-
-@runtime_checkable
-class Configurable(Protocol):
-    """A data plane with settings beyond the table (ipvs: sysctls, sync daemon, adoption)."""
-
-    async def configure(self, config: Config) -> None: ...
-
-
-@runtime_checkable
-class SyncDaemonControl(Protocol):
-    """A data plane with IPVS's connection-sync daemon (ipvs)."""
-
-    async def set_sync_daemon(self, want: SyncDaemon) -> None: ...
-
-    def sync_daemons(self) -> dict[SyncState, SyncDaemon]: ...
 
 
 class PidFile:
@@ -335,7 +299,7 @@ class Director:
         return True
 
     async def reload(self) -> None:
-        caps = for_dataplane(self.config.daemon.dataplane)
+        caps = registry.capabilities_of(self.config.daemon.dataplane)
         try:
             new = await asyncio.to_thread(configmod.load, self.config_path, caps)
             _check_reloadable(self.config, new)
@@ -477,7 +441,7 @@ async def serve(config_path: str) -> None:
     pid = PidFile(cfg.daemon.pid_file)
     pid.acquire()
     try:
-        director = Director(config_path, cfg, create_dataplane(cfg.daemon))
+        director = Director(config_path, cfg, registry.create(cfg.daemon))
         await director.run()
     finally:
         pid.release()

@@ -24,6 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from lvsmon import config as configmod
+from lvsmon.client import fetch_view
 from lvsmon.model import Config, VirtualServer
 from lvsmon.status import render_table
 
@@ -81,8 +82,6 @@ async def _client(vs: VirtualServer, stats: Counter[str], stop: asyncio.Event) -
 
 
 async def _wait_ready(address: str, daemon: subprocess.Popen[bytes], timeout: float = 15) -> None:
-    from lvsmon.cli import fetch_view
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
@@ -105,8 +104,6 @@ def _quiesced_copy(text: str, vs: VirtualServer, weight: int) -> str:
 
 
 async def _demo(cfg: Config, path: Path, duration: float) -> int:
-    from lvsmon.cli import fetch_view
-
     vs = cfg.virtual_servers[0]
     servers = RealServers()
     await servers.start(vs)

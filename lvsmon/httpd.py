@@ -3,7 +3,7 @@
 On the loop rather than in prometheus_client's thread so a scrape reads the
 data plane's state from the thread that owns it (no locks on the hot path).
 TLS, client certificates and basic auth come from the web config
-(`daemon.web_config_file`, lvsmon.webconfig); every path is protected alike.
+(`daemon.web_config_file`, lvsmon.config.web); every path is protected alike.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 from lvsmon.exposition import render
 from lvsmon.logs import fields
 from lvsmon.metrics import ScrapeCollector
+from lvsmon.model.web import TlsServer, WebConfig
 from lvsmon.status import DirectorView
 from lvsmon.webauth import REALM, BasicAuth
-from lvsmon.webconfig import TlsServer, WebConfig
 
 log = logging.getLogger("lvsmon.http")
 

@@ -1,17 +1,29 @@
 """The data plane seam: the only place lvsmon's core meets a forwarding engine.
 
-Two implementations: `proxy` (embedded userspace L4, the default) and `ipvs`
-(the kernel through pyroute2). Both take the operations computed by
-`lvsmon.reconcile` and report what they hold, with counters, as a `Snapshot`.
+Each implementation (`proxy`, the embedded userspace L4 default; `ipvs`, the
+kernel's table over generic netlink) takes the operations computed by
+`lvsmon.reconcile` and reports what it holds, with counters, as a `Snapshot`;
+each declares itself as a `Plane` (lvsmon.dataplane.registry lists them). The
+optional abilities a plane may have beyond the table are the runtime-checkable
+protocols at the end (the daemon asks with isinstance).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-from lvsmon.model import DestKey, ServiceKey, VirtualServer
+from lvsmon.model import (
+    Config,
+    DaemonSettings,
+    DestKey,
+    ServiceKey,
+    SyncDaemon,
+    SyncState,
+    VirtualServer,
+)
+from lvsmon.model.capabilities import Capabilities
 from lvsmon.reconcile import Op
 
 
@@ -96,3 +108,46 @@ class DataPlane(Protocol):
 
 class DataPlaneError(Exception):
     """An operation the data plane could not carry out; the message names it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Plane:
+    """A data plane's one declaration: lvsmon.dataplane.registry lists them."""
+
+    name: str
+    summary: str  # one phrase for docs/dataplanes.md
+    static_capabilities: Capabilities  # what the plane can do on any host
+    factory: Callable[[DaemonSettings], DataPlane]
+    # narrows the static capabilities to this host (ipvs: the kernel's scheduler modules)
+    probe: Callable[[Capabilities], Capabilities] | None = None
+
+    def capabilities(self) -> Capabilities:
+        caps = self.static_capabilities
+        return self.probe(caps) if self.probe is not None else caps
+
+
+@runtime_checkable
+class Versioned(Protocol):
+    """A data plane whose `generation` changes whenever its table may have changed (its
+    own applies, or a difference any snapshot read): lets the periodic sync rest.
+    `read_at` (time.monotonic) is its last full read: a scrape's read that finds the
+    generation unchanged re-confirms the table as well as a resync would."""
+
+    generation: int
+    read_at: float
+
+
+@runtime_checkable
+class Configurable(Protocol):
+    """A data plane with settings beyond the table (ipvs: sysctls, sync daemon, adoption)."""
+
+    async def configure(self, config: Config) -> None: ...
+
+
+@runtime_checkable
+class SyncDaemonControl(Protocol):
+    """A data plane with IPVS's connection-sync daemon (ipvs)."""
+
+    async def set_sync_daemon(self, want: SyncDaemon) -> None: ...
+
+    def sync_daemons(self) -> dict[SyncState, SyncDaemon]: ...

@@ -30,8 +30,17 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from lvsmon import schedulers
 from lvsmon.dataplane import ipvs_codec as c
-from lvsmon.dataplane.base import Counters, DataPlaneError, DestStats, ServiceStats, Snapshot
+from lvsmon.dataplane import ipvs_modules
+from lvsmon.dataplane.base import (
+    Counters,
+    DataPlaneError,
+    DestStats,
+    Plane,
+    ServiceStats,
+    Snapshot,
+)
 from lvsmon.dataplane.ipvs_netlink import IpvsSocket, NetlinkError, errno_name
 from lvsmon.dataplane.ipvs_plan import Outcome, execute, kernel_attributes, summary
 from lvsmon.logs import fields
@@ -50,6 +59,7 @@ from lvsmon.model import (
     Timeouts,
     VirtualServer,
 )
+from lvsmon.model.capabilities import Capabilities
 from lvsmon.reconcile import (
     AddService,
     DeleteService,
@@ -623,3 +633,24 @@ def _open_failure(exc: NetlinkError) -> str:
     if exc.errno == errno.EPERM:
         return "not permitted to use IPVS: lvsmon needs CAP_NET_ADMIN (run it as root)"
     return f"cannot reach IPVS: {exc}"
+
+
+def _create(settings: DaemonSettings) -> IpvsDataPlane:
+    return IpvsDataPlane(settings)
+
+
+PLANE = Plane(
+    name="ipvs",
+    summary="the kernel's IPVS table over generic netlink",
+    static_capabilities=Capabilities(
+        name="ipvs",
+        protocols=frozenset({"tcp", "udp", "sctp"}),
+        forwarding=frozenset({"nat", "dr", "tunnel"}),
+        fwmark=True,
+        schedulers=frozenset(schedulers.IPVS_SCHEDULERS),
+        why="the running kernel has no such IPVS scheduler (module ip_vs_<name>)",
+        privileges=frozenset({"CAP_NET_ADMIN"}),
+    ),
+    factory=_create,
+    probe=ipvs_modules.probe,
+)

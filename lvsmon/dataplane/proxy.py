@@ -15,11 +15,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 
-from lvsmon.dataplane.base import DataPlaneError, Snapshot
+from lvsmon import schedulers
+from lvsmon.dataplane.base import DataPlaneError, Plane, Snapshot
 from lvsmon.dataplane.proxy_state import Runtime, ServiceState
 from lvsmon.dataplane.proxy_tcp import Poller, TcpListener
 from lvsmon.dataplane.proxy_udp import UdpListener
-from lvsmon.model import ServiceKey, Timeouts, VirtualServer
+from lvsmon.model import DaemonSettings, ServiceKey, Timeouts, VirtualServer
+from lvsmon.model.capabilities import Capabilities
 from lvsmon.reconcile import (
     AddDest,
     AddService,
@@ -193,3 +195,25 @@ class ProxyDataPlane:
                 svc.expire(now)
         finally:
             self._sweeper = rt.loop.call_later(self._sweep_interval, self._sweep)
+
+
+def _create(settings: DaemonSettings) -> ProxyDataPlane:
+    return ProxyDataPlane(settings.timeouts)
+
+
+PLANE = Plane(
+    name="proxy",
+    summary="embedded userspace L4 proxy (the default; runs anywhere, unprivileged)",
+    static_capabilities=Capabilities(
+        name="proxy",
+        protocols=frozenset({"tcp", "udp"}),
+        # a userspace proxy terminates the client connection: that is NAT
+        forwarding=frozenset({"nat"}),
+        fwmark=False,
+        schedulers=schedulers.available(),
+        why="the userspace proxy terminates connections (NAT only, no fwmark, no SCTP)",
+        # only to listen on ports below 1024
+        privileges=frozenset({"CAP_NET_BIND_SERVICE"}),
+    ),
+    factory=_create,
+)

@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lvsmon import logs
-from lvsmon.config import ConfigError, Problem
-from lvsmon.ha.config import SECTION, FailoverGroup, read_failover_groups
+from lvsmon.config.failover import SECTION, read_failover_groups
+from lvsmon.configkit import ConfigError, Problem
 from lvsmon.ha.process import HAProcess
 from lvsmon.ha.status import GroupStatus
 from lvsmon.logs import fields
+from lvsmon.model.failover import FailoverGroup
 
 log = logging.getLogger("lvsmon.ha")
 

@@ -15,10 +15,10 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-from lvsmon.ha.config import GroupAddress
 from lvsmon.ha.links import Links
 from lvsmon.logs import fields
 from lvsmon.model import IPAddress
+from lvsmon.model.failover import GroupAddress
 
 log = logging.getLogger("lvsmon.ha")
 

@@ -16,13 +16,13 @@ from collections.abc import Callable, Sequence
 
 from lvsmon.ha import machine, tracking
 from lvsmon.ha.announce import Announcer
-from lvsmon.ha.config import FailoverGroup
 from lvsmon.ha.group import GroupRuntime
 from lvsmon.ha.hooks import Serial
 from lvsmon.ha.links import Links, NetlinkLinks, NoAddress
 from lvsmon.ha.netio import AdvertSocket
 from lvsmon.ha.status import GroupStatus
 from lvsmon.logs import fields
+from lvsmon.model.failover import FailoverGroup
 
 log = logging.getLogger("lvsmon.ha")
 

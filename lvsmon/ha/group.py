@@ -15,7 +15,6 @@ from collections.abc import Callable
 
 from lvsmon.ha import codec, machine
 from lvsmon.ha.announce import Announcer
-from lvsmon.ha.config import FailoverGroup
 from lvsmon.ha.hooks import Serial, hook_job
 from lvsmon.ha.links import Links
 from lvsmon.ha.netio import AdvertSocket, Datagram
@@ -23,6 +22,7 @@ from lvsmon.ha.status import GroupStatus
 from lvsmon.ha.timer import PreciseTimer
 from lvsmon.logs import fields
 from lvsmon.model import IPAddress
+from lvsmon.model.failover import FailoverGroup
 
 log = logging.getLogger("lvsmon.ha")
 

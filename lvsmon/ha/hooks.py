@@ -21,8 +21,8 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Sequence
 
-from lvsmon.ha.config import FailoverGroup
 from lvsmon.logs import fields
+from lvsmon.model.failover import FailoverGroup
 
 log = logging.getLogger("lvsmon.ha")
 

@@ -24,9 +24,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
-from lvsmon.ha.config import GroupAddress
 from lvsmon.logs import fields
 from lvsmon.model import IPAddress
+from lvsmon.model.failover import GroupAddress
 
 log = logging.getLogger("lvsmon.ha")
 

@@ -25,9 +25,9 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from lvsmon.ha.config import FailoverGroup
 from lvsmon.ha.status import GroupStatus
 from lvsmon.logs import fields
+from lvsmon.model.failover import FailoverGroup
 
 log = logging.getLogger("lvsmon.ha")
 

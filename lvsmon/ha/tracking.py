@@ -13,7 +13,7 @@ import socket
 import struct
 from collections.abc import Collection, Mapping
 
-from lvsmon.ha.config import FailoverGroup
+from lvsmon.model.failover import FailoverGroup
 
 SIOCGIFFLAGS = 0x8913
 IFF_UP = 0x1

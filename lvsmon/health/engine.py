@@ -28,11 +28,11 @@ from collections import deque
 from collections.abc import Callable
 from time import monotonic
 
-from lvsmon.health.check import Reason, Result, fail
 from lvsmon.health.probe import Probe
 from lvsmon.health.probes import CoroutineChecker, SocketChecker, classify
 from lvsmon.health.ticker import Timeline
 from lvsmon.logs import fields
+from lvsmon.model.health import Reason, Result, fail
 
 log = logging.getLogger("lvsmon.health")
 

@@ -28,7 +28,6 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from lvsmon.health.check import OK, Reason, Result
 from lvsmon.health.engine import Engine
 from lvsmon.health.probe import BUCKETS, Histogram, Probe, ProbeKey, Target, TargetKey
 from lvsmon.health.probes import exec as exec_probe
@@ -36,6 +35,7 @@ from lvsmon.health.probes import make_checker, poller
 from lvsmon.health.slowstart import ramp_weight, slow_start_fraction
 from lvsmon.health.state import CheckState, Transition, inherited, step
 from lvsmon.logs import fields
+from lvsmon.model.health import OK, Reason, Result
 
 __all__ = [
     "BUCKETS",

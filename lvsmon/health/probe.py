@@ -6,10 +6,10 @@ import asyncio
 import bisect
 from dataclasses import dataclass, field
 
-from lvsmon.health.check import CheckType, HealthCheck, Reason, Result
 from lvsmon.health.probes import Checker
 from lvsmon.health.state import CheckState
 from lvsmon.model import DestKey, ServiceKey, endpoint_label
+from lvsmon.model.health import CheckType, HealthCheck, Reason, Result
 
 TargetKey = tuple[ServiceKey, DestKey]
 BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

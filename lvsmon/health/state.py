@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from lvsmon.health.check import Reason, Result
+from lvsmon.model.health import Reason, Result
 
 NEVER = float("-inf")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from lvsmon.health.check import HealthCheck
 from lvsmon.health.monitor import Target
 from lvsmon.model import DestKey, ServiceKey
+from lvsmon.model.health import HealthCheck
 
 
 class CheckedRealServer(Protocol):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import re
 
-from lvsmon.weights.control import OFF, ON
+from lvsmon.model.adaptive import OFF, ON
 from lvsmon.weights.http import describe
 
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)%")

@@ -67,39 +67,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol, TypeVar
 
-BALANCE, PROPORTIONAL, PIRANHA = "balance", "proportional", "piranha"
-MODES = (BALANCE, PROPORTIONAL, PIRANHA)
-# HAProxy agent-check words: these take the server out until one of ON comes
-OFF = frozenset({"drain", "down", "maint", "stopped", "fail"})
-ON = frozenset({"up", "ready"})
+from lvsmon.model.adaptive import OFF, ON, PIRANHA, PROPORTIONAL, Params
 
 K = TypeVar("K")
-
-
-@dataclass(frozen=True, slots=True)
-class Params:
-    """Control-law parameters; weights are fractions of the configured weight."""
-
-    mode: str = BALANCE
-    smoothing: float = 0.5  # EWMA weight of a new sample (1 = no smoothing)
-    half_life: float = 0.0  # seconds; > 0 replaces `smoothing` (uneven intervals)
-    deadband: float = 0.1
-    max_change: float = 0.25  # per update
-    gain: float = 0.4  # balance: how hard a relative load difference pushes
-    min_weight: float = 0.1
-    max_weight: float = 1.0  # piranha: nanny's --scale
-    load_low: float = 0.1  # balance: adapt above this mean load; proportional: see above
-    load_high: float = 0.9  # proportional only
-    stale_after: float = 15.0
-    expire_after: float = 120.0
-
-
-def defaults(mode: str) -> Params:
-    if mode == PROPORTIONAL:
-        return Params(mode=PROPORTIONAL, deadband=0.05, load_low=0.5)
-    if mode == PIRANHA:
-        return Params(mode=PIRANHA, smoothing=1.0, min_weight=1.0, max_weight=10.0)
-    return Params()
 
 
 @dataclass(frozen=True, slots=True)

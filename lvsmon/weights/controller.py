@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 from lvsmon.logs import fields
 from lvsmon.model import DestKey, ServiceKey, VirtualServer
-from lvsmon.weights.control import PIRANHA, Law, ServerState, current, law_for
+from lvsmon.model.adaptive import PIRANHA, AdaptiveSpec
+from lvsmon.weights.control import Law, ServerState, current, law_for
 from lvsmon.weights.effective import effective_weight
 from lvsmon.weights.sources import Member, Poll, Source, make_source
-from lvsmon.weights.spec import AdaptiveSpec
 
 log = logging.getLogger("lvsmon.weights")
 

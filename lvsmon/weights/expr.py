@@ -23,12 +23,18 @@ Regular expressions are fully anchored, as in PromQL.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
-Labels = tuple[tuple[str, str], ...]
-# sample name -> [(labels, value)]
-Samples = Mapping[str, Sequence[tuple[Labels, float]]]
+from lvsmon.model.adaptive import (
+    Aggregate,
+    Binary,
+    Expr,
+    Matcher,
+    Negate,
+    Node,
+    Number,
+    Samples,
+    Selector,
+)
 
 AGGREGATIONS = ("sum", "avg", "min", "max", "count")
 _TOKEN = re.compile(
@@ -47,77 +53,19 @@ class NoData(Exception):
     """Nothing to compute from yet (no matching series, first scrape for rate)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Matcher:
-    label: str
-    op: str  # = != =~ !~
-    value: str
-    regex: re.Pattern[str] | None = None
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        have = labels.get(self.label, "")
-        if self.regex is not None:
-            return bool(self.regex.fullmatch(have)) == (self.op == "=~")
-        return (have == self.value) == (self.op == "=")
+def names(expr: Expr) -> frozenset[str]:
+    """The sample names the expression reads (a scrape keeps only these)."""
+    return frozenset(_names(expr.root))
 
 
-@dataclass(frozen=True, slots=True)
-class Selector:
-    name: str
-    matchers: tuple[Matcher, ...] = ()
-    rate: bool = False
-
-    def select(self, samples: Samples) -> dict[Labels, float]:
-        out: dict[Labels, float] = {}
-        for labels, value in samples.get(self.name, ()):
-            d = dict(labels)
-            if all(m.matches(d) for m in self.matchers):
-                out[labels] = value
-        return out
+def needs_previous(expr: Expr) -> bool:
+    """A `rate` needs the previous scrape of the same real server."""
+    return any(_selectors(expr.root, rate_only=True))
 
 
-@dataclass(frozen=True, slots=True)
-class Number:
-    value: float
-
-
-@dataclass(frozen=True, slots=True)
-class Aggregate:
-    op: str
-    vector: Selector
-
-
-@dataclass(frozen=True, slots=True)
-class Binary:
-    op: str
-    left: Node
-    right: Node
-
-
-@dataclass(frozen=True, slots=True)
-class Negate:
-    operand: Node
-
-
-Node = Number | Selector | Aggregate | Binary | Negate
-
-
-@dataclass(frozen=True, slots=True)
-class Expr:
-    text: str
-    root: Node
-
-    def names(self) -> frozenset[str]:
-        """The sample names the expression reads (a scrape keeps only these)."""
-        return frozenset(_names(self.root))
-
-    @property
-    def needs_previous(self) -> bool:
-        return any(_selectors(self.root, rate_only=True))
-
-    def evaluate(self, now: Samples, before: Samples | None = None, dt: float = 0.0) -> float:
-        """Raises NoData, or ExprError (division by zero, several series where one was due)."""
-        return _eval(self.root, now, before, dt)
+def evaluate(expr: Expr, now: Samples, before: Samples | None = None, dt: float = 0.0) -> float:
+    """Raises NoData, or ExprError (division by zero, several series where one was due)."""
+    return _eval(expr.root, now, before, dt)
 
 
 def parse(text: str) -> Expr:

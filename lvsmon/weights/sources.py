@@ -27,18 +27,18 @@ from urllib.parse import urlencode
 from prometheus_client.parser import text_string_to_metric_families
 
 from lvsmon.model import DestKey
-from lvsmon.weights import agent, http
-from lvsmon.weights.control import Sample
-from lvsmon.weights.expr import ExprError, Labels, NoData, Samples
-from lvsmon.weights.spec import (
+from lvsmon.model.adaptive import (
     AdaptiveSpec,
     AgentSpec,
+    Labels,
     PrometheusSpec,
+    Samples,
     ScrapeSpec,
-    instances_regex,
-    render,
-    values_for,
 )
+from lvsmon.weights import agent, expr, http
+from lvsmon.weights.control import Sample
+from lvsmon.weights.expr import ExprError, NoData
+from lvsmon.weights.templates import instances_regex, render, values_for
 
 Clock = Callable[[], float]
 
@@ -223,7 +223,7 @@ class ScrapeSource(_HttpSource):
     def __init__(self, spec: AdaptiveSpec, scrape: ScrapeSpec, vs: str, limits: Limits):
         super().__init__(spec, vs, limits)
         self.scrape = scrape
-        self.names = scrape.expression.names()
+        self.names = expr.names(scrape.expression)
         self._previous: dict[DestKey, tuple[Samples, float]] = {}  # for rate()
 
     async def poll(self, members: Sequence[Member], clock: Clock) -> Poll:
@@ -248,9 +248,9 @@ class ScrapeSource(_HttpSource):
         self._previous[dest] = (samples, at)
         try:
             if before is None:
-                value = self.scrape.expression.evaluate(samples)
+                value = expr.evaluate(self.scrape.expression, samples)
             else:
-                value = self.scrape.expression.evaluate(samples, before[0], at - before[1])
+                value = expr.evaluate(self.scrape.expression, samples, before[0], at - before[1])
         except (NoData, ExprError) as exc:
             return str(exc)
         if not math.isfinite(value):

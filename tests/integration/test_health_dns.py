@@ -16,8 +16,8 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from lvsmon.health.check import CheckType, DnsSpec, HealthCheck, Reason, SendExpectSpec
 from lvsmon.model import DestKey
+from lvsmon.model.health import CheckType, DnsSpec, HealthCheck, Reason, SendExpectSpec
 from tests.integration.test_health_support import first_verdict, run
 from tests.ports import free_port
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon.health.check import CheckType, ExecSpec, HealthCheck, Reason
 from lvsmon.health.monitor import Target
 from lvsmon.model import DestKey
+from lvsmon.model.health import CheckType, ExecSpec, HealthCheck, Reason
 from tests.integration.test_health_support import WEB, NoJitter, Watch, first_verdict, run
 
 DEST = DestKey("127.0.0.1", 8080)

@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import uvloop
 
-from lvsmon.health.check import HealthCheck
 from lvsmon.health.monitor import HealthMonitor, Probe, Target, TransitionEvent
 from lvsmon.model import DestKey, ServiceKey
+from lvsmon.model.health import HealthCheck
 
 T = TypeVar("T")
 WEB = ServiceKey("tcp", "192.0.2.10", 80)

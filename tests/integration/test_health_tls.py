@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from lvsmon.health.check import CheckType, HealthCheck, HttpSpec, Reason, TlsSpec
+from lvsmon.model.health import CheckType, HealthCheck, HttpSpec, Reason, TlsSpec
 from tests.integration.test_health_support import Misbehaving, first_verdict, run
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import tomli
 import trustme
 
-from lvsmon.config import Problem
+from lvsmon.config.adaptive import read_adaptive
+from lvsmon.configkit import Problem
 from lvsmon.model import DestKey, ServiceKey
-from lvsmon.weights.config import read_adaptive
+from lvsmon.model.adaptive import AdaptiveSpec
 from lvsmon.weights.controller import Group, WeightController
 from lvsmon.weights.sources import Member
-from lvsmon.weights.spec import AdaptiveSpec
 from tests.integration.test_weights_support import Agent, exporters
 from tests.ports import free_port_on
 from tests.prometheus import Prometheus, job

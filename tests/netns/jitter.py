@@ -22,9 +22,10 @@ from multiprocessing.process import BaseProcess
 
 import tomli
 
-from lvsmon.config import Problem
-from lvsmon.ha.config import FailoverGroup, read_failover_groups
+from lvsmon.config.failover import read_failover_groups
+from lvsmon.configkit import Problem
 from lvsmon.ha.process import HAProcess
+from lvsmon.model.failover import FailoverGroup
 from tests.netns.topology import HERE, PYTHON, Topology, lvsmon_config
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lvsmon import config
+from lvsmon import config, configkit
 from lvsmon.model import Forwarding, Protocol
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -149,13 +149,13 @@ def test_ipv6_and_mixed_families() -> None:
 
 
 def test_durations() -> None:
-    assert config.parse_duration("100ms") == 0.1
-    assert config.parse_duration("2s") == 2
-    assert config.parse_duration("5m") == 300
-    assert config.parse_duration("1h30m") == 5400
+    assert configkit.parse_duration("100ms") == 0.1
+    assert configkit.parse_duration("2s") == 2
+    assert configkit.parse_duration("5m") == 300
+    assert configkit.parse_duration("1h30m") == 5400
     for bad in ("", "5", "5 m", "m5", "1x", "-1s"):
         with pytest.raises(ValueError):
-            config.parse_duration(bad)
+            configkit.parse_duration(bad)
 
 
 def test_options_the_data_plane_cannot_honour() -> None:

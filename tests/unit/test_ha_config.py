@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 import tomli
 
-from lvsmon.config import Problem, _Section
-from lvsmon.ha.config import FailoverGroup, TrackInterface, read_failover_groups
+from lvsmon.config.failover import read_failover_groups
+from lvsmon.configkit import Problem
+from lvsmon.configkit import Section as _Section
+from lvsmon.model.failover import FailoverGroup, TrackInterface
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,8 +8,8 @@ import ipaddress
 import sys
 from pathlib import Path
 
-from lvsmon.ha.config import FailoverGroup, GroupAddress, Hooks
 from lvsmon.ha.hooks import Serial, hook_job
+from lvsmon.model.failover import FailoverGroup, GroupAddress, Hooks
 
 GROUP = FailoverGroup(
     name="edge",

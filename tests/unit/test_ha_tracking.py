@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 
-from lvsmon.ha.config import FailoverGroup, GroupAddress, TrackInterface, TrackRealServers
 from lvsmon.ha.tracking import LinkProbe, evaluate, tracked_interfaces
+from lvsmon.model.failover import FailoverGroup, GroupAddress, TrackInterface, TrackRealServers
 
 GROUP = FailoverGroup(
     name="edge",

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from lvsmon import config as cfg
-from lvsmon.health.check import (
+from lvsmon import configkit as cfg
+from lvsmon.config.health import health_check_of, read_health_check
+from lvsmon.model.health import (
     CheckType,
     DnsSpec,
     ExecSpec,
@@ -21,7 +22,6 @@ from lvsmon.health.check import (
     SendExpectSpec,
     TlsSpec,
 )
-from lvsmon.health.config import health_check_of, read_health_check
 
 ROOT = Path(__file__).resolve().parents[2]
 VS = "virtual_server[web].health_check"
@@ -157,12 +157,12 @@ def test_a_shorter_interval_shortens_the_default_timeout() -> None:
 
 def test_health_check_of_a_section() -> None:
     problems: list[cfg.Problem] = []
-    vs = cfg._Section({"health_check": {"type": "tcp"}}, "virtual_server[web]", problems)
+    vs = cfg.Section({"health_check": {"type": "tcp"}}, "virtual_server[web]", problems)
     base = health_check_of(vs)
     assert base is not None and "health_check" in vs.known
-    rs = cfg._Section({"address": "10.0.0.1"}, "virtual_server[web].real_server[1]", problems)
+    rs = cfg.Section({"address": "10.0.0.1"}, "virtual_server[web].real_server[1]", problems)
     assert health_check_of(rs, base=base, port=80) is base
-    fw = cfg._Section({}, "virtual_server[fw].real_server[1]", problems)
+    fw = cfg.Section({}, "virtual_server[fw].real_server[1]", problems)
     assert health_check_of(fw, base=base, port=0) is base
     assert [f"{p.path}: {p.message}" for p in problems] == [
         "virtual_server[fw].real_server[1].health_check.connect_port: missing: the real server "
@@ -322,10 +322,10 @@ def test_the_shipped_health_examples_are_valid_health_checks(path: Path) -> None
     problems: list[cfg.Problem] = []
     seen = 0
     for i, vs in enumerate(doc["virtual_server"], start=1):
-        vsec = cfg._Section(vs, f"virtual_server[{i}]", problems)
+        vsec = cfg.Section(vs, f"virtual_server[{i}]", problems)
         base = health_check_of(vsec)
         for j, rs in enumerate(vs.get("real_server", []), start=1):
-            rsec = cfg._Section(rs, f"{vsec.path}.real_server[{j}]", problems)
+            rsec = cfg.Section(rs, f"{vsec.path}.real_server[{j}]", problems)
             port = rs.get("port", vs.get("port"))
             seen += health_check_of(rsec, base=base, port=port) is not None
     assert not problems and seen

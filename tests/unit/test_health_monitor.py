@@ -12,11 +12,11 @@ from dataclasses import replace
 import pytest
 
 from lvsmon.desired import desired_table
-from lvsmon.health.check import OK, CheckType, ExecSpec, HealthCheck, Reason, Result
 from lvsmon.health.monitor import HealthMonitor, Probe, Target, TransitionEvent
 from lvsmon.health.probes import SocketChecker
 from lvsmon.health.state import CheckState
 from lvsmon.model import DestKey, ServiceKey
+from lvsmon.model.health import OK, CheckType, ExecSpec, HealthCheck, Reason, Result
 
 WEB = ServiceKey("tcp", "192.0.2.10", 80)
 WEB2 = ServiceKey("tcp", "192.0.2.11", 80)
@@ -172,7 +172,7 @@ def test_jittered_first_runs_and_the_in_flight_cap() -> None:
 
 
 def test_a_check_that_cannot_be_set_up_fails_its_probes_not_the_reload() -> None:
-    from lvsmon.health.check import HttpSpec, TlsSpec
+    from lvsmon.model.health import HttpSpec, TlsSpec
 
     broken = HealthCheck(CheckType.HTTPS, spec=HttpSpec(tls=TlsSpec(ca_file="/nonexistent.pem")))
     m = HealthMonitor()

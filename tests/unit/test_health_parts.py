@@ -15,7 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lvsmon.health import dnswire
-from lvsmon.health.check import (
+from lvsmon.health.probes.http import Response, dechunk
+from lvsmon.health.ticker import Timeline
+from lvsmon.model.health import (
     OK,
     CheckType,
     HealthCheck,
@@ -26,8 +28,6 @@ from lvsmon.health.check import (
     TlsSpec,
     fail,
 )
-from lvsmon.health.probes.http import Response, dechunk
-from lvsmon.health.ticker import Timeline
 
 
 def test_queries_are_what_dnspython_reads() -> None:

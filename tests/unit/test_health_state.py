@@ -7,8 +7,8 @@ import itertools
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lvsmon.health.check import OK, Reason, Result, fail
 from lvsmon.health.state import NEVER, CheckState, inherited, step
+from lvsmon.model.health import OK, Reason, Result, fail
 
 BAD = fail(Reason.REFUSED, "connection refused")
 

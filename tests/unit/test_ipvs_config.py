@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 
 from lvsmon import config
-from lvsmon.dataplane.capabilities import Capabilities, ipvs, kernel_ipvs_schedulers
+from lvsmon.dataplane import registry
+from lvsmon.dataplane.ipvs_modules import kernel_ipvs_schedulers, narrow_to_kernel
 from lvsmon.model import Config, IpvsSettings, IpvsSysctls, SyncDaemon, SyncState
+from lvsmon.model.capabilities import Capabilities
 
 BASE = """
 [daemon]
@@ -160,7 +162,8 @@ def test_kernel_schedulers_come_from_the_module_files(tmp_path: Path) -> None:
 
 def test_a_scheduler_the_kernel_lacks_is_a_config_error(tmp_path: Path) -> None:
     lib = _kernel_tree(tmp_path, ["rr", "wrr", "wlc"])
-    caps = ipvs(kernel_ipvs_schedulers("6.1.0-test", lib, tmp_path), "6.1.0-test")
+    ipvs = registry.plane("ipvs").static_capabilities
+    caps = narrow_to_kernel(ipvs, kernel_ipvs_schedulers("6.1.0-test", lib, tmp_path), "6.1.0-test")
     assert load(scheduler="wlc", caps=caps).virtual_servers[0].scheduler == "wlc"
     assert errors(scheduler="twos", caps=caps) == [
         't.toml: virtual_server[web].scheduler: "twos" is not available on data plane '

@@ -14,9 +14,10 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 
 from lvsmon import config as configmod
-from lvsmon import webconfig
+from lvsmon.config import web as webconfig
+from lvsmon.config.web import WebConfigError
+from lvsmon.model.web import WebConfig
 from lvsmon.webauth import BasicAuth, parse_basic
-from lvsmon.webconfig import WebConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 HASH = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()  # cost 4: fast tests
@@ -37,7 +38,7 @@ def certs(tmp_path: Path, ca: trustme.CA) -> Path:
     return tmp_path
 
 
-def load(tmp: Path, text: str) -> webconfig.WebConfig:
+def load(tmp: Path, text: str) -> WebConfig:
     path = tmp / "web.yml"
     path.write_text(text)
     return webconfig.load(str(path))

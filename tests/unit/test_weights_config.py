@@ -8,10 +8,10 @@ from typing import Any
 import pytest
 import tomli
 
-from lvsmon.config import Problem
-from lvsmon.weights.config import check_real_servers, read_adaptive
-from lvsmon.weights.control import PIRANHA
-from lvsmon.weights.spec import AdaptiveSpec
+from lvsmon.config.adaptive import check_real_servers, read_adaptive
+from lvsmon.configkit import Problem
+from lvsmon.model.adaptive import PIRANHA, AdaptiveSpec
+from lvsmon.weights import expr
 
 ROOT = Path(__file__).resolve().parents[2]
 PATH = "virtual_server[web].adaptive_weights"
@@ -56,7 +56,7 @@ def test_scrape_source_parses_its_expression() -> None:
         'interval = "1s"\nhalf_life = "10s"\n'
     )
     assert spec.scrape is not None
-    assert spec.scrape.expression.names() == {"node_load1", "node_cpu_seconds_total"}
+    assert expr.names(spec.scrape.expression) == {"node_load1", "node_cpu_seconds_total"}
     assert spec.timeout == 0.5  # default: half a short interval
     assert spec.params.half_life == 10.0 and spec.params.stale_after == 3.0
 

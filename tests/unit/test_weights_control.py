@@ -10,12 +10,9 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from lvsmon.model.adaptive import BALANCE, PIRANHA, PROPORTIONAL, Params
 from lvsmon.weights.control import (
-    BALANCE,
-    PIRANHA,
-    PROPORTIONAL,
     Balance,
-    Params,
     Piranha,
     Proportional,
     Sample,

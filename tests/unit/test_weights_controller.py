@@ -9,11 +9,11 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry
 
 from lvsmon.model import DestKey, ServiceKey
-from lvsmon.weights.control import PROPORTIONAL, Params, Sample
+from lvsmon.model.adaptive import PROPORTIONAL, AdaptiveSpec, Params
+from lvsmon.weights.control import Sample
 from lvsmon.weights.controller import Group, WeightController
 from lvsmon.weights.metrics import WeightCollector
 from lvsmon.weights.sources import Clock, Member, Poll
-from lvsmon.weights.spec import AdaptiveSpec
 
 SVC = ServiceKey("tcp", "192.0.2.1", 80)
 A, B = DestKey("10.0.0.1", 80), DestKey("10.0.0.2", 80)

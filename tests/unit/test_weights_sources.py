@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from lvsmon.weights import expr
 from lvsmon.weights.agent import AgentError, parse_reply
 from lvsmon.weights.expr import ExprError, NoData, parse
 from lvsmon.weights.sources import _vector, parse_exposition
-from lvsmon.weights.spec import instances_regex, placeholders, render, values_for
+from lvsmon.weights.templates import instances_regex, placeholders, render, values_for
 
 NODE = """\
 # HELP node_load1 1m load average.
@@ -28,7 +29,7 @@ LATER = NODE.replace('mode="idle"} 100', 'mode="idle"} 100.5').replace(
 
 def scrape(text: str, expression: str) -> float:
     e = parse(expression)
-    return e.evaluate(parse_exposition(text, e.names()))
+    return expr.evaluate(e, parse_exposition(text, expr.names(e)))
 
 
 def test_load_per_cpu_from_node_exporter() -> None:
@@ -46,14 +47,14 @@ def test_arithmetic_and_aggregations() -> None:
 
 def test_cpu_utilisation_needs_two_scrapes() -> None:
     e = parse('1 - avg(rate(node_cpu_seconds_total{mode="idle"}))')
-    assert e.needs_previous
-    first = parse_exposition(NODE, e.names())
+    assert expr.needs_previous(e)
+    first = parse_exposition(NODE, expr.names(e))
     with pytest.raises(NoData):
-        e.evaluate(first)
-    second = parse_exposition(LATER, e.names())
-    assert e.evaluate(second, first, 1.0) == pytest.approx(1 - (0.5 + 0.1) / 2)
+        expr.evaluate(e, first)
+    second = parse_exposition(LATER, expr.names(e))
+    assert expr.evaluate(e, second, first, 1.0) == pytest.approx(1 - (0.5 + 0.1) / 2)
     # a counter reset (exporter restart) counts from 0
-    assert e.evaluate(first, second, 1000.0) == pytest.approx(1 - (0.1 + 0.2) / 2)
+    assert expr.evaluate(e, first, second, 1000.0) == pytest.approx(1 - (0.1 + 0.2) / 2)
 
 
 def test_evaluation_errors() -> None:

@@ -12,7 +12,14 @@ ends, is aborted or cancelled, so a timed-out probe leaks nothing.
 
 from __future__ import annotations
 
-from lvsmon.health.check import (
+from lvsmon.health.probes.base import Checker as CoroutineChecker
+from lvsmon.health.probes.base import SocketChecker, classify
+from lvsmon.health.probes.dns import DnsChecker
+from lvsmon.health.probes.exec import ExecChecker
+from lvsmon.health.probes.http import HttpChecker, HttpsChecker
+from lvsmon.health.probes.send_expect import SendExpectChecker
+from lvsmon.health.probes.tcp import TcpChecker
+from lvsmon.model.health import (
     DnsSpec,
     ExecSpec,
     HealthCheck,
@@ -21,13 +28,6 @@ from lvsmon.health.check import (
     SendExpectSpec,
     TcpSpec,
 )
-from lvsmon.health.probes.base import Checker as CoroutineChecker
-from lvsmon.health.probes.base import SocketChecker, classify
-from lvsmon.health.probes.dns import DnsChecker
-from lvsmon.health.probes.exec import ExecChecker
-from lvsmon.health.probes.http import HttpChecker, HttpsChecker
-from lvsmon.health.probes.send_expect import SendExpectChecker
-from lvsmon.health.probes.tcp import TcpChecker
 
 __all__ = ["Checker", "CoroutineChecker", "SocketChecker", "classify", "make_checker"]
 

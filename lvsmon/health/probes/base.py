@@ -21,8 +21,8 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import ClassVar, Protocol
 
-from lvsmon.health.check import Reason, Result, fail
 from lvsmon.health.probes import poller
+from lvsmon.model.health import Reason, Result, fail
 
 # SO_LINGER {on, 0}: close() sends RST, so 10k probes a second leave no TIME_WAIT
 # sockets on the director (HAProxy closes its health checks the same way).

@@ -11,8 +11,8 @@ import random
 import socket
 
 from lvsmon.health import dnswire
-from lvsmon.health.check import OK, DnsSpec, Reason, Result, fail
 from lvsmon.health.probes import base
+from lvsmon.model.health import OK, DnsSpec, Reason, Result, fail
 
 
 class DnsChecker:

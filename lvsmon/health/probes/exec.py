@@ -24,7 +24,7 @@ import signal
 from asyncio.subprocess import DEVNULL, PIPE, STDOUT, Process
 from typing import Any
 
-from lvsmon.health.check import OK, ExecSpec, Reason, Result, fail
+from lvsmon.model.health import OK, ExecSpec, Reason, Result, fail
 
 
 class ExecChecker:

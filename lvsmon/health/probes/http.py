@@ -17,8 +17,8 @@ import select
 import ssl
 
 from lvsmon import __version__
-from lvsmon.health.check import OK, HttpSpec, Reason, Result, TlsSpec, fail
 from lvsmon.health.probes import base
+from lvsmon.model.health import OK, HttpSpec, Reason, Result, TlsSpec, fail
 
 _STATUS = re.compile(rb"HTTP/\d(?:\.\d)? (\d{3})")
 _LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import _socket
 import socket
 
-from lvsmon.health.check import OK, Reason, Result, SendExpectSpec, fail
 from lvsmon.health.probes import base
+from lvsmon.model.health import OK, Reason, Result, SendExpectSpec, fail
 
 
 class SendExpectChecker:

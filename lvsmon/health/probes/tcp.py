@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from lvsmon.health.check import OK, Result
 from lvsmon.health.probes import base
+from lvsmon.model.health import OK, Result
 
 
 class TcpChecker(base.SocketChecker):

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from lvsmon import config as configmod
-from lvsmon.dataplane.capabilities import kernel_ipvs_schedulers
 from lvsmon.dataplane.ipvs import IpvsDataPlane, IpvsError
+from lvsmon.dataplane.ipvs_modules import kernel_ipvs_schedulers
 from lvsmon.desired import desired_table
 from lvsmon.model import Config, SyncDaemon, SyncState
 from lvsmon.reconcile import AddService, EditDest, EditService, Op, reconcile

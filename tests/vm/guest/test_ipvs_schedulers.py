@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 
 from lvsmon import config as configmod
-from lvsmon.dataplane.capabilities import kernel_ipvs_schedulers
 from lvsmon.dataplane.ipvs import IpvsDataPlane
+from lvsmon.dataplane.ipvs_modules import kernel_ipvs_schedulers
 from lvsmon.desired import desired_table
 from lvsmon.model import Config
 from lvsmon.reconcile import reconcile

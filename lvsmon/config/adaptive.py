@@ -1,4 +1,4 @@
-"""`[virtual_server.adaptive_weights]` -> AdaptiveSpec, with lvsmon.config's error style.
+"""`[virtual_server.adaptive_weights]` -> AdaptiveSpec, with lvsmon.configkit's error style.
 
     read_adaptive(data, path, problems) -> AdaptiveSpec | None
     check_real_servers(spec, path, weights, problems)
@@ -18,8 +18,6 @@ Keys (lvsmon/weights/README.md explains each):
                  max_response_bytes
 
 A key that belongs to another source or mode is an error that says so.
-lvsmon.config is looked up at call time (`cfg.X`), so either module may be
-imported first (lvsmon.config calls this one).
 """
 
 from __future__ import annotations
@@ -28,25 +26,27 @@ import dataclasses
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lvsmon import config as cfg
-from lvsmon.weights.control import BALANCE, MODES, PIRANHA, PROPORTIONAL, Params, defaults
-from lvsmon.weights.effective import effective_weight
-from lvsmon.weights.expr import ExprError, parse
-from lvsmon.weights.spec import (
+from lvsmon import configkit as ck
+from lvsmon.model.adaptive import (
+    BALANCE,
+    MODES,
+    PIRANHA,
     PLACEHOLDERS,
+    PROPORTIONAL,
     SOURCES,
     AdaptiveSpec,
     AgentSpec,
     HttpOptions,
+    Params,
     PrometheusSpec,
     ScrapeSpec,
-    placeholders,
+    defaults,
 )
-
-if TYPE_CHECKING:
-    from lvsmon.config import Problem, _Section
+from lvsmon.weights.effective import effective_weight
+from lvsmon.weights.expr import ExprError, parse
+from lvsmon.weights.templates import placeholders
 
 HTTP_KEYS = ("tls_verify", "ca_file", "authorization", "authorization_file", "max_response_bytes")
 SOURCE_KEYS = {
@@ -73,13 +73,6 @@ def _number(low: float, high: float, *, above: bool = False) -> Callable[[Any], 
     return convert
 
 
-def _positive_duration(value: Any) -> float:
-    seconds = cfg._duration(value)
-    if seconds <= 0:
-        raise ValueError(value)
-    return seconds
-
-
 def _url(value: Any) -> str:
     if not isinstance(value, str) or not re.match(r"https?://[^/\s]+", value):
         raise ValueError(value)
@@ -90,24 +83,28 @@ def _one_of(options: Sequence[str]) -> str:
     return "one of " + ", ".join(f'"{o}"' for o in options)
 
 
-def read_adaptive(data: dict[str, Any], path: str, problems: list[Problem]) -> AdaptiveSpec | None:
+def read_adaptive(
+    data: dict[str, Any], path: str, problems: list[ck.Problem]
+) -> AdaptiveSpec | None:
     """One `adaptive_weights` table at `path`; None when too broken to use (see problems)."""
     before = len(problems)
-    sec = cfg._Section(data, path, problems)
-    source = sec.require("source", cfg._choice(SOURCES), _one_of(SOURCES))
-    mode = sec.get("mode", cfg._choice(MODES), BALANCE, _one_of(MODES))
+    sec = ck.Section(data, path, problems)
+    source = sec.require("source", ck.choice(SOURCES), _one_of(SOURCES))
+    mode = sec.get("mode", ck.choice(MODES), BALANCE, _one_of(MODES))
     if source is None or ("source" in data and data["source"] not in SOURCES):
         sec.known.update(data)  # without a source its other keys cannot be judged
         return None
-    interval = sec.get("interval", _positive_duration, 5.0, DURATION + " above 0")
-    timeout = sec.get("timeout", _positive_duration, min(2.0, interval / 2), DURATION + " above 0")
+    interval = sec.get("interval", ck.positive_duration, 5.0, DURATION + " above 0")
+    timeout = sec.get(
+        "timeout", ck.positive_duration, min(2.0, interval / 2), DURATION + " above 0"
+    )
     if timeout >= interval:
-        shown, limit = cfg._show(data.get("timeout", timeout)), cfg.format_duration(interval)
+        shown, limit = ck.show(data.get("timeout", timeout)), ck.format_duration(interval)
         sec.error(
             "timeout",
             f'{shown} is not valid: expected a duration shorter than interval ("{limit}")',
         )
-    concurrency = sec.get("concurrency", cfg._int_in(1, 4096), 16, "an integer 1..4096")
+    concurrency = sec.get("concurrency", ck.int_in(1, 4096), 16, "an integer 1..4096")
     capacity = sec.get("capacity", _number(0, 1e12, above=True), 1.0, "a number above 0")
     params = _read_params(sec, mode, interval)
     http_opts = _read_http(sec) if source != "agent" else HttpOptions()
@@ -137,16 +134,16 @@ def read_adaptive(data: dict[str, Any], path: str, problems: list[Problem]) -> A
     return spec if len(problems) == before else None
 
 
-def _read_params(sec: _Section, mode: str, interval: float) -> Params:
-    stale = sec.get("stale_after", _positive_duration, 3 * interval, DURATION + " above 0")
+def _read_params(sec: ck.Section, mode: str, interval: float) -> Params:
+    stale = sec.get("stale_after", ck.positive_duration, 3 * interval, DURATION + " above 0")
     expire = sec.get(
-        "expire_after", _positive_duration, max(120.0, 2 * stale), DURATION + " above 0"
+        "expire_after", ck.positive_duration, max(120.0, 2 * stale), DURATION + " above 0"
     )
     if expire < stale:
         sec.error(
             "expire_after",
-            f"{cfg._show(sec.data.get('expire_after'))} is not valid: "
-            f'expected at least stale_after ("{cfg.format_duration(stale)}")',
+            f"{ck.show(sec.data.get('expire_after'))} is not valid: "
+            f'expected at least stale_after ("{ck.format_duration(stale)}")',
         )
     d = dataclasses.replace(defaults(mode), stale_after=stale, expire_after=expire)
     if mode == PIRANHA:
@@ -160,7 +157,7 @@ def _read_params(sec: _Section, mode: str, interval: float) -> Params:
         d.smoothing,
         "a number above 0, at most 1 (1 = no smoothing)",
     )
-    half_life = sec.get("half_life", _positive_duration, 0.0, DURATION + " above 0")
+    half_life = sec.get("half_life", ck.positive_duration, 0.0, DURATION + " above 0")
     if "smoothing" in sec.data and "half_life" in sec.data:
         sec.error("half_life", "set either smoothing or half_life, not both")
     fraction = "a fraction of the configured weight"
@@ -186,35 +183,35 @@ def _read_params(sec: _Section, mode: str, interval: float) -> Params:
     if high <= params.load_low and "load_high" in sec.data:
         sec.error(
             "load_high",
-            f"{cfg._show(sec.data['load_high'])} is not valid: expected a "
+            f"{ck.show(sec.data['load_high'])} is not valid: expected a "
             f"load above load_low ({params.load_low:g})",
         )
     elif high <= params.load_low:
         sec.error(
             "load_low",
-            f"{cfg._show(sec.data.get('load_low'))} is not valid: expected a "
+            f"{ck.show(sec.data.get('load_low'))} is not valid: expected a "
             f"load below load_high ({high:g})",
         )
     return dataclasses.replace(params, load_high=high)
 
 
-def _read_http(sec: _Section) -> HttpOptions:
+def _read_http(sec: ck.Section) -> HttpOptions:
     d = HttpOptions()
-    verify = sec.get("tls_verify", cfg._bool, True, "true or false")
-    ca_file = sec.get("ca_file", cfg._text, "", "a file path")
+    verify = sec.get("tls_verify", ck.boolean, True, "true or false")
+    ca_file = sec.get("ca_file", ck.text, "", "a file path")
     if ca_file and not Path(ca_file).is_file():
         sec.error("ca_file", f'"{ca_file}": no such file')
     auth = sec.get(
         "authorization", _header_value, "", 'an Authorization header value such as "Bearer <token>"'
     )
-    auth_file = sec.get("authorization_file", cfg._text, "", "a file path")
+    auth_file = sec.get("authorization_file", ck.text, "", "a file path")
     if auth and auth_file:
         sec.error("authorization_file", "set either authorization or authorization_file, not both")
     elif auth_file:
         try:
-            auth = _header_value(Path(auth_file).read_text(encoding="utf-8").strip())
-        except OSError as exc:
-            sec.error("authorization_file", f'"{auth_file}": cannot read: {exc.strerror}')
+            auth = _header_value(ck.read_text(auth_file, 64 * 1024).strip())
+        except ck.FileProblem as exc:
+            sec.error("authorization_file", f'"{auth_file}": {exc}')
         except ValueError:
             sec.error(
                 "authorization_file",
@@ -222,7 +219,7 @@ def _read_http(sec: _Section) -> HttpOptions:
             )
     cap = sec.get(
         "max_response_bytes",
-        cfg._int_in(1024, 1 << 30),
+        ck.int_in(1024, 1 << 30),
         d.max_response_bytes,
         "an integer 1024..1073741824",
     )
@@ -244,13 +241,13 @@ def _template(allowed: Sequence[str]) -> Callable[[Any], str]:
         unknown = sorted(placeholders(value) - set(allowed))
         if unknown:
             known = ", ".join("${" + a + "}" for a in allowed) or "none"
-            raise ValueError(cfg.Hint(f"unknown placeholder ${{{unknown[0]}}}; known: {known}"))
+            raise ValueError(ck.Hint(f"unknown placeholder ${{{unknown[0]}}}; known: {known}"))
         return value
 
     return convert
 
 
-def _with_prometheus(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
+def _with_prometheus(sec: ck.Section, spec: AdaptiveSpec) -> AdaptiveSpec:
     url = sec.require(
         "url",
         _both(_url, _template(["virtual_server"])),
@@ -274,7 +271,7 @@ def _with_prometheus(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
     return _replace(spec, prometheus=PrometheusSpec(url, query, label, value))
 
 
-def _with_scrape(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
+def _with_scrape(sec: ck.Section, spec: AdaptiveSpec) -> AdaptiveSpec:
     url = sec.require(
         "url",
         _both(_url, _template(PLACEHOLDERS)),
@@ -290,15 +287,15 @@ def _with_scrape(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
     return _replace(spec, scrape=ScrapeSpec(url, expression))
 
 
-def _with_agent(sec: _Section, spec: AdaptiveSpec) -> AdaptiveSpec:
-    port = sec.require("port", cfg._int_in(1, 65535), "the agent's TCP port 1..65535")
+def _with_agent(sec: ck.Section, spec: AdaptiveSpec) -> AdaptiveSpec:
+    port = sec.require("port", ck.int_in(1, 65535), "the agent's TCP port 1..65535")
     address = sec.get(
         "address",
         _template(PLACEHOLDERS),
         "${address}",
         'an address or a template such as "${address}"',
     )
-    send = sec.get("send", cfg._text, "", "a string sent after connecting")
+    send = sec.get("send", ck.text, "", "a string sent after connecting")
     if port is None:
         return spec
     return _replace(spec, agent=AgentSpec(port, address, send.encode("utf-8")))
@@ -310,7 +307,7 @@ def _expression(value: Any) -> Any:
     try:
         return parse(value)
     except ExprError as exc:
-        raise ValueError(cfg.Hint(str(exc))) from None
+        raise ValueError(ck.Hint(str(exc))) from None
 
 
 def _label(value: Any) -> str:
@@ -327,7 +324,7 @@ def _replace(spec: AdaptiveSpec, **changes: Any) -> AdaptiveSpec:
     return dataclasses.replace(spec, **changes)
 
 
-def _check_foreign_keys(sec: _Section, source: str, mode: str) -> None:
+def _check_foreign_keys(sec: ck.Section, source: str, mode: str) -> None:
     """Keys of another source or mode: errors that name the owner, not 'unknown key'."""
     for other, keys in SOURCE_KEYS.items():
         if other == source:
@@ -347,7 +344,7 @@ def _check_foreign_keys(sec: _Section, source: str, mode: str) -> None:
 
 
 def check_real_servers(
-    spec: AdaptiveSpec, path: str, weights: Sequence[int], problems: list[Problem]
+    spec: AdaptiveSpec, path: str, weights: Sequence[int], problems: list[ck.Problem]
 ) -> None:
     """Weights too small to adapt (weight 1 with factors <= 1 always rounds to 1) are
     errors: adaptive weights would silently do nothing. `path` is the virtual server's,
@@ -356,12 +353,24 @@ def check_real_servers(
     for i, w in enumerate(weights, start=1):
         if w > 0 and effective_weight(w, adaptive=lo) == effective_weight(w, adaptive=hi):
             least = next(
-                n
-                for n in range(1, 65536)
-                if effective_weight(n, adaptive=lo) != effective_weight(n, adaptive=hi)
+                (
+                    n
+                    for n in range(1, 65536)
+                    if effective_weight(n, adaptive=lo) != effective_weight(n, adaptive=hi)
+                ),
+                None,
             )
+            if least is None:  # min_weight == max_weight: no weight moves (reported once)
+                problems.append(
+                    ck.Problem(
+                        f"{path}.adaptive_weights.max_weight",
+                        f"{hi:g} equals min_weight: adaptive weights could never change a "
+                        "weight; set max_weight above min_weight",
+                    )
+                )
+                return
             problems.append(
-                cfg.Problem(
+                ck.Problem(
                     f"{path}.real_server[{i}].weight",
                     f"{w} leaves adaptive weights no room (with min_weight {lo:g} and max_weight "
                     f"{hi:g} it stays {w}): use a weight of at least {least}, e.g. 100",

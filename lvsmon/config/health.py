@@ -5,11 +5,9 @@ server's own table is laid over it key by key (when it names another `type`,
 only the keys common to every type are inherited). `enabled = false` in a
 real server's table turns checking off for that real server.
 
-Reuses lvsmon.config's `_Section` and converters, so errors read like every
-other config error: `virtual_server[web].health_check.timeout: "3s" is not
-valid: expected a duration shorter than interval ("2s")`. lvsmon.config
-imports this module, so lvsmon.config's names are looked up at call time only
-(`cfg.X` inside functions) and the import works in either order.
+Built on lvsmon.configkit, so errors read like every other config error:
+`virtual_server[web].health_check.timeout: "3s" is not valid: expected a
+duration shorter than interval ("2s")`.
 """
 
 from __future__ import annotations
@@ -20,11 +18,11 @@ import shutil
 import ssl
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from lvsmon import config as cfg
+from lvsmon import configkit as ck
 from lvsmon.health import dnswire
-from lvsmon.health.check import (
+from lvsmon.model.health import (
     CheckType,
     DnsSpec,
     ExecSpec,
@@ -36,9 +34,6 @@ from lvsmon.health.check import (
     TlsSpec,
     default_spec,
 )
-
-if TYPE_CHECKING:
-    from lvsmon.config import Problem, _Section
 
 TYPES = tuple(t.value for t in CheckType)
 COMMON_KEYS = (
@@ -56,11 +51,12 @@ _TOKEN = re.compile(r"[A-Z]{1,20}")
 _STATUS_RANGE = re.compile(r"\s*(\d{3})\s*(?:-\s*(\d{3})\s*)?")
 _HEADER_SAFE = re.compile(r"[\x21-\x7e]+")
 PROGRAM = "an executable program (path or name)"
-DURATION = 'a duration such as "100ms", "2s" or "1m"'
+HEALTH_DURATION = 'a duration such as "100ms", "2s" or "1m"'
+MAX_PEM_BYTES = 1 * 2**20
 
 
 def health_check_of(
-    sec: _Section, *, base: HealthCheck | None = None, port: int | None = None
+    sec: ck.Section, *, base: HealthCheck | None = None, port: int | None = None
 ) -> HealthCheck | None:
     """The check for `sec` (a virtual server's or a real server's table): its
     `health_check` table over `base`, or `base` when it has none. `port` is the
@@ -82,16 +78,16 @@ def health_check_of(
 
 
 def read_health_check(
-    data: dict[str, Any], path: str, problems: list[Problem], *, base: HealthCheck | None = None
+    data: dict[str, Any], path: str, problems: list[ck.Problem], *, base: HealthCheck | None = None
 ) -> HealthCheck | None:
     """One `health_check` table at `path`. None: disabled, or too broken to use
     (the reasons are in `problems`)."""
-    sec = cfg._Section(data, path, problems)
-    if not sec.get("enabled", cfg._bool, True, "true or false"):
+    sec = ck.Section(data, path, problems)
+    if not sec.get("enabled", ck.boolean, True, "true or false"):
         sec.known.update(data)  # a disabled check's other keys are not checked
         return None
     before = len(problems)
-    choose = cfg._choice(TYPES)
+    choose = ck.choice(TYPES)
     if base is not None:
         name: str | None = sec.get("type", choose, base.type.value, _one_of(TYPES))
     else:
@@ -117,25 +113,25 @@ def _one_of(options: tuple[str, ...]) -> str:
     return "one of " + ", ".join(f'"{o}"' for o in options)
 
 
-def _read_common(sec: _Section, kind: CheckType, d: HealthCheck) -> HealthCheck:
-    interval = sec.get("interval", _positive_duration, d.interval, DURATION + " above 0")
-    timeout = sec.get("timeout", _positive_duration, d.timeout, DURATION + " above 0")
+def _read_common(sec: ck.Section, kind: CheckType, d: HealthCheck) -> HealthCheck:
+    interval = sec.get("interval", ck.positive_duration, d.interval, HEALTH_DURATION + " above 0")
+    timeout = sec.get("timeout", ck.positive_duration, d.timeout, HEALTH_DURATION + " above 0")
     if timeout >= interval and "timeout" not in sec.data:
         timeout = interval / 2  # an inherited or default timeout follows a shorter interval
     if timeout >= interval:
-        shown = cfg._show(sec.data["timeout"])
-        limit = cfg.format_duration(interval)
+        shown = ck.show(sec.data["timeout"])
+        limit = ck.format_duration(interval)
         sec.error(
             "timeout",
             f'{shown} is not valid: expected a duration shorter than interval ("{limit}")',
         )
-    rise = sec.get("rise", cfg._int_in(1, 1000), d.rise, "an integer 1..1000")
-    fall = sec.get("fall", cfg._int_in(1, 1000), d.fall, "an integer 1..1000")
-    address = sec.get("connect_address", cfg._address, None, "an IPv4 or IPv6 address")
-    port = sec.get("connect_port", cfg._int_in(1, 65535), d.connect_port, cfg.PORT)
+    rise = sec.get("rise", ck.int_in(1, 1000), d.rise, "an integer 1..1000")
+    fall = sec.get("fall", ck.int_in(1, 1000), d.fall, "an integer 1..1000")
+    address = sec.get("connect_address", ck.address, None, "an IPv4 or IPv6 address")
+    port = sec.get("connect_port", ck.int_in(1, 65535), d.connect_port, ck.PORT)
     cap = sec.get(
         "max_response_bytes",
-        cfg._int_in(64, 64 * 2**20),
+        ck.int_in(64, 64 * 2**20),
         d.max_response_bytes,
         "an integer 64..67108864",
     )
@@ -155,11 +151,11 @@ def _read_common(sec: _Section, kind: CheckType, d: HealthCheck) -> HealthCheck:
 # --- per type ---
 
 
-def _read_tcp(sec: _Section, d: Spec) -> Spec | None:
+def _read_tcp(sec: ck.Section, d: Spec) -> Spec | None:
     return TcpSpec()
 
 
-def _read_http(sec: _Section, d: Spec) -> Spec | None:
+def _read_http(sec: ck.Section, d: Spec) -> Spec | None:
     assert isinstance(d, HttpSpec)
     method = sec.get("method", _regex_text(_TOKEN), d.method, 'an HTTP method such as "GET"')
     path = sec.get("path", _request_path, d.path, 'a request path starting with "/"')
@@ -175,9 +171,9 @@ def _read_http(sec: _Section, d: Spec) -> Spec | None:
     return HttpSpec(method, path, host, status, body, tls)
 
 
-def _read_tls(sec: _Section, d: TlsSpec) -> TlsSpec:
+def _read_tls(sec: ck.Section, d: TlsSpec) -> TlsSpec:
     sni = sec.get("tls_sni", _regex_text(_HEADER_SAFE), d.sni, "a server name")
-    verify = sec.get("tls_verify", cfg._bool, d.verify, "true or false")
+    verify = sec.get("tls_verify", ck.boolean, d.verify, "true or false")
     ca = sec.get("ca_file", _readable("CA"), d.ca_file, "a readable file of PEM certificates")
     cert = sec.get(
         "client_cert", _readable("certificate"), d.client_cert, "a readable PEM certificate file"
@@ -209,9 +205,9 @@ EXPECT_FORMS: dict[str, tuple[Callable[[Any], re.Pattern[bytes]], str]] = {
 }
 
 
-def _read_send_expect(sec: _Section, d: Spec) -> Spec | None:
+def _read_send_expect(sec: ck.Section, d: Spec) -> Spec | None:
     assert isinstance(d, SendExpectSpec)
-    protocol = sec.get("protocol", cfg._choice(("tcp", "udp")), d.protocol, '"tcp" or "udp"')
+    protocol = sec.get("protocol", ck.choice(("tcp", "udp")), d.protocol, '"tcp" or "udp"')
     if "send" in sec.data and "send_hex" in sec.data:
         sec.error("send_hex", "conflicts with send: set only one of them")
     send = sec.get("send", _utf8, d.send, "a string")
@@ -234,21 +230,21 @@ def _read_send_expect(sec: _Section, d: Spec) -> Spec | None:
     return SendExpectSpec(protocol, send, expect, expect_any)
 
 
-def _read_exec(sec: _Section, d: Spec) -> Spec | None:
+def _read_exec(sec: ck.Section, d: Spec) -> Spec | None:
     assert isinstance(d, ExecSpec)
     program: str | None
     if d.program:
         program = sec.get("program", _executable, d.program, PROGRAM)
     else:
         program = sec.require("program", _executable, PROGRAM)
-    args = sec.get("args", _strings, d.args, "an array of strings")
-    dynamic = sec.get("dynamic_weight", cfg._bool, d.dynamic_weight, "true or false")
+    args = sec.get("args", ck.strings, d.args, "an array of strings")
+    dynamic = sec.get("dynamic_weight", ck.boolean, d.dynamic_weight, "true or false")
     if program is None:
         return None
     return ExecSpec(program, args, dynamic)
 
 
-def _read_dns(sec: _Section, d: Spec) -> Spec | None:
+def _read_dns(sec: ck.Section, d: Spec) -> Spec | None:
     assert isinstance(d, DnsSpec)
     name: str | None
     if d.query_name:
@@ -270,13 +266,13 @@ def _read_dns(sec: _Section, d: Spec) -> Spec | None:
         d.expect_answer,
         'a record value such as "192.0.2.1", or an array of them',
     )
-    rd = sec.get("recursion_desired", cfg._bool, d.recursion_desired, "true or false")
+    rd = sec.get("recursion_desired", ck.boolean, d.recursion_desired, "true or false")
     if name is None:
         return None
     return DnsSpec(name, qtype, rcode, answers, rd)
 
 
-_SPEC_READERS: dict[CheckType, Callable[[_Section, Spec], Spec | None]] = {
+_SPEC_READERS: dict[CheckType, Callable[[ck.Section, Spec], Spec | None]] = {
     CheckType.TCP: _read_tcp,
     CheckType.HTTP: _read_http,
     CheckType.HTTPS: _read_http,
@@ -289,22 +285,9 @@ _SPEC_READERS: dict[CheckType, Callable[[_Section, Spec], Spec | None]] = {
 # --- converters (raise ValueError/TypeError; lvsmon.config words the error) ---
 
 
-def _positive_duration(value: Any) -> float:
-    seconds = cfg._duration(value)
-    if seconds <= 0:
-        raise ValueError(value)
-    return seconds
-
-
-def _text(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(value)
-    return value
-
-
 def _regex_text(pattern: re.Pattern[str]) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
-        if not pattern.fullmatch(_text(value)):
+        if not pattern.fullmatch(ck.text(value)):
             raise ValueError(value)
         return str(value)
 
@@ -312,7 +295,7 @@ def _regex_text(pattern: re.Pattern[str]) -> Callable[[Any], str]:
 
 
 def _request_path(value: Any) -> str:
-    text = _text(value)
+    text = ck.text(value)
     if not text.startswith("/") or not _HEADER_SAFE.fullmatch(text):
         raise ValueError(value)
     return text
@@ -340,9 +323,9 @@ def _status_ranges(value: Any) -> tuple[tuple[int, int], ...]:
 
 def _bytes_regex(value: Any) -> re.Pattern[bytes]:
     try:
-        return re.compile(_text(value).encode())
+        return re.compile(ck.text(value).encode())
     except re.error as exc:
-        raise ValueError(cfg.Hint(f"bad regular expression: {exc}")) from None
+        raise ValueError(ck.Hint(f"bad regular expression: {exc}")) from None
 
 
 def _literal(data: bytes) -> re.Pattern[bytes]:
@@ -350,60 +333,54 @@ def _literal(data: bytes) -> re.Pattern[bytes]:
 
 
 def _utf8(value: Any) -> bytes:
-    return _text(value).encode()
+    return ck.text(value).encode()
 
 
 def _hex(value: Any) -> bytes:
     try:
-        return bytes.fromhex(_text(value))
+        return bytes.fromhex(ck.text(value))
     except ValueError:
         raise ValueError(value) from None
 
 
 def _readable(what: str) -> Callable[[Any], str]:
     def convert(value: Any) -> str:
-        path = _text(value)
+        path = ck.text(value)
         try:
-            with open(path, "rb") as f:
-                f.read(1)
-        except OSError as exc:
-            raise ValueError(cfg.Hint(f"cannot read the {what} file: {exc.strerror}")) from None
+            ck.read_file(path, MAX_PEM_BYTES)
+        except ck.FileProblem as exc:
+            why = str(exc).removeprefix("cannot read: ")
+            raise ValueError(ck.Hint(f"cannot read the {what} file: {why}")) from None
         return path
 
     return convert
 
 
 def _executable(value: Any) -> str:
-    text = _text(value)
+    text = ck.text(value)
     found = shutil.which(text) if "/" not in text else text
     if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
         why = "not found" if not found or not os.path.exists(found) else "not an executable file"
-        raise ValueError(cfg.Hint(why))
+        raise ValueError(ck.Hint(why))
     return os.path.abspath(found)
 
 
-def _strings(value: Any) -> tuple[str, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise TypeError(value)
-    return tuple(value)
-
-
 def _strings_or_one(value: Any) -> tuple[str, ...]:
-    return (value,) if isinstance(value, str) else _strings(value)
+    return (value,) if isinstance(value, str) else ck.strings(value)
 
 
 def _upper_choice(options: dict[str, int]) -> Callable[[Any], str]:
-    choose = cfg._choice(tuple(options))
+    choose = ck.choice(tuple(options))
 
     def convert(value: Any) -> str:
-        return choose(_text(value).upper())
+        return choose(ck.text(value).upper())
 
     return convert
 
 
 def _dns_name(value: Any) -> str:
     try:
-        dnswire.encode_name(_text(value))
+        dnswire.encode_name(ck.text(value))
     except ValueError:
         raise ValueError(value) from None
     return str(value)

@@ -11,15 +11,16 @@ names are taken from the web config's directory, as exporter-toolkit does.
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import re
 import ssl
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from lvsmon import configkit as ck
+from lvsmon.model.web import TlsServer, WebConfig
 
 TLS_VERSIONS = {
     "TLS10": ssl.TLSVersion.TLSv1,
@@ -53,59 +54,14 @@ UNSUPPORTED = {
     "tls_server_config.curve_preferences": "not supported: OpenSSL's default groups apply",
     "rate_limit": "not supported by lvsmon",
 }
+# the web config and each PEM file it names are read whole: capped
+MAX_WEB_CONFIG_BYTES = 1 * 2**20
+MAX_PEM_BYTES = 1 * 2**20
 _BCRYPT = re.compile(r"\$2[aby]\$(\d\d)\$[./A-Za-z0-9]{53}")
 BCRYPT_EXPECTED = (
     'expected a bcrypt hash: "$2y$" (or $2a$, $2b$), a cost 04..31, "$", 53 characters; '
     "make one with: htpasswd -nBC 10 \"\" | tr -d ':\\n'"
 )
-
-
-@dataclass(frozen=True, slots=True)
-class TlsServer:
-    cert_file: str
-    key_file: str
-    client_auth_type: str = "NoClientCert"
-    client_ca_file: str = ""
-    client_allowed_sans: tuple[str, ...] = ()
-    min_version: str = "TLS12"
-    max_version: str = "TLS13"
-    # sha256 of the files and settings read: a renewed certificate is a change (rebind)
-    fingerprint: str = ""
-    context: ssl.SSLContext | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def requires_client_cert(self) -> bool:
-        return self.client_auth_type == "RequireAndVerifyClientCert"
-
-    def allows_peer(self, peercert: Mapping[str, Any] | None) -> bool:
-        """client_allowed_sans: the client certificate names one of them (DNS, IP, email,
-        URI), compared exactly (IP addresses by value)."""
-        if not self.client_allowed_sans:
-            return True
-        sans = [str(v) for _, v in (peercert or {}).get("subjectAltName", ())]
-        return any(_same_name(a, s) for a in self.client_allowed_sans for s in sans)
-
-
-@dataclass(frozen=True, slots=True)
-class WebConfig:
-    path: str
-    tls: TlsServer | None = None
-    users: tuple[tuple[str, str], ...] = ()  # (username, bcrypt hash), sorted by name
-    headers: tuple[tuple[str, str], ...] = ()  # http_server_config.headers
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls else "http"
-
-    def describe(self) -> str:
-        """One line for `lvsmon check`."""
-        parts = [self.scheme]
-        if self.tls and self.tls.client_auth_type != "NoClientCert":
-            parts.append(f"client certificates ({self.tls.client_auth_type})")
-        if self.users:
-            n = len(self.users)
-            parts.append(f"basic auth ({n} user{'s' if n != 1 else ''})")
-        return ", ".join(parts) + f" from {self.path}"
 
 
 class WebConfigError(Exception):
@@ -119,14 +75,11 @@ class WebConfigError(Exception):
 
 def load(path: str) -> WebConfig:
     """Read and validate a web config file (and the files it names). Raises WebConfigError."""
-    file = Path(path)
     try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise WebConfigError(path, [("", f"cannot read: {exc.strerror}")]) from None
-    except UnicodeDecodeError as exc:
-        raise WebConfigError(path, [("", f"not UTF-8 text: {exc}")]) from None
-    return parse(text, path, file.parent)
+        text = ck.read_text(path, MAX_WEB_CONFIG_BYTES)
+    except ck.FileProblem as exc:
+        raise WebConfigError(path, [("", str(exc))]) from None
+    return parse(text, path, Path(path).parent)
 
 
 def parse(text: str, path: str, base: Path) -> WebConfig:
@@ -135,6 +88,8 @@ def parse(text: str, path: str, base: Path) -> WebConfig:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise WebConfigError(path, [("", f"not valid YAML: {_yaml_reason(exc)}")]) from None
+    except RecursionError:
+        raise WebConfigError(path, [("", "not valid YAML: nested too deeply")]) from None
     if doc is None:  # an empty file: plain HTTP, no auth (as exporter-toolkit)
         doc = {}
     if not isinstance(doc, dict):
@@ -273,7 +228,7 @@ def _read_tls(m: _Map, base: Path) -> TlsServer | None:
     digest = hashlib.sha256(repr((auth, sans, low, high, prefer)).encode())
     for name in (cert, key, ca):
         if name:
-            digest.update(Path(name).read_bytes())
+            digest.update(ck.read_file(name, MAX_PEM_BYTES))
     return TlsServer(
         cert_file=cert,
         key_file=key,
@@ -300,12 +255,16 @@ def _file(m: _Map, key: str, base: Path, *, required: bool) -> str:
         return ""
     path = base / name
     try:
-        with path.open("rb") as f:
-            f.read(1)
-    except OSError as exc:
-        m.error(key, f'"{path}" cannot be read: {exc.strerror}')
+        ck.read_file(str(path), MAX_PEM_BYTES)
+    except ck.FileProblem as exc:
+        m.error(key, f'"{path}" {_cannot(exc)}')
         return ""
     return str(path)
+
+
+def _cannot(exc: ck.FileProblem) -> str:
+    """'cannot read: <why>' worded as this file has always worded it: 'cannot be read: ...'."""
+    return "cannot be read: " + str(exc).removeprefix("cannot read: ")
 
 
 class _EncryptedKey(Exception):
@@ -399,15 +358,6 @@ def _read_users(m: _Map | None) -> tuple[tuple[str, str], ...]:
         else:
             users.append((user, hashed))
     return tuple(sorted(users))
-
-
-def _same_name(allowed: str, san: str) -> bool:
-    if allowed == san:
-        return True
-    try:
-        return ipaddress.ip_address(allowed) == ipaddress.ip_address(san.strip())
-    except ValueError:
-        return False
 
 
 def _yaml_reason(exc: yaml.YAMLError) -> str:

@@ -1,0 +1,99 @@
+"""Daemon-wide settings and the whole validated config, as frozen values."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from lvsmon.model.failover import FailoverGroup
+from lvsmon.model.table import Endpoint, ServiceKey, VirtualServer
+from lvsmon.model.web import WebConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Connection-entry timeouts, as `ipvsadm --set tcp tcpfin udp` (kernel defaults).
+
+    tcp: idle ESTABLISHED connection; tcp_fin: how long a closed TCP connection
+    still counts as inactive; udp: idle UDP flow."""
+
+    tcp: float = 900.0
+    tcp_fin: float = 120.0
+    udp: float = 300.0
+
+
+class SyncState(StrEnum):
+    """Role of the IPVS connection-synchronisation daemon (ipvsadm --start-daemon)."""
+
+    NONE = "none"
+    MASTER = "master"  # the active director sends its connection table
+    BACKUP = "backup"  # the standby receives it, so a takeover keeps connections
+
+
+@dataclass(frozen=True, slots=True)
+class SyncDaemon:
+    state: SyncState = SyncState.NONE
+    interface: str = ""  # multicast interface facing the peer director
+    syncid: int = 0  # 0..255; 0 = accept any (backup) / none (master)
+    follow: str = ""  # a failover group: its role decides the state (see for_role)
+
+    def for_role(self, role: str) -> SyncDaemon:
+        """The sync daemon to run while the followed failover group is in `role`: master
+        sends the connection table; every other role (backup, fault, initialize, and no
+        VRRP process at all) receives it, so this director holds the connections when
+        it takes over later (keepalived's lvs_sync_daemon does the same)."""
+        state = SyncState.MASTER if role == "master" else SyncState.BACKUP
+        return SyncDaemon(state, self.interface, self.syncid)
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsSysctls:
+    """net.ipv4.vs.* set on start and reload. Defaults suit a director that drains:
+    connections to a deleted real server fail fast instead of hanging, and
+    persistence templates of a quiesced (weight 0) server expire so clients move."""
+
+    expire_nodest_conn: bool = True
+    expire_quiescent_template: bool = True
+    conntrack: bool = False  # true when netfilter rules on the director need IPVS flows
+    conn_reuse_mode: int = 1  # the kernel default
+
+
+@dataclass(frozen=True, slots=True)
+class IpvsSettings:
+    flush_on_stop: bool = False  # default: leave the table so traffic flows across restarts
+    adopt: bool = False  # take over foreign entries at every configured identity
+    adopt_names: frozenset[str] = frozenset()  # ... or at these virtual servers only
+    state_file: str = "/run/lvsmon/ipvs-owned.json"  # identities lvsmon created
+    sysctl: IpvsSysctls = field(default_factory=IpvsSysctls)
+    sync_daemon: SyncDaemon = field(default_factory=SyncDaemon)
+
+    def adopts(self, name: str) -> bool:
+        return self.adopt or name in self.adopt_names
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonSettings:
+    dataplane: str = "proxy"
+    metrics_listen: Endpoint = field(
+        default_factory=lambda: Endpoint(ipaddress.IPv4Address("127.0.0.1"), 9108)
+    )
+    pid_file: str = ""
+    shutdown_grace: float = 10.0
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    log_level: str = "warning"
+    ipvs: IpvsSettings = field(default_factory=IpvsSettings)
+    # TLS and basic auth for metrics_listen: an exporter-toolkit web config (lvsmon.config.web)
+    web_config_file: str = ""
+    web: WebConfig | None = None  # web_config_file, read and validated with the config
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    daemon: DaemonSettings
+    virtual_servers: tuple[VirtualServer, ...]
+    source: str = "<memory>"
+    failover_groups: tuple[FailoverGroup, ...] = ()
+
+    def table(self) -> dict[ServiceKey, VirtualServer]:
+        return {vs.key: vs for vs in self.virtual_servers}
