@@ -196,7 +196,7 @@ async def direct(args: argparse.Namespace) -> None:
     from lvsmon.model import RealServer as Rs
     from lvsmon.reconcile import reconcile
     from lvsmon.weights.controller import WeightController, group_for
-    from lvsmon.weights.effective import overrides, weight_parts
+    from lvsmon.weights.effective import table_weights, weight_parts
 
     reals = tuple(Rs(ipaddress.ip_address(h), args.port, 100) for h in HOSTS)
     vs = VirtualServer(
@@ -223,7 +223,7 @@ async def direct(args: argparse.Namespace) -> None:
         factors = controller.factors() if controller is not None else {}
         parts = weight_parts([vs], adaptive=factors)
         snap = dp.snapshot()
-        ops = reconcile(desired_table(config, overrides(parts)), snap.table(), snap.in_use)
+        ops = reconcile(desired_table(config, table_weights(parts)), snap.table(), snap.in_use)
         if ops:
             await dp.apply(ops)
 

@@ -1,13 +1,20 @@
-"""The metric catalog: every metric lvsmon exports, in one place.
+"""The metric catalog: every metric lvsmon exports, defined once.
 
-docs/metrics.md is generated from it (`make docs`); tests check that a live
-scrape exports nothing the catalog lacks, and that every metric named in a
+Name, type, labels and help live here and nowhere else: the scrape-time
+collectors build their families with `family(name)`, docs/metrics.md is
+generated from it (`make docs`), and tests check that every metric named in a
 dashboard or alert rule is in it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 
 VS = ("virtual_server",)
 RS = ("virtual_server", "real_server")
@@ -278,6 +285,41 @@ def render_markdown() -> str:
 
 def names() -> frozenset[str]:
     return frozenset(m.name for m in CATALOG)
+
+
+_BY_NAME = {m.name: m for m in CATALOG}
+
+
+def spec(name: str) -> MetricSpec:
+    """The catalog entry of `name` (as exposed: counters end in _total)."""
+    try:
+        return _BY_NAME[name]
+    except KeyError:
+        raise KeyError(f"{name} is not in lvsmon/catalog.py: add it there first") from None
+
+
+def _of_type(name: str, kind: str) -> MetricSpec:
+    m = spec(name)
+    if m.type != kind:
+        raise TypeError(f"{name} is a {m.type} in lvsmon/catalog.py, not a {kind}")
+    return m
+
+
+def counter(name: str) -> CounterMetricFamily:
+    """A fresh, empty family for the catalog's counter `name` (with its _total: the
+    family's own name drops it, prometheus_client appends it to the samples)."""
+    m = _of_type(name, "counter")
+    return CounterMetricFamily(m.name.removesuffix("_total"), m.help, labels=list(m.labels))
+
+
+def gauge(name: str) -> GaugeMetricFamily:
+    m = _of_type(name, "gauge")
+    return GaugeMetricFamily(m.name, m.help, labels=list(m.labels))
+
+
+def histogram(name: str) -> HistogramMetricFamily:
+    m = _of_type(name, "histogram")
+    return HistogramMetricFamily(m.name, m.help, labels=list(m.labels))
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from lvsmon.model import Config, DestKey, ServiceKey, SyncDaemon
 from lvsmon.reconcile import Table, reconcile
 from lvsmon.status import DirectorView, build_view
 from lvsmon.weights.controller import WeightController, group_for
-from lvsmon.weights.effective import WeightParts, overrides, weight_parts
+from lvsmon.weights.effective import WeightParts, from_verdicts, table_weights
 from lvsmon.weights.metrics import WeightCollector
 
 log = logging.getLogger("lvsmon.daemon")
@@ -131,17 +131,17 @@ class Director:
     def _weight_parts(self) -> dict[tuple[ServiceKey, DestKey], WeightParts]:
         """Health x slow start x adaptive factor, in one place (lvsmon.weights.effective)."""
         ramps, dynamic = self.health.weights()
-        return weight_parts(
+        return from_verdicts(
             self.config.virtual_servers,
             down=self.health.down(),
-            slow_start=ramps,
-            base=dynamic,
+            ramps=ramps,
+            dynamic=dynamic,
             adaptive=self.weights.factors(),
             adaptive_services=self.weights.services(),
         )
 
     def _overrides(self) -> dict[tuple[ServiceKey, DestKey], int | None]:
-        return overrides(self._weight_parts())
+        return table_weights(self._weight_parts())
 
     def ha_status(self) -> tuple[GroupStatus, ...]:
         return self.ha.status() if self.ha is not None else ()
@@ -257,17 +257,10 @@ class Director:
         self._settled = None
 
     def _is_settled(self) -> bool:
-        """Nothing to do: the table matched the same config, nothing drains, and the data
-        plane has not changed since (at 1,000 x 50 a full read + reconcile costs ~0.3 s of
-        CPU, so it runs only every FULL_RESYNC_INTERVAL, or when a snapshot saw a change)."""
-        settled, dp = self._settled, self.dataplane
-        return (
-            settled is not None
-            and settled[0] is self.config
-            and isinstance(dp, Versioned)
-            and dp.generation == settled[1]
-            and time.monotonic() - max(settled[2], dp.read_at) < FULL_RESYNC_INTERVAL
-        )
+        dp = self.dataplane
+        if not isinstance(dp, Versioned):
+            return False
+        return is_settled(self._settled, self.config, dp.generation, dp.read_at, time.monotonic())
 
     async def sync(self, *, strict: bool = False) -> bool:
         """Reconcile the data plane to the config. `strict` raises instead of logging."""
@@ -409,6 +402,27 @@ class Director:
 
     def request_stop(self) -> None:
         self._stop.set()
+
+
+def is_settled(
+    settled: tuple[Config, int, float] | None,
+    config: Config,
+    generation: int,
+    read_at: float,
+    now: float,
+) -> bool:
+    """May the periodic sync rest? `settled` is (config, data plane generation, when) of
+    the last sync that found nothing to do (and nothing draining). It may while the
+    config object and the plane's generation are unchanged since, and the table was read
+    (by that sync or a scrape since: `read_at`) less than FULL_RESYNC_INTERVAL ago: at
+    1,000 x 50 a full read + reconcile costs ~0.3 s of CPU, so it runs only that often,
+    or when a snapshot saw a change. Pure: the daemon passes time.monotonic()."""
+    return (
+        settled is not None
+        and settled[0] is config
+        and generation == settled[1]
+        and now - max(settled[2], read_at) < FULL_RESYNC_INTERVAL
+    )
 
 
 def _nothing_drains(desired: Table, actual: Table) -> bool:

@@ -51,7 +51,7 @@ class StatusServer:
     def __init__(
         self,
         registry: CollectorRegistry,
-        view: Callable[[], DirectorView],
+        view: Callable[[], DirectorView] | None,
         web: WebConfig | None = None,
     ):
         self._registry = registry
@@ -147,7 +147,7 @@ class StatusServer:
             body = render(self._registry)
             self._scrape.last = time.perf_counter() - start
             return Response("200 OK", CONTENT_TYPE_LATEST, body)
-        if target == "/status":
+        if target == "/status" and self._view is not None:
             body = json.dumps(self._view().to_json(), indent=1).encode()
             return Response("200 OK", "application/json", body)
         if target == "/":

@@ -10,10 +10,11 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.samples import Sample
 
+from lvsmon import catalog
 from lvsmon.status import UP, DirectorView
 
 VS = ["virtual_server"]
@@ -38,16 +39,10 @@ class DirectorCollector(Collector):
         yield from families
 
     def _families(self, view: DirectorView) -> Iterator[Metric]:
-        build = GaugeMetricFamily(
-            "lvsmon_build_info",
-            "lvsmon version and data plane, always 1",
-            labels=["version", "dataplane"],
-        )
+        build = catalog.gauge("lvsmon_build_info")
         build.add_metric([view.version, view.dataplane], 1)
         yield build
-        errors = CounterMetricFamily(
-            "lvsmon_dataplane_errors", "Data plane operations that failed (retried every second)"
-        )
+        errors = catalog.counter("lvsmon_dataplane_errors_total")
         errors.add_metric([], view.dataplane_errors)
         yield errors
         yield from _config_metrics(view)
@@ -56,31 +51,21 @@ class DirectorCollector(Collector):
 
 
 def _config_metrics(view: DirectorView) -> Iterator[Metric]:
-    ok = GaugeMetricFamily(
-        "lvsmon_config_last_reload_successful",
-        "1 if the last config load or reload was applied, 0 if it was rejected",
-    )
+    ok = catalog.gauge("lvsmon_config_last_reload_successful")
     ok.add_metric([], 1 if view.last_reload_successful else 0)
     yield ok
-    ts = GaugeMetricFamily(
-        "lvsmon_config_last_reload_success_timestamp_seconds",
-        "Unix time of the last successful config load or reload",
-    )
+    ts = catalog.gauge("lvsmon_config_last_reload_success_timestamp_seconds")
     ts.add_metric([], view.last_reload_success_timestamp)
     yield ts
 
 
 def _service_metrics(view: DirectorView) -> Iterator[Metric]:
-    info = GaugeMetricFamily(
-        "lvsmon_virtual_server_info",
-        "Virtual server identity and scheduler, always 1",
-        labels=["virtual_server", "address", "port", "protocol", "scheduler"],
-    )
-    conns = _counter("virtual_server_connections", "Connections scheduled", VS)
-    in_b = _counter("virtual_server_incoming_bytes", "Bytes from clients", VS)
-    out_b = _counter("virtual_server_outgoing_bytes", "Bytes to clients", VS)
-    in_p = _counter("virtual_server_incoming_packets", "Packets from clients", VS)
-    out_p = _counter("virtual_server_outgoing_packets", "Packets to clients", VS)
+    info = catalog.gauge("lvsmon_virtual_server_info")
+    conns = catalog.counter("lvsmon_virtual_server_connections_total")
+    in_b = catalog.counter("lvsmon_virtual_server_incoming_bytes_total")
+    out_b = catalog.counter("lvsmon_virtual_server_outgoing_bytes_total")
+    in_p = catalog.counter("lvsmon_virtual_server_incoming_packets_total")
+    out_p = catalog.counter("lvsmon_virtual_server_outgoing_packets_total")
     for vs in view.virtual_servers:
         address = vs.address if not vs.fwmark else f"fwmark:{vs.fwmark}"
         info.add_metric([vs.name, address, str(vs.port), vs.protocol, vs.scheduler], 1)
@@ -96,19 +81,15 @@ def _service_metrics(view: DirectorView) -> Iterator[Metric]:
 
 
 def _real_server_metrics(view: DirectorView) -> Iterator[Metric]:
-    conns = _counter("real_server_connections", "Connections scheduled to the real server", RS)
-    active = _gauge("real_server_connections_active", "Active (established) connections")
-    inactive = _gauge("real_server_connections_inactive", "Inactive connections (closing, UDP)")
-    in_b = _counter("real_server_incoming_bytes", "Bytes from clients to the real server", RS)
-    out_b = _counter("real_server_outgoing_bytes", "Bytes from the real server to clients", RS)
-    weight = _gauge("real_server_weight", "Weight programmed in the data plane")
-    configured = _gauge("real_server_configured_weight", "Weight in the config file")
-    up = _gauge("real_server_up", "1 if the real server is in service by the health verdict")
-    failed = _counter(
-        "real_server_connect_failures",
-        "Connections to the real server that failed (proxy data plane)",
-        RS,
-    )
+    conns = catalog.counter("lvsmon_real_server_connections_total")
+    active = catalog.gauge("lvsmon_real_server_connections_active")
+    inactive = catalog.gauge("lvsmon_real_server_connections_inactive")
+    in_b = catalog.counter("lvsmon_real_server_incoming_bytes_total")
+    out_b = catalog.counter("lvsmon_real_server_outgoing_bytes_total")
+    weight = catalog.gauge("lvsmon_real_server_weight")
+    configured = catalog.gauge("lvsmon_real_server_configured_weight")
+    up = catalog.gauge("lvsmon_real_server_up")
+    failed = catalog.counter("lvsmon_real_server_connect_failures_total")
     # Samples are appended directly with one label dict per real server, shared by its
     # series (prometheus_client only reads it): add_metric builds a dict per sample,
     # ~500,000 of them per scrape at 1,000 x 50.
@@ -144,14 +125,6 @@ def _adder(family: Metric) -> Callable[[dict[str, str], float], None]:
     return add
 
 
-def _counter(name: str, doc: str, labels: list[str]) -> CounterMetricFamily:
-    return CounterMetricFamily(f"lvsmon_{name}", doc, labels=labels)
-
-
-def _gauge(name: str, doc: str) -> GaugeMetricFamily:
-    return GaugeMetricFamily(f"lvsmon_{name}", doc, labels=RS)
-
-
 class ScrapeCollector(Collector):
     """`lvsmon_scrape_duration_seconds`: the cost of the previous /metrics render (collect
     and encode, on the event loop), as a gauge, per the exporter guidelines for metrics
@@ -161,8 +134,6 @@ class ScrapeCollector(Collector):
         self.last = 0.0  # seconds; set by the HTTP endpoint after each render
 
     def collect(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily(
-            "lvsmon_scrape_duration_seconds",
-            "Seconds the previous /metrics render took (collect and encode); 0 before the first",
-            value=self.last,
-        )
+        duration = catalog.gauge("lvsmon_scrape_duration_seconds")
+        duration.add_metric([], self.last)
+        yield duration

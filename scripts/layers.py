@@ -36,6 +36,8 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
         "shared toolkits: config reading, logs, wire formats",
         (
             "lvsmon.configkit",
+            "lvsmon.netlink",
+            "lvsmon.http1",
             "lvsmon.logs",
             "lvsmon.exposition",
             "lvsmon.catalog",

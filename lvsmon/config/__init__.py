@@ -25,7 +25,7 @@ from lvsmon.configkit import ConfigError, Problem
 from lvsmon.model import Config
 from lvsmon.model.capabilities import Capabilities
 
-__all__ = ["SECTIONS", "ConfigError", "Problem", "build", "load", "loads"]
+__all__ = ["SECTIONS", "ConfigError", "Problem", "build", "load", "loads", "parse", "read"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,22 +68,31 @@ def build(
     return Config(source=source, **readout.values)  # type: ignore[arg-type]
 
 
-def loads(text: str, source: str = "<memory>", caps: Capabilities | None = None) -> Config:
+def parse(text: str, source: str = "<memory>") -> dict[str, Any]:
+    """TOML text -> document (the one place lvsmon parses TOML). Raises ConfigError."""
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, [Problem("", f"not valid TOML: {exc}")]) from None
     except RecursionError:  # tomllib caps nesting with a RecursionError of its own
         raise ConfigError(
             source, [Problem("", "not valid TOML: nested deeper than the parser allows")]
         ) from None
-    return build(doc, source, caps)
 
 
-def load(path: str | Path, caps: Capabilities | None = None) -> Config:
+def read(path: str | Path) -> dict[str, Any]:
+    """A config file's document: read with the size cap, regular files only."""
     source = str(path)
     try:
         text = ck.read_text(source)
     except ck.FileProblem as exc:
         raise ConfigError(source, [Problem("", str(exc))]) from None
-    return loads(text, source, caps)
+    return parse(text, source)
+
+
+def loads(text: str, source: str = "<memory>", caps: Capabilities | None = None) -> Config:
+    return build(parse(text, source), source, caps)
+
+
+def load(path: str | Path, caps: Capabilities | None = None) -> Config:
+    return build(read(path), str(path), caps)

@@ -1,1 +1,1 @@
-"""Data planes: `proxy` (embedded, userspace) and `ipvs` (kernel, via pyroute2)."""
+"""Data planes: `proxy` (embedded, userspace) and `ipvs` (kernel, over generic netlink)."""

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from lvsmon import schedulers
+from lvsmon import netlink, schedulers
 from lvsmon.dataplane import ipvs_codec as c
 from lvsmon.dataplane import ipvs_modules
 from lvsmon.dataplane.base import (
@@ -237,8 +237,8 @@ class IpvsDataPlane:
         except NetlinkError as exc:
             raise IpvsError(str(exc)) from None
         for buf in datagrams:
-            for kind, _flags, _seq, start, end in c.iter_messages(buf):
-                if kind in (c.NLMSG_DONE, c.NLMSG_ERROR):
+            for kind, _flags, _seq, start, end in netlink.iter_messages(buf):
+                if kind in (netlink.NLMSG_DONE, netlink.NLMSG_ERROR):
                     continue
                 span = c.attrs(buf, start + c.HEADERS, end).get(c.ATTR_DAEMON)
                 if span is None:
@@ -324,8 +324,8 @@ class IpvsDataPlane:
     def _dump_services(sock: IpvsSocket) -> list[c.KernelService]:
         out = []
         for buf in sock.dump(c.CMD_GET_SERVICE, what="dump IPVS virtual servers"):
-            for kind, _flags, _seq, start, end in c.iter_messages(buf):
-                if kind in (c.NLMSG_DONE, c.NLMSG_ERROR):
+            for kind, _flags, _seq, start, end in netlink.iter_messages(buf):
+                if kind in (netlink.NLMSG_DONE, netlink.NLMSG_ERROR):
                     continue
                 ks = c.parse_service(buf, start + c.HEADERS, end)
                 if ks is not None:

@@ -20,26 +20,20 @@ import ipaddress
 import operator
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from lvsmon.model import Forwarding, IPAddress, RealServer, ServiceKey, VirtualServer
+from lvsmon.netlink import NLMSG_DONE, NLMSG_ERROR, NLMSGHDR, iter_messages
 
 # --- netlink / generic netlink ----------------------------------------------
 
-NLMSG_ERROR = 2
-NLMSG_DONE = 3
-NLM_F_REQUEST = 0x1
-NLM_F_MULTI = 0x2
-NLM_F_ACK = 0x4
-NLM_F_DUMP = 0x300
 GENL_ID_CTRL = 0x10
 CTRL_CMD_GETFAMILY = 3
 CTRL_ATTR_FAMILY_ID = 1
 CTRL_ATTR_FAMILY_NAME = 2
 
-NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 GENLHDR = struct.Struct("=BBH")  # cmd, version, reserved
 NLAHDR = struct.Struct("=HH")  # len, type
 HEADERS = NLMSGHDR.size + GENLHDR.size
@@ -250,17 +244,6 @@ def timeout_attrs(tcp: int, tcp_fin: int, udp: int) -> bytes:
 
 
 # --- parsing ----------------------------------------------------------------------
-
-
-def iter_messages(buf: bytes) -> Iterator[tuple[int, int, int, int, int]]:
-    """(type, flags, seq, start, end) of each netlink message in a datagram."""
-    pos, size = 0, len(buf)
-    while pos + NLMSGHDR.size <= size:
-        length, kind, flags, seq, _pid = NLMSGHDR.unpack_from(buf, pos)
-        if length < NLMSGHDR.size or pos + length > size:
-            raise ValueError(f"truncated netlink message at offset {pos}")
-        yield kind, flags, seq, pos, pos + length
-        pos += (length + 3) & ~3
 
 
 def attrs(buf: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:

@@ -17,36 +17,27 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-from lvsmon import logs
+from prometheus_client import CollectorRegistry
+
+from lvsmon import config, configkit, logs
+from lvsmon.config import web
 from lvsmon.config.failover import SECTION, read_failover_groups
 from lvsmon.configkit import ConfigError, Problem
+from lvsmon.ha.metrics import HACollector
 from lvsmon.ha.process import HAProcess
 from lvsmon.ha.status import GroupStatus
+from lvsmon.httpd import StatusServer
 from lvsmon.logs import fields
 from lvsmon.model.failover import FailoverGroup
+from lvsmon.model.web import WebConfig
 
 log = logging.getLogger("lvsmon.ha")
-
-if TYPE_CHECKING:
-    import tomllib
-else:
-    try:
-        import tomli as tomllib
-    except ModuleNotFoundError:  # pragma: no cover
-        import tomllib
 
 
 def load_groups(path: str) -> tuple[FailoverGroup, ...]:
     """The failover groups of a config file. Raises ConfigError listing every problem."""
-    try:
-        doc: dict[str, Any] = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(path, [Problem("", f"cannot read: {exc.strerror}")]) from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(path, [Problem("", f"not valid TOML: {exc}")]) from None
+    doc = config.read(path)
     problems: list[Problem] = []
     groups = read_failover_groups(doc, problems)
     if not groups and not problems:
@@ -66,15 +57,14 @@ def write_status(path: str, groups: Sequence[GroupStatus]) -> None:
 async def run(args: argparse.Namespace, groups: tuple[FailoverGroup, ...]) -> None:
     on_status = (lambda s: write_status(args.status_file, s)) if args.status_file else None
     ha = HAProcess(groups, log_level=args.log_level, on_status=on_status)
+    server = None
     if args.metrics_listen:
-        from prometheus_client import CollectorRegistry, start_http_server
-
-        from lvsmon.ha.metrics import HACollector
-
-        host, _, port = args.metrics_listen.rpartition(":")
+        # the daemon's own endpoint: the same web config (TLS, client certs, basic auth)
+        listen = configkit.endpoint(args.metrics_listen)
         registry = CollectorRegistry()
         registry.register(HACollector(ha.status))
-        start_http_server(int(port), host.strip("[]"), registry)
+        server = StatusServer(registry, None, web_config(args.web_config_file))
+        await server.start(str(listen.address), listen.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -82,7 +72,23 @@ async def run(args: argparse.Namespace, groups: tuple[FailoverGroup, ...]) -> No
     loop.add_signal_handler(signal.SIGHUP, lambda: reload(ha, args.config))
     await ha.start()
     await stop.wait()
+    if server is not None:
+        await server.stop()
     await ha.stop()
+
+
+def web_config(path: str | None) -> WebConfig | None:
+    """--web-config-file, read and checked like the daemon's daemon.web_config_file."""
+    if not path:
+        return None
+    try:
+        return web.load(path)
+    except web.WebConfigError as exc:
+        problems = [
+            Problem(f"--web-config-file: {k}" if k else "--web-config-file", m)
+            for k, m in exc.problems
+        ]
+        raise ConfigError(path, problems) from None
 
 
 def reload(ha: HAProcess, path: str) -> None:
@@ -101,12 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--check", action="store_true", help="validate the failover groups and exit")
     p.add_argument("--status-file", help="keep a JSON status of every group in this file")
     p.add_argument("--metrics-listen", metavar="HOST:PORT", help="serve /metrics here")
+    p.add_argument(
+        "--web-config-file",
+        help="TLS and basic auth for --metrics-listen (an exporter-toolkit web config)",
+    )
     p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
     args = p.parse_args(argv)
     try:
         groups = load_groups(args.config)
+        if args.metrics_listen:
+            configkit.endpoint(args.metrics_listen)
+            web_config(args.web_config_file)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
+        return 1
+    except ValueError:
+        print(f"--metrics-listen {args.metrics_listen}: expected HOST:PORT", file=sys.stderr)
         return 1
     if args.check:
         for g in groups:

@@ -1,13 +1,14 @@
 """The kernel seam for addresses and interface facts.
 
 Address changes are rtnetlink requests encoded by pyroute2 (`ifaddrmsg`) and
-sent on a plain netlink socket. The kernel handles an rtnetlink request
-inside sendmsg, so the change is done (and its ack queued) when send returns:
-~0.1 ms, synchronous, no event loop round trip. (pyroute2's `IPRoute` runs
-its own event loop and cannot be used inside ours; `AsyncIPRoute` took ~0.3
-ms a request plus loop hops, measurable in the failover time.) The process
-runs in the director's own namespace, so no netns is involved. Facts needed
-(MAC, source address) come from ioctls and /proc/net, per namespace too.
+sent on lvsmon.netlink's socket (the IPVS plane's request/ack loop). The kernel
+handles an rtnetlink request inside sendmsg, so the change is done (and its ack
+queued) when send returns: ~0.1 ms, synchronous, no event loop round trip.
+(pyroute2's `IPRoute` runs its own event loop and cannot be used inside ours;
+`AsyncIPRoute` took ~0.3 ms a request plus loop hops, measurable in the
+failover time.) The process runs in the director's own namespace, so no netns
+is involved. Facts needed (MAC, source address) come from ioctls and /proc/net,
+per namespace too.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ from __future__ import annotations
 import errno
 import fcntl
 import ipaddress
-import itertools
 import logging
 import os
 import socket
@@ -24,6 +24,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+from lvsmon import netlink
 from lvsmon.logs import fields
 from lvsmon.model import IPAddress
 from lvsmon.model.failover import GroupAddress
@@ -37,8 +38,7 @@ SIOCGIFADDR = 0x8915
 SIOCGIFHWADDR = 0x8927
 IF_INET6 = Path("/proc/net/if_inet6")
 RTM_NEWADDR, RTM_DELADDR = 20, 21
-NLMSG_ERROR = 2
-NLM_F_REQUEST, NLM_F_ACK, NLM_F_EXCL, NLM_F_CREATE = 0x1, 0x4, 0x200, 0x400
+NLM_F_EXCL, NLM_F_CREATE = 0x200, 0x400
 
 
 class Links(Protocol):
@@ -57,10 +57,8 @@ class NetlinkLinks:
         from pyroute2.netlink.rtnl.ifaddrmsg import ifaddrmsg
 
         self._msg = ifaddrmsg
-        self._nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0)  # NETLINK_ROUTE
-        self._nl.bind((0, 0))
-        self._nl.settimeout(1.0)  # the ack is immediate; never hang the loop on a surprise
-        self._seq = itertools.count(1)
+        # the ack is immediate; the timeout never lets a surprise hang the VRRP loop
+        self._nl = netlink.NetlinkSocket(netlink.NETLINK_ROUTE, timeout=1.0)
         self._ioctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 
     def close(self) -> None:
@@ -98,28 +96,18 @@ class NetlinkLinks:
         if a.address.version == 4:
             attrs.insert(0, ("IFA_LOCAL", str(a.address)))
         msg["attrs"] = attrs
-        seq = next(self._seq)
+        seq = self._nl.next_seq()
         msg["header"] = {
             "type": kind,
-            "flags": NLM_F_REQUEST | NLM_F_ACK | flags,
+            "flags": netlink.NLM_F_REQUEST | netlink.NLM_F_ACK | flags,
             "sequence_number": seq,
         }
         msg.encode()
-        try:
-            self._nl.send(msg.data)
-            return self._ack(seq)
-        except OSError as exc:
-            return exc.errno or errno.EIO
-
-    def _ack(self, seq: int) -> int:
-        while True:  # the ack is already queued: the kernel acted inside send()
-            reply = self._nl.recv(65536)
-            offset = 0
-            while offset + 16 <= len(reply):
-                length, mtype, _, rseq, _ = struct.unpack_from("=IHHII", reply, offset)
-                if mtype == NLMSG_ERROR and rseq == seq:
-                    return -int(struct.unpack_from("=i", reply, offset + 16)[0])
-                offset += max(16, (length + 3) & ~3)
+        try:  # the ack is already queued when send returns: the kernel acted inside it
+            (code,) = self._nl.acks(msg.data, seq, 1, f"address {a}")
+        except netlink.NetlinkError as exc:
+            return exc.errno
+        return code
 
     def mac(self, interface: str) -> str:
         reply = fcntl.ioctl(self._ioctl.fileno(), SIOCGIFHWADDR, _ifreq(interface))

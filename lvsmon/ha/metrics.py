@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from lvsmon import catalog
 from lvsmon.ha.codec import REASONS
 from lvsmon.ha.machine import ROLES
 from lvsmon.ha.status import GroupStatus
@@ -26,33 +27,13 @@ class HACollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         groups = self._status()
-        state = GaugeMetricFamily(
-            "lvsmon_ha_state",
-            "1 for the failover group's current VRRP state, else 0",
-            labels=["group", "state"],
-        )
-        priority = GaugeMetricFamily(
-            "lvsmon_ha_priority",
-            "Priority advertised now (after tracking; 0 while handing over)",
-            labels=G,
-        )
-        sent = CounterMetricFamily("lvsmon_ha_adverts_sent", "VRRP adverts sent", labels=G)
-        received = CounterMetricFamily(
-            "lvsmon_ha_adverts_received", "Valid VRRP adverts received for the group", labels=G
-        )
-        rejected = CounterMetricFamily(
-            "lvsmon_ha_adverts_rejected",
-            "VRRP adverts dropped, by reason",
-            labels=["group", "reason"],
-        )
-        transitions = CounterMetricFamily(
-            "lvsmon_ha_transitions", "State changes, by the state entered", labels=["group", "to"]
-        )
-        peer = GaugeMetricFamily(
-            "lvsmon_ha_peer_last_advert_timestamp_seconds",
-            "Unix time of the last valid advert from another director (0: none yet)",
-            labels=G,
-        )
+        state = catalog.gauge("lvsmon_ha_state")
+        priority = catalog.gauge("lvsmon_ha_priority")
+        sent = catalog.counter("lvsmon_ha_adverts_sent_total")
+        received = catalog.counter("lvsmon_ha_adverts_received_total")
+        rejected = catalog.counter("lvsmon_ha_adverts_rejected_total")
+        transitions = catalog.counter("lvsmon_ha_transitions_total")
+        peer = catalog.gauge("lvsmon_ha_peer_last_advert_timestamp_seconds")
         for g in groups:
             for role in ROLES:
                 state.add_metric([g.name, role.value], 1 if g.state == role.value else 0)

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from lvsmon import catalog
 from lvsmon.health.monitor import BUCKETS, HealthMonitor
 from lvsmon.model import ServiceKey
 
@@ -43,21 +39,9 @@ class HealthCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         names = self._names() if self._names is not None else {}
-        duration = HistogramMetricFamily(
-            "lvsmon_healthcheck_duration_seconds",
-            "How long health check probes took (failures included)",
-            labels=LABELS,
-        )
-        failures = CounterMetricFamily(
-            "lvsmon_healthcheck_failures",
-            "Failed health check probes, by reason",
-            labels=[*LABELS, "reason"],
-        )
-        transitions = CounterMetricFamily(
-            "lvsmon_real_server_transitions",
-            "Health verdict changes (up to down and down to up)",
-            labels=["virtual_server", "real_server"],
-        )
+        duration = catalog.histogram("lvsmon_healthcheck_duration_seconds")
+        failures = catalog.counter("lvsmon_healthcheck_failures_total")
+        transitions = catalog.counter("lvsmon_real_server_transitions_total")
         probes = self._monitor.probes()
         for probe in probes:
             cumulative, running = [], 0
@@ -72,14 +56,8 @@ class HealthCollector(Collector):
                 for reason, n in seen:
                     failures.add_metric([*labels, reason.value], n)
                 transitions.add_metric(labels[:2], probe.transitions)
-        count = GaugeMetricFamily(
-            "lvsmon_healthcheck_probes",
-            "Distinct health check probes (one serves every virtual server "
-            "sharing the real server and check)",
-        )
+        count = catalog.gauge("lvsmon_healthcheck_probes")
         count.add_metric([], len(probes))
-        in_flight = GaugeMetricFamily(
-            "lvsmon_healthchecks_in_flight", "Health check probes running now"
-        )
+        in_flight = catalog.gauge("lvsmon_healthchecks_in_flight")
         in_flight.add_metric([], self._monitor.in_flight)
         yield from (duration, failures, transitions, count, in_flight)

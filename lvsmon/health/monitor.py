@@ -10,10 +10,11 @@
   Exec probes are per virtual server too (the program is told which one).
 - At most `max_in_flight` probes run at once (engine.py): a burst
   never exhausts file descriptors; late probes show up as lag, not errors.
-- Verdicts leave as `overrides()`: the mapping lvsmon.desired.desired_table
-  takes ((service, dest) -> None = out of service, or an int weight: slow-start
-  ramp or exec dynamic weight). `changed` is set whenever they may differ
-  from the last read, so the daemon can sync at once instead of on its tick.
+- Verdicts leave as `down()` (out of service) and `weights()` (slow-start
+  fractions, exec dynamic weights); lvsmon.weights.effective.from_verdicts
+  turns them, with the adaptive factors, into the weights the daemon programs.
+  `changed` is set whenever they may differ from the last read, so the daemon
+  can sync at once instead of on its tick.
 - Each transition is logged once per (virtual server, real server), with the
   reason, and passed to `on_transition`.
 """
@@ -32,7 +33,7 @@ from lvsmon.health.engine import Engine
 from lvsmon.health.probe import BUCKETS, Histogram, Probe, ProbeKey, Target, TargetKey
 from lvsmon.health.probes import exec as exec_probe
 from lvsmon.health.probes import make_checker, poller
-from lvsmon.health.slowstart import ramp_weight, slow_start_fraction
+from lvsmon.health.slowstart import slow_start_fraction
 from lvsmon.health.state import CheckState, Transition, inherited, step
 from lvsmon.logs import fields
 from lvsmon.model.health import OK, Reason, Result
@@ -135,22 +136,6 @@ class HealthMonitor:
         self.changed.set()
 
     # --- verdicts ---
-
-    def overrides(self, now: float | None = None) -> dict[TargetKey, int | None]:
-        """For lvsmon.desired.desired_table: only targets that differ from the config."""
-        now = self._now() if now is None else now
-        out: dict[TargetKey, int | None] = {}
-        for probe in self._probes.values():
-            state = probe.state
-            for key, target in probe.targets.items():
-                if not state.up:
-                    out[key] = None
-                    continue
-                goal = target.weight if state.weight is None or not target.weight else state.weight
-                weight = ramp_weight(goal, state.since, now, target.slow_start)
-                if weight != target.weight:
-                    out[key] = weight
-        return out
 
     def weights(
         self, now: float | None = None

@@ -1,9 +1,10 @@
 """Slow start: a returning real server's weight ramps up instead of jumping.
 
-Pure. `ramp_weight(goal, since, now, window)`: linear from 1 to `goal` over
+Pure. `slow_start_fraction(since, now, window)`: linear from 0 to 1 over
 `window` seconds after the server came back at `since` (HAProxy's slowstart;
-IPVS has none). Weight 1 at the start, never 0: the server must receive some
-work to show it copes. A goal of 0 stays 0 (the operator drained it).
+IPVS has none). lvsmon.weights.effective multiplies it into the weight and
+rounds once: never to 0 while the server is up (it must receive some work to
+show it copes), and a configured 0 stays 0 (the operator drained it).
 
 Why it matters: least-connection schedulers (lc, wlc, sed, nq) send every new
 connection to the server with the fewest, so a server returning with none
@@ -13,19 +14,6 @@ load out gradually instead.
 """
 
 from __future__ import annotations
-
-import math
-
-
-def ramp_weight(goal: int, since: float, now: float, window: float) -> int:
-    if goal <= 0:
-        return goal
-    elapsed = now - since
-    if window <= 0 or elapsed >= window:
-        return goal
-    if elapsed <= 0:
-        return 1
-    return max(1, min(goal, math.ceil(goal * elapsed / window)))
 
 
 def slow_start_fraction(since: float, now: float, window: float) -> float:

@@ -56,8 +56,10 @@ def ramp_scale(vs: VirtualServer, ramping: bool) -> int:
 def effective_weight(
     configured: int, *, up: bool = True, slow_start: float = 1.0, adaptive: float = 1.0
 ) -> int:
-    if configured <= 0 or not up or slow_start <= 0 or adaptive <= 0:
+    if configured <= 0 or not up or adaptive <= 0:
         return 0  # judged on the factors: a product of tiny ones may underflow to 0.0
+    # slow start never zeroes a weight: a server that has just come back (fraction 0)
+    # gets weight 1, so it receives some work to show it copes
     return min(MAX_WEIGHT, max(1, int(configured * slow_start * adaptive + 0.5)))
 
 
@@ -121,10 +123,8 @@ def weight_parts(
     """Every configured real server's parts, with the group rule applied.
 
     `down`: out of service by the health verdict. `slow_start`: ramp fractions.
-    `base`: a weight that replaces the configured one before the adaptive factor:
-    what lvsmon.health.monitor.HealthMonitor.overrides() gives for a server in
-    service (its slow-start ramp, or an exec check's dynamic weight, already
-    rounded: at most one unit off the single rounding). `adaptive_services`:
+    `base`: a weight that replaces the configured one before the factors (an exec
+    check's dynamic weight). `adaptive_services`:
     virtual servers with adaptive weights (their servers without a factor yet
     show 1.00 rather than "-")."""
     down_set, ramps, factors = set(down), slow_start or {}, adaptive or {}
@@ -146,24 +146,30 @@ def weight_parts(
     return out
 
 
-def from_health(
+def from_verdicts(
     services: Iterable[VirtualServer],
-    health: Mapping[Key, int | None],
+    *,
+    down: Iterable[Key] = (),
+    ramps: Mapping[Key, float] | None = None,
+    dynamic: Mapping[Key, int] | None = None,
     adaptive: Mapping[Key, float] | None = None,
     adaptive_services: Iterable[ServiceKey] = (),
 ) -> dict[Key, WeightParts]:
-    """weight_parts() from HealthMonitor.overrides() as it is today (None = down,
-    an int = its weight): the daemon's one call."""
+    """The daemon's one composition of the health verdicts (HealthMonitor.down() and
+    .weights(): out of service, slow-start fractions, exec checks' dynamic weights) and
+    the adaptive factors into weight parts. Everything that programs a weight goes
+    through here, then `table_weights()`."""
     return weight_parts(
         services,
-        down=[k for k, w in health.items() if w is None],
-        base={k: w for k, w in health.items() if w is not None},
+        down=down,
+        slow_start=ramps,
+        base=dynamic,
         adaptive=adaptive,
         adaptive_services=adaptive_services,
     )
 
 
-def overrides(parts: Mapping[Key, WeightParts]) -> dict[Key, int | None]:
+def table_weights(parts: Mapping[Key, WeightParts]) -> dict[Key, int | None]:
     """For lvsmon.desired.desired_table: None = out of service, or the weight to program
     where it differs from the configured one."""
     out: dict[Key, int | None] = {}

@@ -13,7 +13,7 @@ import ssl
 from collections.abc import Mapping
 from urllib.parse import urlsplit
 
-from lvsmon import __version__
+from lvsmon import __version__, http1
 
 READ_SIZE = 65536
 
@@ -93,42 +93,13 @@ async def _read_all(reader: asyncio.StreamReader, cap: int) -> bytes:
 
 
 def _body(raw: bytes) -> bytes:
-    head, sep, body = raw.partition(b"\r\n\r\n")
-    if not sep:
+    start = http1.head_end(raw)
+    if start < 0:
         raise FetchError("closed before the end of the headers")
-    status_line, *header_lines = head.split(b"\r\n")
-    fields = status_line.split(b" ", 2)
-    if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
-        raise FetchError(f"not HTTP: {status_line[:40]!r}")
-    code = int(fields[1])
-    if code != 200:
-        reason = fields[2].decode("latin-1", "replace") if len(fields) > 2 else ""
-        raise FetchError(f"HTTP {code} {reason}".rstrip())
-    headers = {}
-    for line in header_lines:
-        name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip().lower()
-    if b"chunked" in headers.get(b"transfer-encoding", b""):
-        return _dechunk(body)
-    length = headers.get(b"content-length")
-    if length is not None and length.isdigit():
-        if len(body) < int(length):
-            raise FetchError(f"body cut short ({len(body)} of {int(length)} bytes)")
-        return body[: int(length)]
-    return body
-
-
-def _dechunk(data: bytes) -> bytes:
-    out, pos = bytearray(), 0
-    while True:
-        eol = data.find(b"\r\n", pos)
-        if eol < 0:
-            raise FetchError("chunked body cut short")
-        try:
-            size = int(data[pos:eol].split(b";", 1)[0], 16)
-        except ValueError:
-            raise FetchError("bad chunk size") from None
-        if size == 0:
-            return bytes(out)
-        out += data[eol + 2 : eol + 2 + size]
-        pos = eol + 2 + size + 2
+    try:
+        head = http1.parse_head(raw)
+        if head.status != 200:
+            raise FetchError(f"HTTP {head.status} {head.reason}".rstrip())
+        return http1.body(raw, head, start)
+    except (http1.NotHttp, http1.Truncated) as exc:
+        raise FetchError(str(exc)) from None

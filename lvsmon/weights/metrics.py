@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from lvsmon import catalog
 from lvsmon.model import ServiceKey
 from lvsmon.weights.controller import WeightController
 
@@ -40,30 +41,16 @@ class WeightCollector(Collector):
         names = dict(self._names()) if self._names is not None else {}
         for s in sources:
             names.setdefault(s.service, s.virtual_server)
-        load = GaugeMetricFamily(
-            "lvsmon_real_server_load",
-            "Normalised load from the adaptive-weight source (0..1)",
-            labels=RS,
-        )
+        load = catalog.gauge("lvsmon_real_server_load")
         for (svc, dest), value in sorted(c.loads().items()):
             if svc in names:
                 load.add_metric([names[svc], str(dest)], value)
-        updates = CounterMetricFamily(
-            "lvsmon_weight_updates", "Adaptive weight changes programmed", labels=RS
-        )
+        updates = catalog.counter("lvsmon_weight_updates_total")
         for (svc, dest), n in sorted(c.updates().items()):
             if svc in names:
                 updates.add_metric([names[svc], str(dest)], n)
-        up = GaugeMetricFamily(
-            "lvsmon_weight_source_up",
-            "1 if the last query of the load source succeeded",
-            labels=SRC,
-        )
-        last = GaugeMetricFamily(
-            "lvsmon_weight_source_last_success_timestamp_seconds",
-            "Unix time of the load source's last successful answer",
-            labels=SRC,
-        )
+        up = catalog.gauge("lvsmon_weight_source_up")
+        last = catalog.gauge("lvsmon_weight_source_last_success_timestamp_seconds")
         for s in sources:
             if s.up is None:
                 continue  # not polled yet: no verdict

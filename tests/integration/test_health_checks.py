@@ -75,13 +75,13 @@ def test_misbehaviour_goes_down_after_fall_and_back_after_rise(mode: str) -> Non
             assert down.why.startswith("3 consecutive failures")
             slack = TIMEOUT if reason is Reason.TIMEOUT else 0.0
             assert_took(down.at - t0, HTTP.fall, slack)
-            assert w.monitor.overrides() == {(WEB, server.dest): None}
+            assert w.monitor.down() == {(WEB, server.dest)}
             assert sum(probe.failures.values()) >= HTTP.fall
             t1 = server.set("ok")
             up = await w.next()
             assert up.up and up.why == "2 consecutive successes"
             assert_took(up.at - t1, HTTP.rise)
-            assert w.monitor.overrides() == {}
+            assert w.monitor.down() == frozenset()
 
     try:
         run(scenario())

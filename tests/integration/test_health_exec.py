@@ -80,7 +80,7 @@ def test_dynamic_weight_from_the_exit_code(tmp_path: Path) -> None:
         check = exec_check(program, dynamic=True)
         async with Watch([Target(WEB, DEST, check, "web", weight=3)], rng=NoJitter()) as w:
             await w.settled()
-            assert w.monitor.overrides() == {(WEB, DEST): 10}  # 12 - 2
+            assert w.monitor.weights()[1] == {(WEB, DEST): 10}  # 12 - 2: the dynamic weight
 
     run(scenario())
     # without dynamic_weight, 12 is just a failure

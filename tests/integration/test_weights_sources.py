@@ -9,11 +9,11 @@ import shutil
 import ssl
 import subprocess
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tomli
 import trustme
 
 from lvsmon.config.adaptive import read_adaptive
@@ -45,7 +45,7 @@ expire_after = "2500ms"
 
 def spec_of(text: str) -> AdaptiveSpec:
     problems: list[Problem] = []
-    spec = read_adaptive(tomli.loads(text + LAW), "adaptive_weights", problems)
+    spec = read_adaptive(tomllib.loads(text + LAW), "adaptive_weights", problems)
     assert spec is not None, problems
     return spec
 
@@ -286,7 +286,7 @@ def test_balance_mode_moves_weight_off_the_busier_server() -> None:
             'interval = "300ms"\ntimeout = "200ms"\nsmoothing = 1.0\n'
         )
         problems: list[Problem] = []
-        spec = read_adaptive(tomli.loads(text), "adaptive_weights", problems)
+        spec = read_adaptive(tomllib.loads(text), "adaptive_weights", problems)
         assert spec is not None and spec.params.mode == "balance", problems
 
         async def main() -> list[dict[str, float]]:

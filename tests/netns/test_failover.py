@@ -278,3 +278,28 @@ def test_daemon_killed_alone_its_vrrp_process_hands_over_and_exits(topo: Topolog
         lambda: not (set(topo.run_ns_pids("dir1")) & child_pids - {d1.listener.pid}),
         5,
     )
+
+
+def test_standalone_metrics_take_the_daemons_web_config(topo: Topology) -> None:
+    """`python -m lvsmon.ha --metrics-listen` serves through lvsmon.httpd, so the web
+    config's basic auth protects it exactly as it protects the daemon's /metrics."""
+    import bcrypt
+
+    web = topo.workdir / "ha-web.yml"
+    hashed = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    web.write_text(f"basic_auth_users:\n  prom: {hashed}\n")
+    extra = ["--metrics-listen", "127.0.0.1:9109", "--web-config-file", str(web)]
+    d1 = topo.lvsmon("dir1", lvsmon_config(priority=150), extra=extra)
+    d1.wait_state("master")
+    probe = (
+        "import base64, sys, urllib.request as u, urllib.error as e\n"
+        "r = u.Request('http://127.0.0.1:9109/metrics')\n"
+        "if sys.argv[1:]: r.add_header('Authorization', 'Basic ' + "
+        "base64.b64encode(sys.argv[1].encode()).decode())\n"
+        "try:\n    body = u.urlopen(r, timeout=5).read().decode(); print('200'); print(body)\n"
+        "except e.HTTPError as x:\n    print(x.code)\n"
+    )
+    assert topo.in_ns("dir1", probe).splitlines()[0] == "401"
+    answer = topo.in_ns("dir1", probe, "prom:s3cret").splitlines()
+    assert answer[0] == "200"
+    assert sample("\n".join(answer[1:]), "lvsmon_ha_state", group="edge", state="master") == 1

@@ -14,8 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from lvsmon import http1
 from lvsmon.health import dnswire
-from lvsmon.health.probes.http import Response, dechunk
+from lvsmon.health.probes.http import Response
 from lvsmon.health.ticker import Timeline
 from lvsmon.model.health import (
     OK,
@@ -64,8 +65,27 @@ def test_bad_names(name: str) -> None:
 
 
 def test_dechunk() -> None:
-    assert dechunk(b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n") == b"hello, world"
-    assert dechunk(b"5\r\nhel") == b"hel"  # capped mid-chunk: what there is
+    full = b"5\r\nhello\r\n7;x=y\r\n, world\r\n0\r\n\r\n"
+    assert http1.dechunk(full) == b"hello, world"
+    assert http1.dechunk(b"5\r\nhel", complete=False) == b"hel"  # capped mid-chunk: what came
+    with pytest.raises(http1.Truncated):
+        http1.dechunk(b"5\r\nhel")  # a whole answer (adaptive weights) must be complete
+    with pytest.raises(http1.Truncated):
+        http1.dechunk(b"zz\r\nhello\r\n")
+
+
+def test_head_and_body_framing() -> None:
+    raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\r\nhello, and more"
+    start = http1.head_end(raw)
+    head = http1.parse_head(raw)
+    assert (head.status, head.reason, head.length, head.chunked) == (200, "OK", 5, False)
+    assert head.headers["x-a"] == "1"
+    assert http1.body(raw, head, start) == b"hello"
+    with pytest.raises(http1.NotHttp):
+        http1.parse_head(b"SSH-2.0-OpenSSH\r\n\r\n")
+    cut = b"HTTP/1.0 200 OK\r\nContent-Length: 10\r\n\r\nhel"
+    with pytest.raises(http1.Truncated):
+        http1.body(cut, http1.parse_head(cut), http1.head_end(cut))
 
 
 OK_BODY = b"HTTP/1.1 200 OK\r\nContent-Length: 15\r\n\r\nstatus: healthy"

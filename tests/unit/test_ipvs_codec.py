@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from pyroute2.netlink.generic.ipvs import ipvsmsg
 
+from lvsmon import netlink
 from lvsmon.dataplane import ipvs_codec as c
 from lvsmon.dataplane.base import Counters, DestStats
 from lvsmon.dataplane.ipvs import _dest_stats, _real_server
@@ -175,10 +176,10 @@ def kernel_dest(
         + _stats(c.DEST_STATS, False, stats)
         + _stats(c.DEST_STATS64, True, stats)
     )
-    return c.message(0x1F, c.CMD_NEW_DEST, c.NLM_F_MULTI, seq, c.nla(c.ATTR_DEST, inner))
+    return c.message(0x1F, c.CMD_NEW_DEST, netlink.NLM_F_MULTI, seq, c.nla(c.ATTR_DEST, inner))
 
 
-DONE = struct.pack("=IHHIIi", 20, c.NLMSG_DONE, c.NLM_F_MULTI, 9, 0, 0)
+DONE = struct.pack("=IHHIIi", 20, netlink.NLMSG_DONE, netlink.NLM_F_MULTI, 9, 0, 0)
 
 
 def test_dest_dump_rows_generic_then_fast() -> None:
@@ -246,7 +247,7 @@ def kernel_service(
         + _stats(c.SVC_STATS, False, stats)
         + _stats(c.SVC_STATS64, True, stats)
     )
-    return c.message(0x1F, c.CMD_NEW_SERVICE, c.NLM_F_MULTI, 3, c.nla(c.ATTR_SERVICE, inner))
+    return c.message(0x1F, c.CMD_NEW_SERVICE, netlink.NLM_F_MULTI, 3, c.nla(c.ATTR_SERVICE, inner))
 
 
 def test_service_dump_parses_to_the_model_identity() -> None:

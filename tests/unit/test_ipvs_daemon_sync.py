@@ -135,3 +135,16 @@ address = "10.0.0.2"
     kernel.fail = True
     run(director, 3)
     assert kernel.reads == reads + 3 and director.dataplane_errors == 3
+
+
+def test_the_resync_decision_is_a_pure_function_of_now() -> None:
+    cfg = config.loads('[[virtual_server]]\nname = "a"\naddress = "192.0.2.1"\nport = 80\n')
+    other = config.loads('[[virtual_server]]\nname = "a"\naddress = "192.0.2.1"\nport = 80\n')
+    settled = (cfg, 7, 100.0)
+    limit = daemon.FULL_RESYNC_INTERVAL
+    assert daemon.is_settled(settled, cfg, 7, 0.0, 100.0 + limit - 0.1)
+    assert not daemon.is_settled(settled, cfg, 7, 0.0, 100.0 + limit)  # time for a full read
+    assert daemon.is_settled(settled, cfg, 7, 150.0, 150.0 + limit - 0.1)  # a scrape re-read
+    assert not daemon.is_settled(settled, cfg, 8, 0.0, 101.0)  # the table changed
+    assert not daemon.is_settled(settled, other, 7, 0.0, 101.0)  # a reload: another config
+    assert not daemon.is_settled(None, cfg, 7, 0.0, 101.0)  # never settled

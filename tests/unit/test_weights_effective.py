@@ -9,12 +9,12 @@ from hypothesis import strategies as st
 
 from lvsmon.desired import desired_table
 from lvsmon.health.slowstart import slow_start_fraction
-from lvsmon.model import Config, DaemonSettings, DestKey, RealServer, ServiceKey, VirtualServer
+from lvsmon.model import Config, DaemonSettings, RealServer, VirtualServer
 from lvsmon.weights.effective import (
     WeightParts,
     effective_weight,
-    from_health,
-    overrides,
+    from_verdicts,
+    table_weights,
     weight_parts,
 )
 
@@ -43,7 +43,7 @@ def test_rounding_rules() -> None:
 def test_zero_only_when_a_factor_is_zero(w: int, up: bool, ramp: float, adaptive: float) -> None:
     e = effective_weight(w, up=up, slow_start=ramp, adaptive=adaptive)
     assert 0 <= e <= 65535
-    assert (e == 0) == (w == 0 or not up or ramp == 0 or adaptive == 0)
+    assert (e == 0) == (w == 0 or not up or adaptive == 0)  # slow start never zeroes
 
 
 def test_columns_for_status() -> None:
@@ -73,7 +73,7 @@ def test_parts_and_overrides_feed_desired_table() -> None:
     )
     # a server ramps under wlc: every weight of the virtual server is scaled x100 meanwhile
     assert [parts[k].effective for k in keys] == [2500, 4000, 0]
-    table = desired_table(Config(DaemonSettings(), (web,)), overrides(parts))
+    table = desired_table(Config(DaemonSettings(), (web,)), table_weights(parts))
     assert [rs.weight for rs in table[web.key].real_servers] == [2500, 4000]  # down: removed
 
 
@@ -121,20 +121,29 @@ def test_no_adaptive_weights_shows_a_dash() -> None:
     assert part.adaptive == 1.0
 
 
-def test_from_health_overrides_as_the_monitor_gives_them() -> None:
-    web = vs(100, 100, 100)
+def test_from_verdicts_is_the_daemons_composition() -> None:
+    web = vs(100, 100, 100, 100)
     keys = [(web.key, rs.key) for rs in web.real_servers]
-    # the monitor: a down server (None), a ramping one at 40 of 100, one untouched
-    health: dict[tuple[ServiceKey, DestKey], int | None] = {keys[0]: None, keys[1]: 40}
-    parts = from_health([web], health, adaptive={keys[1]: 0.5, keys[2]: 0.25})
-    assert [parts[k].effective for k in keys] == [0, 20, 25]
+    # the monitor: one down, one ramping at 40%, one whose exec check said weight 60
+    parts = from_verdicts(
+        [web],
+        down=[keys[0]],
+        ramps={keys[1]: 0.4},
+        dynamic={keys[3]: 60},
+        adaptive={keys[1]: 0.5, keys[2]: 0.25},
+    )
+    # wlc scales every weight by ramp_scale while one server ramps (100 / 100 = 1 here:
+    # max weight 100 leaves a factor of 100 ... capped so 100 x 100 fits in 65535)
+    scale = parts[keys[1]].scale
+    assert [parts[k].effective for k in keys] == [0, 20 * scale, 25 * scale, 60 * scale]
     assert parts[keys[1]].columns() == {
         "configured": "100",
         "health": "up",
         "slow_start": "40%",
         "adaptive": "0.50",
-        "effective": "20",
+        "effective": str(20 * scale),
     }
-    assert overrides(parts) == {keys[0]: None, keys[1]: 20, keys[2]: 25}
-    # no adaptive weights: exactly the monitor's overrides
-    assert overrides(from_health([web], health)) == health
+    programmed = table_weights(parts)
+    assert programmed[keys[0]] is None and programmed[keys[3]] == 60 * scale
+    # no verdicts and no adaptive weights: nothing differs from the config
+    assert table_weights(from_verdicts([web])) == {}

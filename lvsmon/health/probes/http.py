@@ -12,17 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import select
 import ssl
 
-from lvsmon import __version__
+from lvsmon import __version__, http1
 from lvsmon.health.probes import base
 from lvsmon.model.health import OK, HttpSpec, Reason, Result, TlsSpec, fail
 
-_STATUS = re.compile(rb"HTTP/\d(?:\.\d)? (\d{3})")
-_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
-_CHUNKED = re.compile(rb"\r\ntransfer-encoding:[^\r\n]*chunked", re.IGNORECASE)
 READ_SIZE = 65536
 _READABLE = select.EPOLLIN | select.EPOLLHUP | select.EPOLLERR
 STATUS_LINE, HEADERS, BODY = "read the status line", "read the headers", "read the body"
@@ -101,31 +97,30 @@ class Response:
         if self.phase is STATUS_LINE:
             if b"\r\n" not in data:
                 return self._short(data, "status line") if done else None
-            match = _STATUS.match(data)
-            if not match:
-                return fail(Reason.BAD_RESPONSE, f"not HTTP: {bytes(data[:40])!r}")
-            code = int(match.group(1))
+            try:
+                code, _ = http1.status(data)
+            except http1.NotHttp as exc:
+                return fail(Reason.BAD_RESPONSE, str(exc))
             if code not in self._ok:
                 return fail(Reason.BAD_STATUS, f"status {code}")
             if self.spec.expect_body is None:
                 return OK
             self.phase = HEADERS
         if self.phase is HEADERS:
-            end = data.find(b"\r\n\r\n")
-            if end < 0:
+            start = http1.head_end(data)
+            if start < 0:
                 return self._short(data, "headers") if done else None
-            head = bytes(data[:end])
-            length = _LENGTH.search(head)
-            self._want = int(length.group(1)) if length else None
-            self._chunked = _CHUNKED.search(head) is not None
-            self._body_start = end + 4
+            head = http1.parse_head(data[:start])
+            self._want = head.length
+            self._chunked = head.chunked
+            self._body_start = start
             self.phase = BODY
         want = self._want
         if not done and (want is None or len(data) - self._body_start < want):
             return None
         body = bytes(data[self._body_start :])
         if self._chunked:
-            body = dechunk(body)
+            body = http1.dechunk(body, complete=False)  # a capped read judges what came
         assert self.spec.expect_body is not None
         if self.spec.expect_body.search(body):
             return OK
@@ -243,21 +238,3 @@ class HttpsChecker:
                     return result
         finally:
             writer.transport.abort()  # no TLS close_notify dance: RST, like plain probes
-
-
-def dechunk(data: bytes) -> bytes:
-    """Chunked transfer coding -> the payload; best effort on a capped read."""
-    out, pos = bytearray(), 0
-    while True:
-        eol = data.find(b"\r\n", pos)
-        if eol < 0:
-            break
-        try:
-            size = int(data[pos:eol].split(b";", 1)[0], 16)
-        except ValueError:
-            break
-        if size == 0:
-            break
-        out += data[eol + 2 : eol + 2 + size]
-        pos = eol + 2 + size + 2
-    return bytes(out)
