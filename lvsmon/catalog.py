@@ -55,6 +55,13 @@ CATALOG: tuple[MetricSpec, ...] = (
         "-",
     ),
     MetricSpec(
+        "lvsmon_config_reload_failures_total",
+        "counter",
+        (),
+        "Reloads rejected (the old config kept running) or not fully applied",
+        "-",
+    ),
+    MetricSpec(
         "lvsmon_virtual_server_info",
         "gauge",
         ("virtual_server", "address", "port", "protocol", "scheduler"),

@@ -95,6 +95,7 @@ class Director:
         self.dataplane = dataplane
         self.reload_ok = True
         self.reload_ok_at = time.time()
+        self.reload_failures = 0  # lvsmon_config_reload_failures_total
         self.dataplane_errors = 0  # failed applies and reads: lvsmon_dataplane_errors_total
         # (config, data plane generation, when) of the last sync that found nothing to do
         self._settled: tuple[Config, int, float] | None = None
@@ -157,6 +158,7 @@ class Director:
             last_reload_successful=self.reload_ok,
             last_reload_success_timestamp=self.reload_ok_at,
             dataplane_errors=self.dataplane_errors,
+            config_reload_failures=self.reload_failures,
             failover_groups=[g.to_json() for g in self.ha_status()],
             weight_parts=self._weight_parts() if weight_columns else None,
             sync_daemons=self._sync_daemons() if weight_columns else None,
@@ -298,9 +300,15 @@ class Director:
             _check_reloadable(self.config, new)
         except configmod.ConfigError as exc:
             self.reload_ok = False
+            self.reload_failures += 1
             for problem in exc.problems:
                 log.error("reload rejected", extra=fields(error=problem.render(exc.source)))
             log.error("reload rejected: nothing changed", extra=fields(errors=len(exc.problems)))
+            return
+        except Exception:  # a bug in a reader must not take the running director down
+            self.reload_ok = False
+            self.reload_failures += 1
+            log.exception("reload rejected: nothing changed (internal error reading the config)")
             return
         old_listen = self.config.daemon.metrics_listen
         self.config = new
@@ -324,6 +332,8 @@ class Director:
         self.reload_ok = ok
         if ok:
             self.reload_ok_at = time.time()
+        else:
+            self.reload_failures += 1
         logging.getLogger("lvsmon").setLevel(new.daemon.log_level.upper())
         log.warning("reload applied", extra=fields(config=self.config_path, ok=ok))
 

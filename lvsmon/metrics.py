@@ -57,6 +57,9 @@ def _config_metrics(view: DirectorView) -> Iterator[Metric]:
     ts = catalog.gauge("lvsmon_config_last_reload_success_timestamp_seconds")
     ts.add_metric([], view.last_reload_success_timestamp)
     yield ts
+    failures = catalog.counter("lvsmon_config_reload_failures_total")
+    failures.add_metric([], view.config_reload_failures)
+    yield failures
 
 
 def _service_metrics(view: DirectorView) -> Iterator[Metric]:

@@ -87,6 +87,7 @@ class DirectorView:
     last_reload_success_timestamp: float
     virtual_servers: list[VirtualServerView] = field(default_factory=list)
     dataplane_errors: int = 0  # failed data plane operations since start
+    config_reload_failures: int = 0  # reloads rejected (or not fully applied) since start
     failover_groups: list[dict[str, Any]] = field(default_factory=list)  # lvsmon.ha GroupStatus
     # the IPVS connection-sync daemons running now: state, interface, syncid (ipvs only)
     sync_daemons: list[dict[str, Any]] = field(default_factory=list)
@@ -112,6 +113,7 @@ def build_view(
     last_reload_successful: bool = True,
     last_reload_success_timestamp: float = 0.0,
     dataplane_errors: int = 0,
+    config_reload_failures: int = 0,
     failover_groups: list[dict[str, Any]] | None = None,
     sync_daemons: list[dict[str, Any]] | None = None,
     weight_parts: Mapping[tuple[ServiceKey, DestKey], WeightParts] | None = None,
@@ -205,6 +207,7 @@ def build_view(
         last_reload_success_timestamp=last_reload_success_timestamp,
         virtual_servers=services,
         dataplane_errors=dataplane_errors,
+        config_reload_failures=config_reload_failures,
         failover_groups=failover_groups or [],
         sync_daemons=sync_daemons or [],
         sync_follows=config.daemon.ipvs.sync_daemon.follow if sync_daemons is not None else "",
