@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +41,10 @@ from lvsmon.metrics import DirectorCollector
 from lvsmon.model import Config, DestKey, ServiceKey, SyncDaemon
 from lvsmon.reconcile import Table, reconcile
 from lvsmon.status import DirectorView, build_view
+from lvsmon.statuspage.admin import AdminState
+from lvsmon.statuspage.document import RELOADS_KEPT, ReloadRecord
+from lvsmon.statuspage.history import RateHistory
+from lvsmon.statuspage.page import AdminCollector, StatusPage
 from lvsmon.weights.controller import WeightController, group_for
 from lvsmon.weights.effective import WeightParts, from_verdicts, table_weights
 from lvsmon.weights.metrics import WeightCollector
@@ -114,7 +119,16 @@ class Director:
         self._configure_weights()
         self.registry.register(WeightCollector(self.weights, self._names))
         self.registry.register(HACollector(self.ha_status))
-        self.http = StatusServer(self.registry, self.status_view, config.daemon.web)
+        # the status page: rates sampled by the daemon, operator overrides, recent reloads
+        self.admin = AdminState()
+        self.rates = RateHistory(config.daemon.status_page.samples)
+        self.reloads: deque[ReloadRecord] = deque(maxlen=RELOADS_KEPT)
+        self.reloads.append(ReloadRecord(self.reload_ok_at, True, "start", "config loaded"))
+        self._reload_trigger = "signal"
+        self.page = StatusPage(self)
+        self.registry.register(AdminCollector(self.page))
+        self.http = StatusServer(self.registry, self.status_view, config.daemon.web, self.page)
+        self._sampler: asyncio.Task[None] | None = None
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_error = ""
@@ -139,6 +153,7 @@ class Director:
             dynamic=dynamic,
             adaptive=self.weights.factors(),
             adaptive_services=self.weights.services(),
+            operator=self.admin.weights(),  # the status page's drains and temporary weights
         )
 
     def _overrides(self) -> dict[tuple[ServiceKey, DestKey], int | None]:
@@ -180,6 +195,32 @@ class Director:
     def status_view(self) -> DirectorView:
         return self.view(weight_columns=True)
 
+    def request_reload(self, trigger: str) -> None:
+        """As SIGHUP, from the status page; `trigger` is kept in the reload history."""
+        self._reload_trigger = trigger
+        self._reload.set()
+
+    def sample_rates(self, now: float) -> None:
+        """One sample of every counter into the status page's ring buffers."""
+        counters: dict[object, tuple[int, int]] = {}
+        for vs in self.view().virtual_servers:
+            counters[vs.key] = (vs.connections, vs.in_bytes + vs.out_bytes)
+            for rs in vs.real_servers:
+                key = (vs.key, DestKey(rs.address, rs.port))
+                counters[key] = (rs.connections, rs.in_bytes + rs.out_bytes)
+        self.rates.record(now, counters)
+
+    async def _sample_loop(self) -> None:
+        """At a fixed period (not drifting with the work done): the page's rates."""
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            with contextlib.suppress(DataPlaneError):  # counted by sync; the next one retries
+                self.sample_rates(loop.time())
+            due += self.config.daemon.status_page.sample_interval
+            due = max(due, loop.time())  # after a stall: no burst of catch-up samples
+            await asyncio.sleep(due - loop.time())
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGHUP, self._reload.set)
@@ -214,9 +255,11 @@ class Director:
                 metrics=str(listen),
             ),
         )
+        self._sampler = asyncio.create_task(self._sample_loop())
         await self._main_loop()
         grace = self.config.daemon.shutdown_grace
         log.warning("shutting down", extra=fields(grace_seconds=grace))
+        self._sampler.cancel()
         await self.http.stop()
         await self._stop_ha()  # hands over first: the data plane serves until the backup is master
         await self._follow_ha_role()  # no longer master: receive the new master's connections
@@ -247,6 +290,8 @@ class Director:
                 self.weights.changed.clear()  # an adaptive weight moved: sync now
                 self.desired_changed()
             self._ha_changed.clear()
+            if self.admin.expire(time.time()):
+                self.desired_changed()  # a temporary weight from the status page lapsed
             await self._follow_ha_role()  # a comparison unless the role or a setting changed
             if self._reload.is_set():
                 self._reload.clear()
@@ -295,6 +340,7 @@ class Director:
 
     async def reload(self) -> None:
         caps = registry.capabilities_of(self.config.daemon.dataplane)
+        trigger, self._reload_trigger = self._reload_trigger, "signal"
         try:
             new = await asyncio.to_thread(configmod.load, self.config_path, caps)
             _check_reloadable(self.config, new)
@@ -304,14 +350,25 @@ class Director:
             for problem in exc.problems:
                 log.error("reload rejected", extra=fields(error=problem.render(exc.source)))
             log.error("reload rejected: nothing changed", extra=fields(errors=len(exc.problems)))
+            first = exc.problems[0].render(exc.source) if exc.problems else str(exc)
+            more = f" (+{len(exc.problems) - 1} more)" if len(exc.problems) > 1 else ""
+            self.reloads.append(
+                ReloadRecord(time.time(), False, trigger, f"rejected: {first}{more}")
+            )
             return
         except Exception:  # a bug in a reader must not take the running director down
             self.reload_ok = False
             self.reload_failures += 1
             log.exception("reload rejected: nothing changed (internal error reading the config)")
+            why = "rejected: internal error reading the config (see the log)"
+            self.reloads.append(ReloadRecord(time.time(), False, trigger, why))
             return
         old_listen = self.config.daemon.metrics_listen
         self.config = new
+        self.admin.keep_only(
+            (vs.key, rs.key) for vs in new.virtual_servers for rs in vs.real_servers
+        )
+        self.rates.resize(new.daemon.status_page.samples)
         self.health.configure(targets_of(new.virtual_servers))
         self._configure_weights()
         await self._configure_ha()
@@ -334,6 +391,8 @@ class Director:
             self.reload_ok_at = time.time()
         else:
             self.reload_failures += 1
+        message = "applied" if ok else "applied, but the data plane reported errors (see the log)"
+        self.reloads.append(ReloadRecord(time.time(), ok, trigger, message))
         logging.getLogger("lvsmon").setLevel(new.daemon.log_level.upper())
         log.warning("reload applied", extra=fields(config=self.config_path, ok=ok))
 

@@ -1,4 +1,5 @@
-"""A minimal HTTP/1.0 endpoint on the daemon's event loop: /metrics, /status.
+"""A minimal HTTP/1.0 endpoint on the daemon's event loop: /metrics, /status, and the
+status page (`/`, `/status.json`, `POST /admin`: lvsmon.statuspage).
 
 On the loop rather than in prometheus_client's thread so a scrape reads the
 data plane's state from the thread that owns it (no locks on the hot path).
@@ -14,29 +15,28 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from lvsmon.exposition import render
+from lvsmon.httpmsg import Request, Response
 from lvsmon.logs import fields
 from lvsmon.metrics import ScrapeCollector
 from lvsmon.model.web import TlsServer, WebConfig
 from lvsmon.status import DirectorView
-from lvsmon.webauth import REALM, BasicAuth
+from lvsmon.webauth import REALM, BasicAuth, parse_basic
+
+if TYPE_CHECKING:
+    from lvsmon.statuspage.page import StatusPage
+
+__all__ = ["Response", "StatusServer"]
 
 log = logging.getLogger("lvsmon.http")
 
 MAX_HEAD = 8192
 READ_TIMEOUT = 10.0
-
-
-@dataclass(frozen=True, slots=True)
-class Response:
-    status: str
-    ctype: str
-    body: bytes
-    headers: tuple[tuple[str, str], ...] = field(default=())
+MAX_BODY = 4096  # POST /admin: a small JSON object
 
 
 UNAUTHORIZED = Response(
@@ -53,9 +53,11 @@ class StatusServer:
         registry: CollectorRegistry,
         view: Callable[[], DirectorView] | None,
         web: WebConfig | None = None,
+        page: StatusPage | None = None,
     ):
         self._registry = registry
         self._view = view
+        self._page = page
         self._scrape = ScrapeCollector()
         registry.register(self._scrape)
         self._web: WebConfig | None = None
@@ -96,7 +98,7 @@ class StatusServer:
         web = self._web
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            response = await self._respond(head, web, writer)
+            response = await self._respond(head, web, reader, writer)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
             response = Response("400 Bad Request", "text/plain", b"bad request\n")
         except (ConnectionError, ssl.SSLError):
@@ -121,7 +123,11 @@ class StatusServer:
             writer.close()
 
     async def _respond(
-        self, head: bytes, web: WebConfig | None, writer: asyncio.StreamWriter
+        self,
+        head: bytes,
+        web: WebConfig | None,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
     ) -> Response:
         lines = head.decode("latin-1").split("\r\n")
         parts = lines[0].split(" ")
@@ -135,9 +141,39 @@ class StatusServer:
             )
             return Response("403 Forbidden", "text/plain", b"client certificate not allowed\n")
         auth = self._auth
-        if auth is not None and not await auth.allows(_header(lines, "authorization")):
+        authorization = _header(lines, "authorization")
+        if auth is not None and not await auth.allows(authorization):
             return UNAUTHORIZED
-        return self._route(parts[0], parts[1].split("?", 1)[0])
+        method, target = parts[0], parts[1].split("?", 1)[0]
+        if self._page is not None and self._page.handles(target):
+            credentials = parse_basic(authorization) if auth is not None else None
+            body = await self._body(lines, method, reader)
+            if body is None:
+                return Response("413 Content Too Large", "text/plain", b"body too large\n")
+            request = Request(
+                method,
+                target,
+                {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])},
+                body,
+                tls=tls is not None,
+                user=credentials[0] if credentials else None,
+                peer=str(writer.get_extra_info("peername")),
+            )
+            return self._page.respond(request)
+        return self._route(method, target)
+
+    @staticmethod
+    async def _body(lines: list[str], method: str, reader: asyncio.StreamReader) -> bytes | None:
+        """A POST's body (Content-Length, at most MAX_BODY bytes); None: too large."""
+        if method != "POST":
+            return b""
+        try:
+            length = int(_header(lines, "content-length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_BODY:
+            return None
+        return await asyncio.wait_for(reader.readexactly(length), READ_TIMEOUT) if length else b""
 
     def _route(self, method: str, target: str) -> Response:
         if method != "GET":
@@ -150,7 +186,7 @@ class StatusServer:
         if target == "/status" and self._view is not None:
             body = json.dumps(self._view().to_json(), indent=1).encode()
             return Response("200 OK", "application/json", body)
-        if target == "/":
+        if target == "/":  # without a status page (the VRRP process alone)
             return Response("200 OK", "text/plain", b"lvsmon: /metrics /status\n")
         return Response("404 Not Found", "text/plain", b"not found\n")
 

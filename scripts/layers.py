@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.configkit",
             "lvsmon.netlink",
             "lvsmon.http1",
+            "lvsmon.httpmsg",
             "lvsmon.logs",
             "lvsmon.exposition",
             "lvsmon.catalog",
@@ -64,6 +65,8 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.weights.effective",
             "lvsmon.weights.templates",
             "lvsmon.dataplane.ipvs_plan",
+            "lvsmon.statuspage.history",
+            "lvsmon.statuspage.admin",
         ),
     ),
     (
@@ -78,6 +81,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.metrics",
             "lvsmon.httpd",
             "lvsmon.webauth",
+            "lvsmon.statuspage",
         ),
     ),
     (

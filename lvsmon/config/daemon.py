@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lvsmon import configkit as ck
-from lvsmon.config import web
+from lvsmon.config import status_page, web
 from lvsmon.config.readout import Readout
 from lvsmon.dataplane import registry
 from lvsmon.model import (
@@ -49,6 +49,7 @@ def read(root: ck.Section, readout: Readout) -> DaemonSettings:
     )
     tsec.check_unknown()
     ipvs = _read_ipvs(sec.child("ipvs"))
+    page = status_page.read(sec, web_config, web_failed=bool(web_file) and web_config is None)
     sec.check_unknown()
     return DaemonSettings(
         dataplane=dataplane,
@@ -60,6 +61,7 @@ def read(root: ck.Section, readout: Readout) -> DaemonSettings:
         ipvs=ipvs,
         web_config_file=web_file,
         web=web_config,
+        status_page=page,
     )
 
 

@@ -34,12 +34,13 @@ from lvsmon.health.probe import BUCKETS, Histogram, Probe, ProbeKey, Target, Tar
 from lvsmon.health.probes import exec as exec_probe
 from lvsmon.health.probes import make_checker, poller
 from lvsmon.health.slowstart import slow_start_fraction
-from lvsmon.health.state import CheckState, Transition, inherited, step
+from lvsmon.health.state import NEVER, CheckState, Transition, inherited, step
 from lvsmon.logs import fields
 from lvsmon.model.health import OK, Reason, Result
 
 __all__ = [
     "BUCKETS",
+    "HealthDetail",
     "HealthMonitor",
     "Histogram",
     "Observer",
@@ -62,6 +63,17 @@ class TransitionEvent:
     reason: Reason | None
     why: str
     at: float  # the monitor's clock
+
+
+@dataclass(frozen=True, slots=True)
+class HealthDetail:
+    check: str  # the check type
+    up: bool
+    since: float | None  # Unix time of the last transition (None: none yet)
+    last_failure_reason: str  # "" until a check has failed
+    last_failure_detail: str
+    last_failure_at: float | None  # Unix time
+    failures: int  # failed checks since the probe started
 
 
 # (probe, scheduled start, actual start, result, duration): for benchmarks and tests;
@@ -170,6 +182,29 @@ class HealthMonitor:
             for t in p.targets.values()
         )
 
+    def details(self, now: float | None = None) -> dict[TargetKey, HealthDetail]:
+        """Per target: its check, verdict, last failure (reason, detail, Unix time) and
+        since when the verdict holds (Unix time): for the status page."""
+        now = self._now() if now is None else now
+        wall = time.time()
+        out: dict[TargetKey, HealthDetail] = {}
+        for probe in self._probes.values():
+            state = probe.state
+            since = wall - (now - state.since) if state.since != NEVER else None
+            reason, why, at = probe.last_failure or ("", "", None)
+            detail = HealthDetail(
+                check=str(probe.key.check.type),
+                up=state.up,
+                since=since,
+                last_failure_reason=reason,
+                last_failure_detail=why,
+                last_failure_at=at,
+                failures=sum(probe.failures.values()),
+            )
+            for key in probe.targets:
+                out[key] = detail
+        return out
+
     def probes(self) -> list[Probe]:
         """The live probes (read-only use: the metrics collector)."""
         return list(self._probes.values())
@@ -204,6 +239,8 @@ class HealthMonitor:
         ):
             if not result.ok and result.reason is not None:
                 probe.failures[result.reason] = probe.failures.get(result.reason, 0) + 1
+                # wall time: the status page shows when
+                probe.last_failure = (str(result.reason), result.detail, time.time())
             check = probe.key.check
             probe.state, transition = step(
                 state, result, self._clock(), rise=check.rise, fall=check.fall

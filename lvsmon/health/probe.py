@@ -71,6 +71,8 @@ class Probe:
     durations: Histogram = field(default_factory=Histogram)
     failures: dict[Reason, int] = field(default_factory=dict)
     transitions: int = 0
+    # the last failed check: (reason, detail, Unix time); kept after the server recovers
+    last_failure: tuple[str, str, float] | None = None
     # run state, owned by the engine (times on its clock, time.monotonic)
     live: bool = False  # scheduled; False once dropped (its queued entries are skipped)
     busy: bool = False  # a run is in flight

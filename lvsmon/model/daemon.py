@@ -73,6 +73,21 @@ class IpvsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class StatusPageSettings:
+    """[daemon.status_page]: the live page at / and its JSON twin /status.json."""
+
+    refresh: float = 2.0  # how often the page polls /status.json (seconds)
+    sample_interval: float = 5.0  # the daemon's rate samples: conn/s, MB/s, sparklines
+    history: float = 600.0  # how far back the sparklines reach (seconds)
+    admin: bool = False  # drain, temporary weight, reload from the page (TLS + basic auth only)
+
+    @property
+    def samples(self) -> int:
+        """Ring buffer length: one sample more than the rates it shows."""
+        return int(self.history // self.sample_interval) + 1
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonSettings:
     dataplane: str = "proxy"
     metrics_listen: Endpoint = field(
@@ -86,6 +101,7 @@ class DaemonSettings:
     # TLS and basic auth for metrics_listen: an exporter-toolkit web config (lvsmon.config.web)
     web_config_file: str = ""
     web: WebConfig | None = None  # web_config_file, read and validated with the config
+    status_page: StatusPageSettings = field(default_factory=StatusPageSettings)
 
 
 @dataclass(frozen=True, slots=True)

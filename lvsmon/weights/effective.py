@@ -2,6 +2,10 @@
 
     effective = configured x health x slow_start x adaptive
 
+- operator: a temporary weight set from the status page (lvsmon.statuspage.admin)
+  replaces the configured one while it lasts; 0 drains the server (connections
+  finish, none are scheduled), like a configured weight of 0.
+
 - health: 1 when the health verdict is up, 0 when down (removed or quiesced:
   lvsmon.desired decides which, by the virtual server's setting).
 - slow_start: the ramp of a returning server, a fraction in (0, 1].
@@ -73,11 +77,14 @@ class WeightParts:
     adaptive: float | None = None  # None: the virtual server has no adaptive weights
     base: int | None = None  # health's weight when it is not `configured`: see weight_parts
     scale: int = 1  # ramp_scale() of the virtual server while one of its servers ramps
+    operator: int | None = None  # a temporary weight from the status page (0: drained)
 
     @property
     def effective(self) -> int:
         adaptive = 1.0 if self.adaptive is None else self.adaptive
         start = self.configured if self.base is None else self.base
+        if self.operator is not None:
+            start = self.operator
         return effective_weight(
             start * self.scale, up=self.up, slow_start=self.slow_start, adaptive=adaptive
         )
@@ -90,25 +97,32 @@ class WeightParts:
         return self.slow_start * self.base / self.configured
 
     def to_json(self) -> dict[str, object]:
-        return {
+        out: dict[str, object] = {
             "configured": self.configured,
             "health": "up" if self.up else "down",
             "slow_start": self.ramp,
             "adaptive": self.adaptive,
             "effective": self.effective,
         }
+        if self.operator is not None:
+            out["operator"] = self.operator
+        return out
 
     def columns(self) -> dict[str, str]:
-        """Text cells: configured, health, slow-start, adaptive, effective ("-": no effect)."""
+        """Text cells: configured, health, slow-start, adaptive, effective ("-": no effect);
+        and "operator" while a temporary weight from the status page holds."""
         ramp = "-" if self.ramp == 1.0 else f"{self.ramp:.0%}"
         adaptive = "-" if self.adaptive is None else f"{self.adaptive:.2f}"
-        return {
+        cells = {
             "configured": str(self.configured),
             "health": "up" if self.up else "down",
             "slow_start": ramp,
             "adaptive": adaptive,
             "effective": str(self.effective),
         }
+        if self.operator is not None:
+            cells["operator"] = str(self.operator)
+        return cells
 
 
 def weight_parts(
@@ -119,6 +133,7 @@ def weight_parts(
     adaptive: Mapping[Key, float] | None = None,
     adaptive_services: Iterable[ServiceKey] = (),
     base: Mapping[Key, int] | None = None,
+    operator: Mapping[Key, int] | None = None,
 ) -> dict[Key, WeightParts]:
     """Every configured real server's parts, with the group rule applied.
 
@@ -126,9 +141,9 @@ def weight_parts(
     `base`: a weight that replaces the configured one before the factors (an exec
     check's dynamic weight). `adaptive_services`:
     virtual servers with adaptive weights (their servers without a factor yet
-    show 1.00 rather than "-")."""
+    show 1.00 rather than "-"). `operator`: temporary weights from the status page."""
     down_set, ramps, factors = set(down), slow_start or {}, adaptive or {}
-    bases = base or {}
+    bases, manual = base or {}, operator or {}
     with_adaptive = set(adaptive_services) | {svc for svc, _ in factors}
     out: dict[Key, WeightParts] = {}
     for vs in services:
@@ -141,7 +156,13 @@ def weight_parts(
             if vs.key in with_adaptive:
                 adapt = 1.0 if ignore else factors.get(key, 1.0)
             out[key] = WeightParts(
-                rs.weight, key not in down_set, ramps.get(key, 1.0), adapt, bases.get(key), scale
+                rs.weight,
+                key not in down_set,
+                ramps.get(key, 1.0),
+                adapt,
+                bases.get(key),
+                scale,
+                manual.get(key),
             )
     return out
 
@@ -154,11 +175,13 @@ def from_verdicts(
     dynamic: Mapping[Key, int] | None = None,
     adaptive: Mapping[Key, float] | None = None,
     adaptive_services: Iterable[ServiceKey] = (),
+    operator: Mapping[Key, int] | None = None,
 ) -> dict[Key, WeightParts]:
     """The daemon's one composition of the health verdicts (HealthMonitor.down() and
     .weights(): out of service, slow-start fractions, exec checks' dynamic weights) and
-    the adaptive factors into weight parts. Everything that programs a weight goes
-    through here, then `table_weights()`."""
+    the adaptive factors, and the operator's drains and temporary weights (the status
+    page, lvsmon.statuspage.admin) into weight parts. Everything that programs a weight
+    goes through here, then `table_weights()`."""
     return weight_parts(
         services,
         down=down,
@@ -166,6 +189,7 @@ def from_verdicts(
         base=dynamic,
         adaptive=adaptive,
         adaptive_services=adaptive_services,
+        operator=operator,
     )
 
 
