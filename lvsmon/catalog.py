@@ -29,7 +29,7 @@ class MetricSpec:
     labels: tuple[str, ...]
     help: str
     dataplanes: str = BOTH  # which data planes produce it ("-" = independent of the data plane)
-    feature: str = "core"  # core, health, failover, adaptive, ipvs, proxy
+    feature: str = "core"  # core, health, failover, adaptive, ipvs, proxy, admin
 
 
 CATALOG: tuple[MetricSpec, ...] = (
@@ -236,6 +236,23 @@ CATALOG: tuple[MetricSpec, ...] = (
         "Unix time of the last valid advert from another director (0: none yet)",
         "-",
         "failover",
+    ),
+    # status page admin actions (lvsmon.statuspage.admin)
+    MetricSpec(
+        "lvsmon_admin_actions_total",
+        "counter",
+        ("action",),
+        "Admin actions applied from the status page (drain, weight, restore, reload)",
+        "-",
+        "admin",
+    ),
+    MetricSpec(
+        "lvsmon_admin_actions_refused_total",
+        "counter",
+        ("action", "reason"),
+        "Admin actions refused: disabled, tls, auth, csrf, bad_request, unknown_target",
+        "-",
+        "admin",
     ),
     # adaptive weights
     MetricSpec(
