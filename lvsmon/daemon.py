@@ -129,6 +129,7 @@ class Director:
         self.registry.register(AdminCollector(self.page))
         self.http = StatusServer(self.registry, self.status_view, config.daemon.web, self.page)
         self._sampler: asyncio.Task[None] | None = None
+        self._operator_changed = asyncio.Event()
         self._reload = asyncio.Event()
         self._stop = asyncio.Event()
         self._last_error = ""
@@ -194,6 +195,11 @@ class Director:
 
     def status_view(self) -> DirectorView:
         return self.view(weight_columns=True)
+
+    def operator_changed(self) -> None:
+        """A drain or temporary weight from the status page: sync now, not on the tick."""
+        self.desired_changed()
+        self._operator_changed.set()
 
     def request_reload(self, trigger: str) -> None:
         """As SIGHUP, from the status page; `trigger` is kept in the reload history."""
@@ -275,6 +281,7 @@ class Director:
                 self.health.changed,
                 self.weights.changed,
                 self._ha_changed,
+                self._operator_changed,
             )
             waiters = [asyncio.ensure_future(e.wait()) for e in events]
             await asyncio.wait(waiters, timeout=SYNC_INTERVAL, return_when="FIRST_COMPLETED")
@@ -290,6 +297,7 @@ class Director:
                 self.weights.changed.clear()  # an adaptive weight moved: sync now
                 self.desired_changed()
             self._ha_changed.clear()
+            self._operator_changed.clear()
             if self.admin.expire(time.time()):
                 self.desired_changed()  # a temporary weight from the status page lapsed
             await self._follow_ha_role()  # a comparison unless the role or a setting changed

@@ -76,7 +76,8 @@ class PageHost(Protocol):
 
     def request_reload(self, trigger: str) -> None: ...
 
-    def desired_changed(self) -> None: ...
+    def operator_changed(self) -> None:
+        """A drain or temporary weight was set or cleared: the table must follow."""
 
 
 @cache
@@ -202,11 +203,11 @@ class StatusPage:
                 return Refusal(
                     "bad_request", f"{where} has no drain or temporary weight", "409 Conflict"
                 )
-            host.desired_changed()
+            host.operator_changed()
             return f"{where}: restored"
         override = override_for(action, user, time.time())
         host.admin.set(key, override)
-        host.desired_changed()
+        host.operator_changed()
         until = (
             f" until {time.strftime('%H:%M:%S', time.localtime(override.until))}"
             if override.until
