@@ -17,6 +17,7 @@ import itertools
 from collections import deque
 from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +44,7 @@ class RateHistory:
         self.samples = samples
         self._series: dict[Hashable, deque[Sample]] = {}
 
-    def record(self, now: float, counters: Mapping[Hashable, tuple[int, int]]) -> None:
+    def record(self, now: float, counters: Mapping[Any, tuple[int, int]]) -> None:
         """`counters`: key -> (connections so far, bytes so far)."""
         series = self._series
         for key in [k for k in series if k not in counters]:
