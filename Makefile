@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test setup test-deps lint bench dashboards docs panel-png clean
+.PHONY: demo test setup test-deps lint bench dashboards docs panel-png page-png clean
 
 demo: setup
 	$(VENV)/bin/lvsmon demo -c config/demo.toml
@@ -39,6 +39,10 @@ docs: setup
 # scraping the daemon while a real server is killed) renders two panels from its data.
 panel-png: setup test-deps
 	LVSMON_PANEL_PNG=docs/img/real-server-down.png $(PY) -m pytest -q tests/integration/test_prometheus_e2e.py
+
+# The status page's README picture, from the browser test against a real daemon
+page-png: setup test-deps
+	LVSMON_PAGE_PNG=docs/img/status-page.png $(PY) -m pytest -q tests/integration/test_status_page.py
 
 bench: setup test-deps
 	$(PY) bench/proxy.py

@@ -30,6 +30,8 @@ PROGRAMS = {
     "ping": "iputils-ping",
     "zstd": "zstd",
     "xz": "xz-utils",
+    "chromium": "chromium",  # the status page's browser tests (tests/browser.py)
+    "chromedriver": "chromium-driver",
 }
 
 
