@@ -151,7 +151,7 @@ def _real_server(
         "in_bytes": rs.in_bytes,
         "out_bytes": rs.out_bytes,
         "rate": _rate(rates),
-        "history": [round(r, 3) for r in rates.history],
+        "history": rates.history,
         "health": _health(detail),
         "admin": override.to_json() if override is not None else None,
     }
