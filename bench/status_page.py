@@ -21,9 +21,7 @@ import html
 import json
 import statistics
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +35,8 @@ from lvsmon.model import StatusPageSettings  # noqa: E402
 from lvsmon.status import build_view  # noqa: E402
 from lvsmon.statuspage.document import AdminAccess, ReloadRecord, build_document  # noqa: E402
 from lvsmon.statuspage.history import RateHistory  # noqa: E402
-from lvsmon.statuspage.page import STATIC, _file  # noqa: E402
 from lvsmon.weights.effective import weight_parts  # noqa: E402
-from tests.browser import chromium  # noqa: E402
+from tests.browser import chromium, page_server  # noqa: E402
 
 SERVICES, REALS = 200, 20
 BAR_MS = 1000.0
@@ -142,28 +139,6 @@ def anchor(doc: dict[str, Any]) -> bytes:
     return "".join(out).encode()
 
 
-def serve(doc: bytes, static_table: bytes) -> ThreadingHTTPServer:
-    routes = {path: (_file(name), ctype) for path, (name, ctype) in STATIC.items()}
-    routes["/status.json"] = (doc, "application/json")
-    routes["/anchor.html"] = (static_table, "text/html; charset=utf-8")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body, ctype = routes.get(self.path, (b"", "text/plain"))
-            self.send_response(200 if body else 404)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
-
-
 def measure(browser: Any, url: str) -> float:
     browser.get(url)
     deadline = time.monotonic() + 60
@@ -182,15 +157,17 @@ def main() -> None:
     doc, built = document()
     parsed = json.loads(doc)
     rows = sum(len(vs["real_servers"]) for vs in parsed["virtual_servers"])
-    server = serve(doc, anchor(parsed))
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    routes = {
+        "/status.json": (doc, "application/json"),
+        "/anchor.html": (anchor(parsed), "text/html; charset=utf-8"),
+    }
     print(
         f"{SERVICES} virtual servers x {REALS} real servers = {rows} rows; /status.json "
         f"{len(doc) / 1e6:.1f} MB; view + document + JSON cost the daemon {built * 1000:.0f} ms"
     )
     pages: list[float] = []
     anchors: list[float] = []
-    with chromium(1280, 900) as browser:
+    with page_server(routes) as base, chromium(1280, 900) as browser:
         browser.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": PROBE})
         measure(browser, base + "/anchor.html")  # warm: fonts, CSS, the browser itself
         measure(browser, base + "/")
@@ -199,7 +176,6 @@ def main() -> None:
             pages.append(measure(browser, base + "/"))
             print(f"round {i + 1}: page {pages[-1]:.0f} ms, static table {anchors[-1]:.0f} ms")
         shown = browser.execute_script("return document.querySelectorAll('tbody tr').length")
-    server.shutdown()
     assert shown >= rows, f"the page showed {shown} rows of {rows}"
     page, static = statistics.median(pages), statistics.median(anchors)
     verdict = "under" if page < BAR_MS else "OVER"

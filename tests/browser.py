@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +92,33 @@ def screenshot(driver: Any, path: Path) -> None:
         },
     )
     path.write_bytes(base64.b64decode(shot["data"]))
+
+
+@contextlib.contextmanager
+def page_server(routes: dict[str, tuple[bytes, str]]) -> Iterator[str]:
+    """The status page's own files plus `routes` (path -> body, content type; an empty
+    body answers 404) on loopback, without a daemon: for documents a test or bench
+    builds itself. Yields the base URL."""
+    from lvsmon.statuspage.page import STATIC, static_file
+
+    static = {path: (static_file(name), ctype) for path, (name, ctype) in STATIC.items()}
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # `routes` is read per request: a test may change it
+            body, ctype = routes.get(self.path) or static.get(self.path) or (b"", "text/plain")
+            self.send_response(200 if body else 404)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

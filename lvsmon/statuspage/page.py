@@ -81,7 +81,7 @@ class PageHost(Protocol):
 
 
 @cache
-def _file(name: str) -> bytes:
+def static_file(name: str) -> bytes:
     return resources.files("lvsmon.statuspage").joinpath(name).read_bytes()
 
 
@@ -110,7 +110,7 @@ class StatusPage:
                 "200 OK", "application/json", self._json(req), (("Cache-Control", "no-store"),)
             )
         if req.path == "/status.schema.json":
-            return Response("200 OK", "application/schema+json", _file(SCHEMA))
+            return Response("200 OK", "application/schema+json", static_file(SCHEMA))
         name, ctype = STATIC[req.path]
         headers: tuple[tuple[str, str], ...] = PAGE_HEADERS
         access = self.access(req)
@@ -118,7 +118,7 @@ class StatusPage:
             token = csrf_token(self._key, req.user)
             cookie = f"{CSRF_COOKIE}={token}; Path=/; Secure; SameSite=Strict"
             headers = (*headers, ("Set-Cookie", cookie))
-        return Response("200 OK", ctype, _file(name), headers)
+        return Response("200 OK", ctype, static_file(name), headers)
 
     def _json(self, req: Request) -> bytes:
         """The document, built at most once per half refresh period (up to 1 s) for

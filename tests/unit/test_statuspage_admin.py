@@ -4,6 +4,7 @@ effective-weight path (weight_parts -> overrides -> desired_table)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -12,7 +13,7 @@ from lvsmon import config, daemon
 from lvsmon.dataplane.proxy import ProxyDataPlane
 from lvsmon.desired import desired_table
 from lvsmon.httpmsg import Request
-from lvsmon.model import DestKey
+from lvsmon.model import DestKey, StatusPageSettings
 from lvsmon.statuspage.admin import (
     CSRF_COOKIE,
     Action,
@@ -154,3 +155,32 @@ def test_the_page_refuses_admin_actions_when_they_are_off() -> None:
     assert "daemon.status_page.admin = false" in answer["message"]
     assert director.page.refused[("drain", "disabled")] == 1
     assert len(director.admin) == 0
+
+
+def test_with_admin_on_the_page_still_refuses_plain_http_and_anonymous_users() -> None:
+    daemon_settings = dataclasses.replace(CFG.daemon, status_page=StatusPageSettings(admin=True))
+    cfg = dataclasses.replace(CFG, daemon=daemon_settings)  # as if the web config had both
+    director = daemon.Director("x.toml", cfg, ProxyDataPlane(cfg.daemon.timeouts))
+    drain = body(action="drain", virtual_server="web", real_server="10.0.0.2:80")
+    plain = director.page.respond(Request("POST", "/admin", {}, drain, tls=False, user="alice"))
+    assert plain.status.startswith("403")
+    assert json.loads(plain.body)["reason"] == "tls"
+    anonymous = director.page.respond(Request("POST", "/admin", {}, drain, tls=True, user=None))
+    assert json.loads(anonymous.body)["reason"] == "auth"
+    page = director.page.respond(Request("GET", "/", {}, tls=True, user="alice"))
+    cookie = dict(page.headers)["Set-Cookie"]
+    token = cookie.split(";")[0].split("=", 1)[1]
+    assert "Secure" in cookie and "SameSite=Strict" in cookie
+    ok = director.page.respond(
+        Request(
+            "POST",
+            "/admin",
+            {"cookie": f"{CSRF_COOKIE}={token}", "x-csrf-token": token},
+            drain,
+            tls=True,
+            user="alice",
+        )
+    )
+    assert ok.status == "200 OK", ok.body
+    assert director._overrides() == {A: 0}
+    assert director.page.applied["drain"] == 1

@@ -104,6 +104,20 @@ def test_the_document_is_valid_against_its_schema_and_says_what_the_page_shows()
     assert "bgp" not in doc
 
 
+def test_failover_groups_show_their_role_and_peer() -> None:
+    from lvsmon.ha.status import GroupStatus
+
+    group = GroupStatus(
+        "vip", 51, "eth0", "backup", 100, 100, "10.1.0.2", "10.1.0.1", "10.1.0.1", 150, 99.0, 90.0
+    )
+    plain = build_view(CFG, snapshot(1), failover_groups=[group.to_json()])
+    doc = document(plain)
+    jsonschema.validate(doc, schema())
+    (shown,) = doc["failover_groups"]
+    assert shown["state"] == "backup" and shown["peer"] == "10.1.0.1"
+    assert shown["peer_priority"] == 150 and shown["master"] == "10.1.0.1"
+
+
 def test_the_schema_rejects_a_document_that_breaks_it() -> None:
     doc = document(build_view(CFG, snapshot(1)))
     doc["virtual_servers"][0]["real_servers"][0]["state"] = "sideways"
