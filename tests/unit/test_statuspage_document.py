@@ -16,33 +16,16 @@ import pytest
 from lvsmon import config
 from lvsmon.dataplane.base import Counters, DestStats, ServiceStats, Snapshot
 from lvsmon.health.monitor import HealthDetail
-from lvsmon.model import DestKey, StatusPageSettings
+from lvsmon.model import StatusPageSettings
 from lvsmon.status import DirectorView, build_view
 from lvsmon.statuspage.admin import Override
 from lvsmon.statuspage.document import AdminAccess, ReloadRecord, build_document
 from lvsmon.statuspage.history import RateHistory
 from lvsmon.weights.effective import weight_parts
+from tests.unit.test_statuspage_admin import CFG, WEB, A, B
 
 ROOT = Path(__file__).resolve().parents[2]
-CFG = config.loads(
-    """
-[[virtual_server]]
-name = "web"
-address = "192.0.2.10"
-port = 80
-
-[[virtual_server.real_server]]
-address = "10.0.0.2"
-weight = 3
-
-[[virtual_server.real_server]]
-address = "10.0.0.3"
-""",
-    "test.toml",
-)
-WEB = CFG.virtual_servers[0]
-A = (WEB.key, DestKey("10.0.0.2", 80))
-B = (WEB.key, DestKey("10.0.0.3", 80))
+# web: 10.0.0.2 (A) and 10.0.0.3 (B)
 
 
 def schema() -> dict[str, Any]:
