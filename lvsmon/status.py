@@ -288,6 +288,8 @@ def render_table(view: DirectorView) -> str:
         lines.append(f"{_service_head(vs)}{suffix}")
         for rs in vs.real_servers:
             cells = [rs.weight_parts.get(c, "-") for c in WEIGHT_COLUMNS]
+            if "operator" in rs.weight_parts:  # a drain or temporary weight (status page)
+                cells[4] += f" (operator {rs.weight_parts['operator']})"
             lines.append(
                 (
                     f"  -> {rs.label:<28} {FORWARD_NAMES.get(rs.forwarding, rs.forwarding):<7} "

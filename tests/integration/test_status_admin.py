@@ -20,10 +20,11 @@ import pytest
 import trustme
 from selenium.webdriver.common.by import By
 
+from lvsmon.status import DirectorView, render_table
 from tests.browser import chromium, until
 from tests.integration.harness import Backend, connect, wait_for
 from tests.integration.test_metrics_tls import TlsDaemon
-from tests.integration.test_status_page import Site, load, parts
+from tests.integration.test_status_page import Site, axe_violations, load, parts
 from tests.ports import free_port
 
 USER, PASSWORD = "prom", "correct horse"  # test_metrics_tls.TlsDaemon's credentials
@@ -127,6 +128,8 @@ def test_an_admin_drain_over_tls_with_auth_reaches_the_data_plane(site: AdminSit
     # programmed in the data plane, through the effective weight
     wait_for(lambda: site.real_servers()[rs(a)]["weight"] == 0, 5, "weight 0 programmed")
     assert served_by(site.vip, 6) == {"b"}  # the real proxy sends nothing new to a drained server
+    table = render_table(DirectorView.from_json(site.daemon.status()))
+    assert f"{rs(a)}" in table and "0 (operator 0)" in table  # `lvsmon status` says so too
     assert site.daemon.sample("lvsmon_admin_actions_total", action="drain") == 1
     log = site.daemon.log()
     assert 'msg="admin action"' in log and f"user={USER}" in log and "action=drain" in log
@@ -154,6 +157,13 @@ def test_without_credentials_or_csrf_token_an_action_is_refused(site: AdminSite)
     assert "admin action refused" in site.daemon.log()
     real = site.real_servers()
     assert real[rs(a)]["weight"] == 1 and real[rs(a)]["state"] == "up"
+
+
+def test_the_admin_controls_have_no_serious_accessibility_violations(site: AdminSite) -> None:
+    violations = axe_violations(site.browser)
+    serious = [(v["id"], v["help"]) for v in violations if v["impact"] in ("serious", "critical")]
+    assert not serious, serious
+    assert site.browser.find_element(By.ID, "admin-form").is_displayed()
 
 
 def test_a_refused_action_is_explained_in_the_page(site: AdminSite) -> None:
