@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from lvsmon import config  # noqa: E402
 from lvsmon.dataplane.base import Counters, DestStats, ServiceStats, Snapshot  # noqa: E402
-from lvsmon.health.monitor import HealthDetail  # noqa: E402
+from lvsmon.health.state import HealthDetail  # noqa: E402
 from lvsmon.model import StatusPageSettings  # noqa: E402
 from lvsmon.status import build_view  # noqa: E402
 from lvsmon.statuspage.document import AdminAccess, ReloadRecord, build_document  # noqa: E402

@@ -34,7 +34,7 @@ from lvsmon.health.probe import BUCKETS, Histogram, Probe, ProbeKey, Target, Tar
 from lvsmon.health.probes import exec as exec_probe
 from lvsmon.health.probes import make_checker, poller
 from lvsmon.health.slowstart import slow_start_fraction
-from lvsmon.health.state import NEVER, CheckState, Transition, inherited, step
+from lvsmon.health.state import NEVER, CheckState, HealthDetail, Transition, inherited, step
 from lvsmon.logs import fields
 from lvsmon.model.health import OK, Reason, Result
 
@@ -63,17 +63,6 @@ class TransitionEvent:
     reason: Reason | None
     why: str
     at: float  # the monitor's clock
-
-
-@dataclass(frozen=True, slots=True)
-class HealthDetail:
-    check: str  # the check type
-    up: bool
-    since: float | None  # Unix time of the last transition (None: none yet)
-    last_failure_reason: str  # "" until a check has failed
-    last_failure_detail: str
-    last_failure_at: float | None  # Unix time
-    failures: int  # failed checks since the probe started
 
 
 # (probe, scheduled start, actual start, result, duration): for benchmarks and tests;

@@ -86,3 +86,16 @@ def _count(n: int, what: str) -> str:
         return f"1 {what}"
     plural = "successes" if what == "success" else f"{what}s"
     return f"{n} consecutive {plural}"
+
+
+@dataclass(frozen=True, slots=True)
+class HealthDetail:
+    """One target's verdict and last failure, for the status page (HealthMonitor.details)."""
+
+    check: str  # the check type
+    up: bool
+    since: float | None  # Unix time of the last transition (None: none yet)
+    last_failure_reason: str  # "" until a check has failed
+    last_failure_detail: str
+    last_failure_at: float | None  # Unix time
+    failures: int  # failed checks since the probe started

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lvsmon.health.monitor import HealthDetail
+from lvsmon.health.state import HealthDetail
 from lvsmon.model import DestKey, ServiceKey, StatusPageSettings
 from lvsmon.status import UP, DirectorView, RealServerView, VirtualServerView
 from lvsmon.statuspage.admin import Override

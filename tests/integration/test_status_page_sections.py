@@ -16,7 +16,7 @@ from selenium.webdriver.common.by import By
 from lvsmon import config
 from lvsmon.dataplane.base import Counters, DestStats, ServiceStats, Snapshot
 from lvsmon.ha.status import GroupStatus
-from lvsmon.health.monitor import HealthDetail
+from lvsmon.health.state import HealthDetail
 from lvsmon.model import DestKey, StatusPageSettings
 from lvsmon.status import DirectorView, build_view
 from lvsmon.statuspage.admin import Override

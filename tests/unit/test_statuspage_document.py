@@ -15,7 +15,7 @@ import pytest
 
 from lvsmon import config
 from lvsmon.dataplane.base import Counters, DestStats, ServiceStats, Snapshot
-from lvsmon.health.monitor import HealthDetail
+from lvsmon.health.state import HealthDetail
 from lvsmon.model import StatusPageSettings
 from lvsmon.status import DirectorView, build_view
 from lvsmon.statuspage.admin import Override
