@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -74,3 +76,27 @@ def test_rates_are_never_negative_and_never_more_than_the_ring(
     assert len(r.history) <= samples - 1
     assert all(v >= 0 for v in r.history)
     assert r.connections_per_second is None or r.connections_per_second >= 0
+
+
+def test_the_monitor_keeps_each_targets_last_failure_after_it_recovers() -> None:
+    """HealthMonitor.details(): what the page's "last health failure" column shows."""
+    from lvsmon.health.check import OK, CheckType, HealthCheck, Reason, fail
+    from lvsmon.health.monitor import HealthMonitor, Target
+    from lvsmon.model import DestKey, ServiceKey
+
+    web, rs = ServiceKey("tcp", "192.0.2.10", 80), DestKey("10.0.0.1", 80)
+    clock = iter(float(t) for t in range(100, 200))
+    monitor = HealthMonitor(clock=lambda: next(clock))
+    monitor.configure([Target(web, rs, HealthCheck(CheckType.TCP, rise=1, fall=1), "web")])
+    (probe,) = monitor.probes()
+    assert monitor.details()[(web, rs)].last_failure_at is None
+    before = time.time()
+    monitor._record(probe, fail(Reason.REFUSED, "connection refused"), 0.0)
+    down = monitor.details()[(web, rs)]
+    assert not down.up and down.failures == 1
+    assert (down.last_failure_reason, down.last_failure_detail) == ("refused", "connection refused")
+    assert down.last_failure_at is not None and before <= down.last_failure_at <= time.time()
+    monitor._record(probe, OK, 0.0)
+    up = monitor.details()[(web, rs)]
+    assert up.up and up.last_failure_reason == "refused"  # kept after it recovered
+    assert up.since is not None and abs(up.since - time.time()) < 5
