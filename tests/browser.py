@@ -7,6 +7,7 @@ No browser or driver download: both come from `scripts/install-test-deps`
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import tempfile
 import threading
@@ -41,6 +42,7 @@ def chromium(width: int = 1280, height: int = 900, *, insecure_tls: bool = False
     for path in (CHROMIUM, CHROMEDRIVER):
         if not Path(path).exists():
             raise AssertionError(f"{path} is missing: run scripts/install-test-deps")
+    os.environ.setdefault("SE_OFFLINE", "true")  # Selenium Manager must never download
     profile = tempfile.mkdtemp(prefix="lvsmon-chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -67,6 +69,21 @@ def until(driver: Any, predicate: Callable[[Any], Any], timeout: float, what: st
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def text_of(driver: Any, selector: str, attribute: str = "") -> str:
+    """An element's text (or attribute) read in one script: the page redraws its tables
+    on every refresh, so an element found in one call may be gone by the next."""
+    return str(
+        driver.execute_script(
+            "const e = document.querySelector(arguments[0]);"
+            "if (!e) return '';"
+            "return arguments[1] ? e.getAttribute(arguments[1]) || ''"
+            " : e.textContent.replace(/\\s+/g, ' ').trim();",
+            selector,
+            attribute,
+        )
+    )
 
 
 def set_viewport(driver: Any, width: int, height: int) -> None:

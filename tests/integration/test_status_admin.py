@@ -21,7 +21,7 @@ import trustme
 from selenium.webdriver.common.by import By
 
 from lvsmon.status import DirectorView, render_table
-from tests.browser import chromium, until
+from tests.browser import chromium, text_of, until
 from tests.integration.harness import Backend, connect, wait_for
 from tests.integration.test_metrics_tls import TlsDaemon
 from tests.integration.test_status_page import Site, axe_violations, load, parts
@@ -123,7 +123,7 @@ def test_an_admin_drain_over_tls_with_auth_reaches_the_data_plane(site: AdminSit
     site.click(f'button[data-admin="drain"][data-rs="{rs(a)}"]')
     until(site.browser, lambda _: site.message().startswith("Done:"), 10, "the drain's answer")
     assert f"{rs(a)} in web: drained (weight 0) until restored" in site.message()
-    until(site.browser, lambda _: site.rows()[rs(a)]["state"] == "‖ drained", 10, "drained row")
+    until(site.browser, lambda _: site.cell(rs(a), "state") == "‖ drained", 10, "drained row")
     assert site.rows()[rs(a)]["parts"] == parts("1", "up", "-", "-", "op 0", "0")
     # programmed in the data plane, through the effective weight
     wait_for(lambda: site.real_servers()[rs(a)]["weight"] == 0, 5, "weight 0 programmed")
@@ -134,7 +134,7 @@ def test_an_admin_drain_over_tls_with_auth_reaches_the_data_plane(site: AdminSit
     log = site.daemon.log()
     assert 'msg="admin action"' in log and f"user={USER}" in log and "action=drain" in log
     site.click(f'button[data-admin="restore"][data-rs="{rs(a)}"]')
-    until(site.browser, lambda _: site.rows()[rs(a)]["state"] == "● up", 10, "restored row")
+    until(site.browser, lambda _: site.cell(rs(a), "state") == "● up", 10, "restored row")
     wait_for(lambda: site.real_servers()[rs(a)]["weight"] == 1, 5, "weight 1 programmed")
     wait_for(lambda: served_by(site.vip, 4) == {"a", "b"}, 10, "a to serve again")
 
@@ -186,7 +186,7 @@ def test_a_temporary_weight_and_a_reload_from_the_page(site: AdminSite) -> None:
     weight.clear()
     weight.send_keys("5")
     site.browser.find_element(By.CSS_SELECTOR, 'button[data-admin="weight"]').click()
-    until(site.browser, lambda _: site.rows()[rs(b)]["weight"] == "5", 10, "weight 5 in the page")
+    until(site.browser, lambda _: site.cell(rs(b), "weight") == "5", 10, "weight 5 in the page")
     assert site.rows()[rs(b)]["parts"] == parts("1", "up", "-", "-", "op 5", "5")
     doc = json.loads(site.daemon.get("/status.json"))
     override = next(
@@ -201,7 +201,7 @@ def test_a_temporary_weight_and_a_reload_from_the_page(site: AdminSite) -> None:
         return f"admin ({USER})" in text
 
     until(site.browser, reloaded, 15, "the reload in the page's history")
-    first = site.browser.find_element(By.CSS_SELECTOR, "#reloads-table tbody tr").text
+    first = text_of(site.browser, "#reloads-table tbody tr")
     assert "✔ ok" in first and f"admin ({USER})" in first
     assert site.rows()[rs(b)]["weight"] == "5"  # a reload keeps a configured server's weight
     assert site.daemon.sample("lvsmon_admin_actions_total", action="reload") == 1

@@ -24,7 +24,7 @@ import jsonschema
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.browser import chromium, screenshot, set_viewport, until
+from tests.browser import chromium, screenshot, set_viewport, text_of, until
 from tests.integration.harness import Backend, Daemon, connect, wait_for
 from tests.ports import free_port
 
@@ -56,13 +56,20 @@ class Site:
             if (!t) return [];
             return [...t.tBodies[0].rows].map((tr) => {
               const row = {};
-              for (const td of tr.cells) row[td.className.slice(2)] = td.innerText.trim();
+              // textContent: innerText is empty for an off-screen section (not laid out)
+              for (const td of tr.cells) {
+                row[td.className.slice(2)] = td.textContent.replace(/\\s+/g, " ").trim();
+              }
               return [row.rs, row];
             });
             """,
             vs,
         )
         return {label: row for label, row in pairs}
+
+    def cell(self, label: str, column: str) -> str:
+        """One cell's text ("" while the row is not shown)."""
+        return self.rows().get(label, {}).get(column, "")
 
 
 def config(vip: int, backends: list[Backend]) -> str:
@@ -150,7 +157,7 @@ def traffic(vip: int, seconds: float) -> threading.Thread:
 def moving(browser: Any) -> bool:
     """Some real server's conn/s is above 0 in the page."""
     pairs = browser.execute_script(
-        "return [...document.querySelectorAll('#t-web td.c-cps')].map(td => td.innerText)"
+        "return [...document.querySelectorAll('#t-web td.c-cps')].map(td => td.textContent)"
     )
     return any(text not in ("—", "0.0") for text in pairs)
 
@@ -197,9 +204,7 @@ def test_rates_and_sparklines_come_from_the_daemons_memory(site: Site) -> None:
         ".map(p => p.getAttribute('points').split(' ').length)"
     )
     assert len(points) == 3 and max(points) >= 2, points
-    label = site.browser.find_element(By.CSS_SELECTOR, "#t-web svg.spark").get_attribute(
-        "aria-label"
-    )
+    label = text_of(site.browser, "#t-web svg.spark", "aria-label")
     assert "connections per second: now" in label and "conn/s" in label
 
 
@@ -242,7 +247,7 @@ def test_a_killed_backend_turns_down_within_fall_times_interval_plus_one_refresh
     label = f"127.0.0.1:{c.port}"
     c.close()
     killed = time.monotonic()
-    until(site.browser, lambda _: site.rows()[label]["state"] == "▼ down", BUDGET + SLACK, "down")
+    until(site.browser, lambda _: site.cell(label, "state") == "▼ down", BUDGET + SLACK, "down")
     elapsed = time.monotonic() - killed
     print(f"row down {elapsed:.2f}s after the kill (fall x interval + refresh = {BUDGET:g}s)")
     row = site.rows()[label]

@@ -23,7 +23,7 @@ from lvsmon.statuspage.admin import Override
 from lvsmon.statuspage.document import AdminAccess, build_document
 from lvsmon.statuspage.history import RateHistory
 from lvsmon.weights.effective import weight_parts
-from tests.browser import chromium, page_server, until
+from tests.browser import chromium, page_server, text_of, until
 
 CFG = config.loads(
     """
@@ -131,7 +131,7 @@ def text(browser: Any, element: str) -> str:
 def test_failover_groups_show_role_and_peer(page: tuple[Any, Any]) -> None:
     browser, _ = page
     assert browser.find_element(By.ID, "failover").is_displayed()
-    rows = text(browser, "failover-table").splitlines()
+    rows = text(browser, "failover-body").splitlines()
     assert any(r.startswith("vip ▲ master") and "10.1.0.2 priority 100" in r for r in rows), rows
     assert any(r.startswith("vip6 ● backup") and "no advert heard" in r for r in rows), rows
 
@@ -139,17 +139,17 @@ def test_failover_groups_show_role_and_peer(page: tuple[Any, Any]) -> None:
 def test_every_state_has_its_text_label(page: tuple[Any, Any]) -> None:
     browser, _ = page
     states = browser.execute_script(
-        "return [...document.querySelectorAll('#t-web td.c-state')].map(td => td.innerText)"
+        "return [...document.querySelectorAll('#t-web td.c-state')].map(td => td.textContent)"
     )
     assert sorted(states) == sorted(["● up", "‖ drained", "▼ down", "◐ draining", "↪ sorry"])
-    row = browser.find_element(By.CSS_SELECTOR, "#t-web tr.r-down td.c-health").text
+    row = text_of(browser, "#t-web tr.r-down td.c-health")
     assert row.startswith("tcp: timeout (no answer in 1s)"), row
 
 
 def test_bgp_section_only_when_the_document_has_it(page: tuple[Any, Any]) -> None:
     browser, routes = page
     assert browser.find_element(By.ID, "bgp").is_displayed()
-    bgp = text(browser, "bgp-table")
+    bgp = text(browser, "bgp-body")
     assert "192.0.2.10/32" in bgp and "10.1.1.1 established" in bgp
     routes["/status.json"] = (document(bgp=False), "application/json")
     until(browser, lambda d: not d.find_element(By.ID, "bgp").is_displayed(), 10, "no BGP")

@@ -66,7 +66,7 @@
     }
     const head = cols.map((c) => {
       const dir = sort && sort.key === c[0] ? (sort.dir > 0 ? "ascending" : "descending") : "none";
-      return `<th scope="col" aria-sort="${dir}"><button type="button" class="sort" data-table="${esc(id)}" data-sort="${esc(c[0])}">${c[1]}</button></th>`;
+      return `<th scope="col" class="c-${esc(c[0])}" aria-sort="${dir}"><button type="button" class="sort" data-table="${esc(id)}" data-sort="${esc(c[0])}">${c[1]}</button></th>`;
     }).join("");
     const body = rows.map((r) => `<tr${r.rowClass ? ` class="${r.rowClass}"` : ""}>${cols.map((c) => `<td class="c-${c[0]}">${c[3](r)}</td>`).join("")}</tr>`).join("");
     return `<div class="scroll" role="region" tabindex="0" aria-label="${esc(caption)}"><table id="${esc(id)}"><caption>${esc(caption)}</caption><thead><tr>${head}</tr></thead><tbody>${body}</tbody></table></div>`;
