@@ -164,7 +164,8 @@ def main() -> None:
     }
     print(
         f"{SERVICES} virtual servers x {REALS} real servers = {rows} rows; /status.json "
-        f"{len(doc) / 1e6:.1f} MB; view + document + JSON cost the daemon {built * 1000:.0f} ms of CPU"
+        f"{len(doc) / 1e6:.1f} MB; view + document + JSON cost the daemon "
+        f"{built * 1000:.0f} ms of CPU"
     )
     pages: list[float] = []
     anchors: list[float] = []

@@ -1,6 +1,6 @@
 """Admin actions from the status page (lvsmon.statuspage.admin): parsing, CSRF tokens,
 expiry, and that a drain or temporary weight reaches the table only through the one
-effective-weight path (weight_parts -> overrides -> desired_table)."""
+effective-weight path (from_verdicts -> table_weights -> desired_table)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from lvsmon.statuspage.admin import (
     override_for,
     parse_action,
 )
-from lvsmon.weights.effective import overrides, weight_parts
+from lvsmon.weights.effective import from_verdicts, table_weights
 
 CFG = config.loads(
     """
@@ -113,19 +113,19 @@ def test_overrides_expire_and_follow_the_config() -> None:
     assert len(state) == 0
 
 
-def test_drain_and_temporary_weight_flow_through_weight_parts_to_the_table() -> None:
-    parts = weight_parts(CFG.virtual_servers, operator={A: 0, B: 9})
+def test_drain_and_temporary_weight_flow_through_the_one_weight_path_to_the_table() -> None:
+    parts = from_verdicts(CFG.virtual_servers, operator={A: 0, B: 9})
     assert parts[A].effective == 0 and parts[A].up  # drained: in service at weight 0
     assert parts[B].effective == 9
     assert parts[B].columns()["operator"] == "9"
-    table = desired_table(CFG, overrides(parts))
+    table = desired_table(CFG, table_weights(parts))
     weights = {rs.key: rs.weight for rs in table[WEB.key].real_servers}
     assert weights == {A[1]: 0, B[1]: 9}  # a drained server stays programmed (drain, not cut)
     # health still wins: a down server is out whatever the operator set
-    down = weight_parts(CFG.virtual_servers, down=[B], operator={B: 9})
-    assert overrides(down)[B] is None
+    down = from_verdicts(CFG.virtual_servers, down=[B], operator={B: 9})
+    assert table_weights(down)[B] is None
     # the adaptive factor applies on top of a temporary weight
-    adapted = weight_parts(
+    adapted = from_verdicts(
         CFG.virtual_servers, adaptive={B: 0.5}, adaptive_services=[WEB.key], operator={B: 8}
     )
     assert adapted[B].effective == 4

@@ -80,9 +80,9 @@ def test_rates_are_never_negative_and_never_more_than_the_ring(
 
 def test_the_monitor_keeps_each_targets_last_failure_after_it_recovers() -> None:
     """HealthMonitor.details(): what the page's "last health failure" column shows."""
-    from lvsmon.health.check import OK, CheckType, HealthCheck, Reason, fail
     from lvsmon.health.monitor import HealthMonitor, Target
     from lvsmon.model import DestKey, ServiceKey
+    from lvsmon.model.health import OK, CheckType, HealthCheck, Reason, fail
 
     web, rs = ServiceKey("tcp", "192.0.2.10", 80), DestKey("10.0.0.1", 80)
     clock = iter(float(t) for t in range(100, 200))
