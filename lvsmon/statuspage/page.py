@@ -15,9 +15,10 @@ from functools import cache
 from importlib import resources
 from typing import Protocol
 
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
+from lvsmon import catalog
 from lvsmon.health.monitor import HealthMonitor
 from lvsmon.httpmsg import Request, Response
 from lvsmon.logs import fields
@@ -264,19 +265,11 @@ class AdminCollector(Collector):
         self._page = page
 
     def collect(self) -> Iterator[Metric]:
-        applied = CounterMetricFamily(
-            "lvsmon_admin_actions",
-            "Admin actions applied from the status page, by action",
-            labels=["action"],
-        )
+        applied = catalog.counter("lvsmon_admin_actions_total")
         for action in ACTIONS:
             applied.add_metric([action], self._page.applied[action])
         yield applied
-        refused = CounterMetricFamily(
-            "lvsmon_admin_actions_refused",
-            "Admin actions refused, by action and reason",
-            labels=["action", "reason"],
-        )
+        refused = catalog.counter("lvsmon_admin_actions_refused_total")
         for (action, reason), n in sorted(self._page.refused.items()):
             refused.add_metric([action, reason], n)
         yield refused
