@@ -78,6 +78,18 @@ class DeleteDest:
 Op = AddService | EditService | DeleteService | AddDest | EditDest | DeleteDest
 
 
+def op_key(op: Op) -> ServiceKey:
+    """The virtual server an operation is about."""
+    match op:
+        case AddService(vs) | EditService(vs):
+            return vs.key
+        case DeleteService(key):
+            return key
+        case AddDest(key, _) | EditDest(key, _) | DeleteDest(key, _):
+            return key
+    raise AssertionError(op)
+
+
 def no_connections(service: ServiceKey, dest: DestKey) -> int:
     return 0
 

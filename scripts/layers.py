@@ -67,6 +67,9 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.dataplane.ipvs_plan",
             "lvsmon.statuspage.history",
             "lvsmon.statuspage.admin",
+            "lvsmon.dataplane.nft_flow",
+            "lvsmon.dataplane.nft_sched",
+            "lvsmon.dataplane.nft_plan",
         ),
     ),
     (

@@ -1,11 +1,12 @@
-"""`[daemon]`: data plane, metrics listener and its web config, timeouts, `[daemon.ipvs]`."""
+"""`[daemon]`: data plane, metrics listener and its web config, timeouts, `[daemon.ipvs]`,
+`[daemon.nft]` (lvsmon.config.nft)."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from lvsmon import configkit as ck
-from lvsmon.config import status_page, web
+from lvsmon.config import nft, status_page, web
 from lvsmon.config.readout import Readout
 from lvsmon.dataplane import registry
 from lvsmon.model import (
@@ -50,6 +51,7 @@ def read(root: ck.Section, readout: Readout) -> DaemonSettings:
     tsec.check_unknown()
     ipvs = _read_ipvs(sec.child("ipvs"))
     page = status_page.read(sec, web_config, web_failed=bool(web_file) and web_config is None)
+    nft_settings = nft.read(sec.child("nft"))
     sec.check_unknown()
     return DaemonSettings(
         dataplane=dataplane,
@@ -59,6 +61,7 @@ def read(root: ck.Section, readout: Readout) -> DaemonSettings:
         log_level=level,
         timeouts=timeouts,
         ipvs=ipvs,
+        nft=nft_settings,
         web_config_file=web_file,
         web=web_config,
         status_page=page,

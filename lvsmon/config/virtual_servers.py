@@ -194,9 +194,25 @@ def _check_semantics(
     if vs.scheduler not in caps.schedulers:
         sec.error(
             "scheduler",
-            f'"{vs.scheduler}" is not available on {where}: {caps.why}; '
+            f'"{vs.scheduler}" is not available on {where}: {caps.scheduler_why or caps.why}; '
             "available: " + ", ".join(sorted(caps.schedulers)),
         )
+    elif caps.scheduler_flags is not None:
+        usable = ", ".join(f'"{f}"' for f in sorted(allowed & caps.scheduler_flags)) or "none"
+        for flag in sorted(vs.scheduler_flags & allowed - caps.scheduler_flags):
+            sec.error(
+                "scheduler_flags",
+                f'"{flag}" is not available on {where} (flags of "{vs.scheduler}" there: {usable})',
+            )
+    if not caps.thresholds:
+        for i, rs in enumerate(vs.real_servers, start=1):
+            for key in ("upper_threshold", "lower_threshold"):
+                if getattr(rs, key):
+                    sec.error(
+                        f"real_server[{i}].{key}",
+                        f"{getattr(rs, key)}: connection limits are not available on {where} "
+                        "(no connection counts at decision time)",
+                    )
     if vs.protocol.value not in caps.protocols:
         sec.error("protocol", f'"{vs.protocol}" is not supported on {where}: {caps.why}')
     if vs.fwmark and not caps.fwmark:

@@ -26,6 +26,7 @@ from lvsmon.reconcile import (
     EditDest,
     EditService,
     Op,
+    op_key,
 )
 
 BATCH_REQUESTS = 256
@@ -37,17 +38,6 @@ FOREIGN = -1
 NOT_ATTEMPTED = -2
 
 Send = Callable[[list[tuple[int, bytes]]], Awaitable[list[int]]]
-
-
-def op_key(op: Op) -> ServiceKey:
-    match op:
-        case AddService(vs) | EditService(vs):
-            return vs.key
-        case DeleteService(key):
-            return key
-        case AddDest(key, _) | EditDest(key, _) | DeleteDest(key, _):
-            return key
-    raise AssertionError(op)
 
 
 def encode(op: Op, identity: Callable[[ServiceKey], bytes]) -> tuple[int, bytes]:

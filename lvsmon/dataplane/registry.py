@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import sys
 
-from lvsmon.dataplane import ipvs, proxy
+from lvsmon.dataplane import ipvs, nft, proxy
 from lvsmon.dataplane.base import DataPlane, Plane
 from lvsmon.model import DaemonSettings
 from lvsmon.model.capabilities import Capabilities
 
-PLANES: dict[str, Plane] = {p.name: p for p in (proxy.PLANE, ipvs.PLANE)}
+PLANES: dict[str, Plane] = {p.name: p for p in (proxy.PLANE, ipvs.PLANE, nft.PLANE)}
 NAMES = tuple(PLANES)
 
 
@@ -67,7 +67,7 @@ def markdown() -> str:
         "privileges",
         [", ".join(sorted(c.privileges)) or "none (any user)" for c in caps],
     )
-    row("when a scheduler is refused", [c.why for c in caps])
+    row("when a scheduler is refused", [c.scheduler_why or c.why for c in caps])
     return "\n".join(rows) + "\n"
 
 

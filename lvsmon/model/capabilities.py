@@ -17,6 +17,9 @@ class Capabilities:
     fwmark: bool
     schedulers: frozenset[str]
     why: str  # one phrase appended to "not supported" errors
+    scheduler_why: str = ""  # ... for schedulers, when it says more than `why`
+    scheduler_flags: frozenset[str] | None = None  # None: every flag of the scheduler
+    thresholds: bool = True  # upper/lower_threshold (per real server connection limits)
     persistence: bool = True
     ipv6: bool = True
     # Linux capabilities the daemon needs on this plane (the systemd unit's bounding set)

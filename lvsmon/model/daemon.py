@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 from lvsmon.model.failover import FailoverGroup
-from lvsmon.model.table import Endpoint, ServiceKey, VirtualServer
+from lvsmon.model.table import Endpoint, IPAddress, ServiceKey, VirtualServer
 from lvsmon.model.web import WebConfig
 
 
@@ -88,6 +88,31 @@ class StatusPageSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class NftSettings:
+    """[daemon.nft]: the nftables data plane (lvsmon/dataplane/nft.py, docs/nft.md)."""
+
+    table: str = "lvsmon"  # the one `inet` table lvsmon owns
+    flush_on_stop: bool = True  # false: leave the table, traffic flows while lvsmon is down
+    state_file: str = "/run/lvsmon/nft-state.json"  # what lvsmon programmed, for adoption
+    masquerade: bool = False  # SNAT balanced connections to the outgoing interface's address
+    snat_address: tuple[IPAddress, ...] = ()  # ... or to these (one per address family)
+    hash_seed: int = 0x6C76736D  # jhash seed of sh/dh/mh tables: the same on every director
+    persistence_size: int = 65536  # clients remembered per persistent virtual server
+    conntrack_limit: int = 200_000  # conntrack entries read per snapshot at most
+    ip_forward: bool = True  # set net.ipv4.ip_forward (and IPv6 forwarding) on start
+
+    def rendering(self) -> tuple[object, ...]:
+        """The settings the programmed table depends on (a change reprograms it)."""
+        return (
+            self.table,
+            self.masquerade,
+            self.snat_address,
+            self.hash_seed,
+            self.persistence_size,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class DaemonSettings:
     dataplane: str = "proxy"
     metrics_listen: Endpoint = field(
@@ -98,6 +123,7 @@ class DaemonSettings:
     timeouts: Timeouts = field(default_factory=Timeouts)
     log_level: str = "warning"
     ipvs: IpvsSettings = field(default_factory=IpvsSettings)
+    nft: NftSettings = field(default_factory=NftSettings)
     # TLS and basic auth for metrics_listen: an exporter-toolkit web config (lvsmon.config.web)
     web_config_file: str = ""
     web: WebConfig | None = None  # web_config_file, read and validated with the config

@@ -77,7 +77,11 @@ class SourceHashing(Scheduler):
     def schedule(self, dests: Sequence[Dest], flow: Flow, now: float) -> Dest | None:
         if not self._updated:
             self.update(dests)
-        ihash = self.bucket(flow)
+        return self.pick(self.bucket(flow))
+
+    def pick(self, ihash: int) -> Dest | None:
+        """The server a flow hashing to bucket `ihash` gets, fallback included: the
+        probes depend on the bucket alone (the nft data plane installs this per bucket)."""
         dest = self._buckets[ihash]
         if dest is None:
             return None

@@ -1,0 +1,418 @@
+"""The nftables kernel data plane (`dataplane = "nft"`): DNAT in the kernel, no IPVS.
+
+- Ownership: lvsmon owns exactly one `inet` table (daemon.nft.table) and never
+  reads or writes another. A table of that name that lvsmon did not create (no
+  `owner` map with lvsmon's layout) stops the start with an error naming the key.
+- Start: a table lvsmon left behind is adopted when the state file
+  (daemon.nft.state_file) describes its current generation (a restart then
+  writes nothing); otherwise it is replaced by the first apply, in the same
+  transaction that builds the new one.
+- `apply()`: one atomic transaction per call (nft_plan computes the commands):
+  a reload or a health change never leaves a half-programmed table. A failed
+  transaction changes nothing; the next apply rewrites the whole table.
+- `snapshot()`: counters from the table's counter sets and maps, active/inactive
+  connections from conntrack (bounded by daemon.nft.conntrack_limit).
+- `stop()`: deletes the table (established connections keep flowing: their NAT
+  lives in conntrack) unless daemon.nft.flush_on_stop = false.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lvsmon.dataplane import conntrack, nft_sched
+from lvsmon.dataplane.base import (
+    Counters,
+    DataPlaneError,
+    DestStats,
+    Plane,
+    ServiceStats,
+    Snapshot,
+)
+from lvsmon.dataplane.libnftables import Nft, NftError
+from lvsmon.dataplane.nft_plan import (
+    LAYOUT,
+    TAG,
+    Plan,
+    PlanError,
+    dispatch_key,
+    document,
+    dump_state,
+    load_state,
+)
+from lvsmon.logs import fields
+from lvsmon.model import Config, DaemonSettings, NftSettings
+from lvsmon.model.capabilities import Capabilities
+from lvsmon.reconcile import Op
+
+log = logging.getLogger("lvsmon.nft")
+
+SYSCTL_DIR = Path("/proc/sys/net")
+_COUNTER_SETS = ("rs_in", "rs_out", "vs_in", "vs_out")
+_COUNTER_MAPS = ("dest4", "dest6", "svc4", "svc6", "fwm4", "fwm6")
+_Pair = tuple[int, int]  # packets, bytes
+
+
+class NftPlaneError(DataPlaneError):
+    """A failed nftables operation; the message says what and why."""
+
+
+class NftDataPlane:
+    """`DataPlane` over one nftables table in the caller's network namespace."""
+
+    name = "nft"
+
+    def __init__(
+        self,
+        settings: DaemonSettings | None = None,
+        *,
+        nft_factory: Callable[[], Nft] = Nft,
+        conntrack_reader: Callable[[int, int, int], conntrack.Counts] = conntrack.read,
+        sysctl_dir: Path = SYSCTL_DIR,
+    ) -> None:
+        self._daemon = settings or DaemonSettings(dataplane="nft")
+        self._nft_factory = nft_factory
+        self._read_conntrack = conntrack_reader
+        self._sysctl_dir = sysctl_dir
+        self._writer: Nft | None = None  # transactions (run in a worker thread)
+        self._reader: Nft | None = None  # snapshots (on the event loop)
+        self._plan = Plan(self.settings)
+        self._full: str | None = None  # table name to replace with a full program; None: no
+        self._families: set[int] = set()
+        self._truncated_warned = False
+        self.generation = 0
+        self.read_at = 0.0
+        self.last_transaction_ms = 0.0
+
+    @property
+    def settings(self) -> NftSettings:
+        return self._daemon.nft
+
+    # -- DataPlane ---------------------------------------------------------------------
+
+    async def configure(self, config: Config) -> None:
+        """Settings from the config (start and reload). Settings the table is built
+        from (name, SNAT, hash seed, persistence size) rewrite it in one transaction."""
+        old = self.settings
+        self._daemon = config.daemon
+        self._families = {vs.family for vs in config.virtual_servers}
+        if self._writer is None:
+            self._plan = Plan(self.settings, generation=self._plan.generation)
+            return
+        self._apply_sysctls()
+        if old.rendering() != self.settings.rendering():
+            log.warning(
+                "nft settings changed: rewriting the table",
+                extra=fields(table=self.settings.table),
+            )
+            self._plan = Plan(
+                self.settings,
+                self._plan.entries,
+                self._plan.generation,
+                self._plan.next_vs,
+            )
+            self._full = old.table
+            await self.apply([])
+
+    async def start(self) -> None:
+        if self._writer is not None:
+            return
+        try:
+            self._writer, self._reader = self._nft_factory(), self._nft_factory()
+        except NftError as exc:
+            raise NftPlaneError(str(exc)) from None
+        try:
+            self._adopt_or_replace()
+        except BaseException:
+            self._close()
+            raise
+        self._apply_sysctls()
+
+    async def apply(self, ops: Sequence[Op]) -> None:
+        if not ops and self._full is None:
+            return
+        writer = self._writer
+        if writer is None:
+            raise NftPlaneError("the nft data plane is not started")
+        try:
+            plan, commands = self._plan.apply(ops)
+            if self._full is not None:
+                plan, commands = plan.full(replace=self._full)
+        except PlanError as exc:
+            raise NftPlaneError(f"{_what(ops)}: {exc}") from None
+        started = time.perf_counter()
+        try:
+            await asyncio.to_thread(writer.transaction, document(commands))
+        except NftError as exc:
+            self._full = self.settings.table  # the kernel may differ from the plan: rewrite all
+            raise NftPlaneError(
+                f"{_what(ops)}: nftables refused the transaction ({exc}); nothing was changed, "
+                "the next sync rewrites the whole table"
+            ) from None
+        self.last_transaction_ms = (time.perf_counter() - started) * 1000
+        self._plan, self._full = plan, None
+        self.generation += 1
+        self._save_state()
+
+    def snapshot(self) -> Snapshot:
+        reader = self._reader
+        if reader is None:
+            return Snapshot()
+        plan = self._plan
+        if self._full is not None or not plan.entries:
+            return Snapshot()  # nothing of ours is in the kernel (yet)
+        try:
+            sets = {name: self._elements(reader, "set", name) for name in _COUNTER_SETS}
+            maps = {name: self._elements(reader, "map", name) for name in _COUNTER_MAPS}
+            generation = self._kernel_generation(reader)
+        except NftError as exc:
+            generation, sets, maps = None, {}, {}
+            log.error("cannot read the nft table", extra=fields(error=str(exc)))
+        if generation != plan.generation:
+            log.error(
+                "the nft table changed behind lvsmon's back: rewriting it",
+                extra=fields(table=self.settings.table, generation=generation),
+            )
+            self._full = self.settings.table
+            self.generation += 1
+            return Snapshot()
+        counts = self._connections()
+        self.read_at = time.monotonic()
+        return Snapshot(tuple(_service_stats(plan, sets, maps, counts)))
+
+    async def stop(self, grace: float) -> None:
+        if self._writer is None:
+            return
+        try:
+            if self.settings.flush_on_stop:
+                self._delete_table()
+            else:
+                log.warning(
+                    "leaving the nft table in place (daemon.nft.flush_on_stop = false)",
+                    extra=fields(table=self.settings.table, services=len(self._plan.entries)),
+                )
+        finally:
+            self._close()
+
+    # -- reading ---------------------------------------------------------------------
+
+    def _elements(self, nft: Nft, kind: str, name: str) -> dict[int, _Pair]:
+        """Element key (a mark, or a dispatch key's text) -> (packets, bytes)."""
+        out: dict[int, _Pair] = {}
+        for item in nft.list(f"list {kind} inet {self.settings.table} {name}"):
+            for elem in item.get(kind, {}).get("elem", []):
+                value = elem[0] if kind == "map" else elem
+                body = value.get("elem", {}) if isinstance(value, dict) else {}
+                counter = body.get("counter", {})
+                out[_key(body.get("val"))] = (counter.get("packets", 0), counter.get("bytes", 0))
+        return out
+
+    def _kernel_generation(self, nft: Nft) -> int | None:
+        meta = _meta(nft.list(f"list map inet {self.settings.table} owner"))
+        return meta.get(2) if meta.get(1) == LAYOUT else None
+
+    def _connections(self) -> conntrack.Counts:
+        try:
+            counts = self._read_conntrack(TAG, TAG, self.settings.conntrack_limit)
+        except OSError as exc:
+            log.error("cannot read conntrack", extra=fields(error=str(exc)))
+            return conntrack.Counts(complete=False)
+        if not counts.complete and not self._truncated_warned:
+            self._truncated_warned = True
+            log.warning(
+                "conntrack read stopped at daemon.nft.conntrack_limit: connection counts "
+                "are partial",
+                extra=fields(limit=self.settings.conntrack_limit),
+            )
+        return counts
+
+    # -- ownership ------------------------------------------------------------------------
+
+    def _adopt_or_replace(self) -> None:
+        assert self._reader is not None
+        table = self.settings.table
+        tables = self._reader.list("list tables")
+        present = any(
+            t.get("table", {}).get("family") == "inet" and t["table"].get("name") == table
+            for t in tables
+        )
+        if not present:
+            self._full = table
+            log.info("nft data plane started", extra=fields(table=table, adopted=False))
+            return
+        try:
+            meta = _meta(self._reader.list(f"list map inet {table} owner"))
+        except NftError:
+            meta = {}
+        if meta.get(1) != LAYOUT:
+            raise NftPlaneError(
+                f'daemon.nft.table = "{table}": table inet {table} exists and lvsmon did not '
+                "create it (it has no lvsmon owner map): choose another daemon.nft.table, or "
+                f"delete it (nft delete table inet {table})"
+            )
+        plan = self._load_state()
+        if plan is not None and plan.generation == meta.get(2):
+            self._plan = plan
+            log.info(
+                "nft data plane started: adopted the table lvsmon left behind",
+                extra=fields(table=table, virtual_servers=len(plan.entries)),
+            )
+            return
+        self._full = table  # left behind, but not as the state file describes: replace it
+        self._plan = Plan(self.settings, generation=meta.get(2, 0))
+        log.warning(
+            "nft data plane started: replacing the table lvsmon left behind (no state file "
+            "for its generation)",
+            extra=fields(table=table, state_file=self.settings.state_file),
+        )
+
+    def _load_state(self) -> Plan | None:
+        path = Path(self.settings.state_file)
+        try:
+            doc = json.loads(path.read_text())
+            if doc.get("rendering") != _fingerprint(self.settings):
+                return None
+            return load_state(doc, self.settings)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            log.warning(
+                "ignoring an unreadable nft state file",
+                extra=fields(path=str(path), error=str(exc)),
+            )
+            return None
+
+    def _save_state(self) -> None:
+        path = Path(self.settings.state_file)
+        doc = {**dump_state(self._plan), "rendering": _fingerprint(self.settings)}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(doc))
+            tmp.replace(path)
+        except OSError as exc:
+            log.warning(
+                "cannot write the nft state file: a restart will rebuild the table",
+                extra=fields(path=str(path), error=exc.strerror),
+            )
+
+    def _delete_table(self) -> None:
+        assert self._writer is not None
+        table = self.settings.table
+        try:
+            self._writer.transaction(
+                json.dumps({"nftables": [{"delete": {"table": {"family": "inet", "name": table}}}]})
+            )
+        except NftError as exc:
+            log.error("cannot delete the nft table", extra=fields(table=table, error=str(exc)))
+            return
+        with contextlib.suppress(FileNotFoundError):
+            Path(self.settings.state_file).unlink()
+        log.warning("deleted the nft table (daemon.nft.flush_on_stop)", extra=fields(table=table))
+
+    def _close(self) -> None:
+        for nft in (self._writer, self._reader):
+            if nft is not None:
+                nft.close()
+        self._writer = self._reader = None
+
+    # -- sysctls ------------------------------------------------------------------------------
+
+    def _apply_sysctls(self) -> None:
+        """Forwarding on for the address families the config balances (DNAT forwards)."""
+        if not self.settings.ip_forward:
+            return
+        paths = {4: "ipv4/ip_forward", 6: "ipv6/conf/all/forwarding"}
+        for family in sorted(self._families):
+            path = self._sysctl_dir / paths[family]
+            try:
+                if path.read_text().strip() != "1":
+                    path.write_text("1\n")
+                    log.warning("sysctl set", extra=fields(sysctl=str(path), value=1))
+            except OSError as exc:
+                raise NftPlaneError(
+                    f"set {path} = 1 (daemon.nft.ip_forward): {exc.strerror or exc}"
+                ) from None
+
+
+def _key(value: Any) -> Any:
+    """A counter element's key: an int mark, or a dispatch key as canonical JSON text."""
+    if isinstance(value, int):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _meta(items: Iterable[dict[str, Any]]) -> dict[int, int]:
+    out: dict[int, int] = {}
+    for item in items:
+        for key, value in item.get("map", {}).get("elem", []):
+            if isinstance(key, int) and isinstance(value, int):
+                out[key] = value
+    return out
+
+
+def _fingerprint(settings: NftSettings) -> str:
+    return repr(settings.rendering())
+
+
+def _what(ops: Sequence[Op]) -> str:
+    if not ops:
+        return "rewrite the nft table"
+    first = str(ops[0])
+    return first if len(ops) == 1 else f"{first} and {len(ops) - 1} more"
+
+
+def _service_stats(
+    plan: Plan,
+    sets: dict[str, dict[int, _Pair]],
+    maps: dict[str, dict[int, _Pair]],
+    counts: conntrack.Counts,
+) -> Iterable[ServiceStats]:
+    zero = (0, 0)
+    rs_in, rs_out, vs_in, vs_out = (sets[n] for n in _COUNTER_SETS)
+    for entry in plan.entries.values():
+        vs = entry.service
+        dests = maps[f"dest{vs.family}"]
+        dispatch, key = dispatch_key(vs)
+        conns = maps[dispatch].get(_key(key), zero)
+        stats = []
+        for rs in vs.real_servers:
+            mark = entry.marks[rs.key]
+            pin, pout = rs_in.get(mark, zero), rs_out.get(mark, zero)
+            active, inactive = counts.by_key.get((mark, rs.address.packed), (0, 0))
+            counters = Counters(dests.get(mark, zero)[0], pin[1], pout[1], pin[0], pout[0])
+            stats.append(DestStats(rs.key, rs.weight, active, inactive, 0, counters))
+        vin, vout = vs_in.get(entry.mark, zero), vs_out.get(entry.mark, zero)
+        counters = Counters(conns[0], vin[1], vout[1], vin[0], vout[0])
+        yield ServiceStats(vs, counters, tuple(stats))
+
+
+PLANE = Plane(
+    name="nft",
+    summary="the kernel's nftables NAT path (DNAT per new connection; no IPVS needed)",
+    # one table lookup decides a new connection: what needs per-server connection
+    # counts at decision time (lc, wlc, ..., thresholds) cannot be expressed
+    static_capabilities=Capabilities(
+        name="nft",
+        protocols=frozenset({"tcp", "udp"}),
+        forwarding=frozenset({"nat"}),
+        fwmark=True,
+        schedulers=nft_sched.SCHEDULERS,
+        why="the nftables data plane forwards by DNAT (NAT only; TCP and UDP)",
+        scheduler_why="connection-count schedulers cannot be decided per packet in nftables; use "
+        '"mh" or "wrr" with [virtual_server.adaptive_weights] (whose load can be each real '
+        "server's lvsmon_real_server_connections_active, the conntrack count)",
+        scheduler_flags=nft_sched.FLAGS,
+        thresholds=False,
+        privileges=frozenset({"CAP_NET_ADMIN"}),
+    ),
+    factory=NftDataPlane,
+)

@@ -1,0 +1,603 @@
+"""The nft data plane's table, and the one JSON transaction that changes it. Pure.
+
+lvsmon owns one `inet` table (daemon.nft.table). Its layout:
+
+    map svc4, svc6   ip[6] daddr . meta l4proto . th dport : goto vs_<slot>  (counter: connections)
+    map fwm4, fwm6   meta mark : goto vs_<slot>                             (fwmark services)
+    chain vs_<slot>  one per virtual server: [persistence hits], the scheduler, reject
+    map dest4, dest6 ct mark : real server address                         (counter = connections)
+    map rsport       ct mark : real server port (only virtual servers whose ports differ)
+    set rs_in, rs_out, vs_in, vs_out   ct mark (& 0xffff0000 for vs_*): packet/byte counters
+    set persist_<slot>_<timeout>_<prefix>   client . ct mark, with timeouts (persistence)
+    map owner        1: layout version, 2: generation (changes with every transaction)
+
+Every balanced connection carries a conntrack mark naming its virtual and real
+server: TAG | vs slot << 16 | rs slot. The scheduler's rule sets it (`ct mark
+set <table lookup>`), DNAT reads the address from it, the counters and lvsmon's
+conntrack reading (active/inactive connections) are keyed by it. Slots are
+allocated once per virtual/real server and kept (in the state file) across
+restarts, so established connections stay attributed.
+
+`Plan.apply(ops)` turns reconcile operations into the next `Plan` and the
+commands between the two: only the virtual servers the operations touch are
+rendered again, and only what differs is written (elements added or deleted,
+a chain flushed and refilled). libnftables 1.0.6's JSON has no `typeof` sets,
+no map update statements and no concatenated NAT maps, which is why scheduling
+tables are anonymous maps inside each chain's rule, persistence is a set of
+`client . mark` tested per real server, and ports come from a constant or a
+second map.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from lvsmon.dataplane.nft_sched import Decision, Member, decide
+from lvsmon.model import (
+    DestKey,
+    Endpoint,
+    Forwarding,
+    IPAddress,
+    NftSettings,
+    Protocol,
+    RealServer,
+    ServiceKey,
+    VirtualServer,
+)
+from lvsmon.reconcile import Op, apply_ops, op_key
+
+LAYOUT = 1  # owner map entry 1: bumped when the table layout changes incompatibly
+TAG = 0x80000000  # every mark lvsmon sets has the top bit
+VS_MASK = 0xFFFF0000
+MAX_VS_SLOT = 0x7FFF
+MAX_RS_SLOT = 0xFFFF
+DSTNAT, SRCNAT, COUNT = -100, 100, -90  # hook priorities (counting after DNAT)
+
+_CT_MARK: dict[str, Any] = {"ct": {"key": "mark"}}
+_REJECT = json.dumps([{"reject": {"type": "icmpx", "expr": "port-unreachable"}}])
+
+
+class PlanError(ValueError):
+    """A table this layout cannot express (the message names the virtual server)."""
+
+
+def vs_mark(slot: int) -> int:
+    return TAG | slot << 16
+
+
+# --- what lvsmon programmed ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One virtual server as programmed: its attributes, real servers (programmed
+    order), slot, and per real server its mark and last non-zero weight."""
+
+    service: VirtualServer
+    slot: int
+    marks: Mapping[DestKey, int]
+    last_weights: Mapping[DestKey, int]
+    next_rs: int = 1  # the next real-server slot to try (slots are not reused at once)
+
+    @property
+    def mark(self) -> int:
+        return vs_mark(self.slot)
+
+    def members(self) -> list[Member]:
+        return [
+            Member(self.marks[rs.key], rs, self.last_weights.get(rs.key, rs.weight))
+            for rs in self.service.real_servers
+        ]
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The whole programmed table and what it was rendered with."""
+
+    settings: NftSettings
+    entries: Mapping[ServiceKey, Entry] = field(default_factory=dict)
+    generation: int = 0
+    next_vs: int = 1
+    rendered: Mapping[ServiceKey, Rendered] = field(default_factory=dict, compare=False)
+
+    def table(self) -> dict[ServiceKey, VirtualServer]:
+        return {key: e.service for key, e in self.entries.items()}
+
+    def apply(self, ops: Sequence[Op]) -> tuple[Plan, list[str]]:
+        """The plan after `ops`, and the commands (JSON texts) that get there."""
+        old_table = self.table()
+        new_table = apply_ops(old_table, list(ops))
+        touched = list(dict.fromkeys(op_key(op) for op in ops))  # in order: stable slots
+        entries = dict(self.entries)
+        next_vs = self.next_vs
+        for key in touched:
+            vs = new_table.get(key)
+            if vs is None:
+                entries.pop(key, None)
+                continue
+            old = entries.get(key)
+            if old is None:
+                slot, next_vs = _allocate(next_vs, {e.slot for e in entries.values()})
+                old = Entry(vs, slot, {}, {})
+            entries[key] = _update_entry(old, vs)
+        plan = dataclasses.replace(
+            self, entries=entries, generation=self.generation + 1, next_vs=next_vs
+        )
+        rendered = dict(self.rendered)
+        for key in touched:
+            if key in entries:
+                rendered[key] = render(entries[key], self.settings)
+            else:
+                rendered.pop(key, None)
+        plan = dataclasses.replace(plan, rendered=rendered)
+        commands = _diff(self, plan, touched)
+        commands.extend(_generation(plan))
+        return plan, commands
+
+    def full(self, *, replace: str | None = None) -> tuple[Plan, list[str]]:
+        """Commands that build the whole table from nothing, deleting any table of
+        that name first (`replace`: also a table of another name, e.g. the old one
+        after daemon.nft.table changed): one transaction, so traffic never sees a
+        half-built table."""
+        plan = dataclasses.replace(
+            self,
+            generation=self.generation + 1,
+            rendered={k: render(e, self.settings) for k, e in self.entries.items()},
+        )
+        commands = []
+        for name in dict.fromkeys([replace or plan.settings.table, plan.settings.table]):
+            commands += [_cmd("add", "table", _table(name)), _cmd("delete", "table", _table(name))]
+        commands += skeleton(plan.settings)
+        empty = Plan(plan.settings)
+        commands += _diff(empty, plan, list(plan.entries))
+        commands.extend(_generation(plan, first=True))
+        return plan, commands
+
+
+def _allocate(cursor: int, used: set[int]) -> tuple[int, int]:
+    """The next free slot from `cursor` on (wrapping), and the cursor after it."""
+    for step in range(MAX_VS_SLOT):
+        slot = (cursor - 1 + step) % MAX_VS_SLOT + 1
+        if slot not in used:
+            return slot, slot % MAX_VS_SLOT + 1
+    raise PlanError(f"more than {MAX_VS_SLOT} virtual servers")
+
+
+def _update_entry(old: Entry, vs: VirtualServer) -> Entry:
+    marks: dict[DestKey, int] = {}
+    last: dict[DestKey, int] = {}
+    used = {m & MAX_RS_SLOT for k, m in old.marks.items() if vs.real_server(k) is not None}
+    cursor = old.next_rs
+    for rs in vs.real_servers:
+        mark = old.marks.get(rs.key)
+        if mark is None:
+            for step in range(MAX_RS_SLOT):
+                slot = (cursor - 1 + step) % MAX_RS_SLOT + 1
+                if slot not in used:
+                    break
+            else:
+                raise PlanError(f"virtual server {vs.name}: more than {MAX_RS_SLOT} real servers")
+            used.add(slot)
+            cursor = slot % MAX_RS_SLOT + 1
+            mark = vs_mark(old.slot) | slot
+        marks[rs.key] = mark
+        last[rs.key] = rs.weight if rs.weight > 0 else old.last_weights.get(rs.key, 0)
+    return Entry(vs, old.slot, marks, last, cursor)
+
+
+# --- rendering one virtual server --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """What one virtual server contributes to the table, as JSON texts."""
+
+    chain: str
+    rules: tuple[str, ...]  # each rule's expression array
+    dispatch: tuple[str, str, str]  # (map, element with verdict, element key only)
+    dests: Mapping[int, tuple[str, str]]  # mark -> (dest4|dest6, address)
+    ports: Mapping[int, int]  # mark -> port, when the real servers' ports differ
+    persist: tuple[str, str] | None  # (set name, its definition)
+
+
+def render(entry: Entry, settings: NftSettings) -> Rendered:
+    vs = entry.service
+    family = "ip6" if vs.family == 6 else "ip"
+    chain = f"vs_{entry.slot}"
+    members = entry.members()
+    marks = {m.server.key: m.mark for m in members}
+    dests = {m.mark: (f"dest{vs.family}", str(m.server.address)) for m in members}
+    tail, ports = _dnat(vs, marks, family)
+    try:
+        decision = decide(vs.scheduler, vs.scheduler_flags, members, settings.hash_seed)
+    except ValueError as exc:
+        raise PlanError(f"virtual server {vs.name}: {exc}") from None
+    rules: list[str] = []
+    persist = None
+    update: list[dict[str, Any]] = []
+    if vs.persistent and decision.entries:
+        name, definition, client = _persistence(entry, settings)
+        persist = (name, definition)
+        pair = {"concat": [client, _CT_MARK]}
+        update = [{"set": {"op": "update", "elem": pair, "set": f"@{name}"}}]
+        for m in members:
+            if m.server.weight > 0:
+                hit = {"match": {"op": "==", "left": pair, "right": f"@{name}"}}
+                rules.append(json.dumps([_set_mark(m.mark), hit, *update, *tail]))
+    if decision.entries and tail:
+        rules.append(json.dumps([_set_mark(_schedule(decision, family)), *update, *tail]))
+    rules.append(_REJECT)
+    return Rendered(chain, tuple(rules), _dispatch(vs, chain), dests, ports, persist)
+
+
+def _set_mark(value: object) -> dict[str, Any]:
+    return {"mangle": {"key": _CT_MARK, "value": value}}
+
+
+def _schedule(decision: Decision, family: str) -> object:
+    if decision.key == "fixed":
+        return decision.entries[0][1]
+    entries = [[i, mark] for i, mark in decision.entries]
+    if decision.key == "numgen":
+        if decision.modulus == 1:
+            return decision.entries[0][1]
+        key: dict[str, Any] = {"numgen": {"mode": "inc", "mod": decision.modulus, "offset": 0}}
+    else:
+        flow = decision.flow
+        assert flow is not None
+        expr: dict[str, Any] = {"payload": {"protocol": family, "field": flow.field}}
+        if flow.port:
+            expr = {"concat": [expr, {"payload": {"protocol": "th", "field": "sport"}}]}
+        key = {"jhash": {"mod": flow.modulus, "seed": flow.seed, "expr": expr}}
+    return {"map": {"key": key, "data": {"set": entries}}}
+
+
+def _dnat(
+    vs: VirtualServer, marks: Mapping[DestKey, int], family: str
+) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """The rule tail that DNATs to the marked real server, and the port map entries."""
+    if not vs.real_servers:
+        return [], {}
+    addr = {"map": {"key": _CT_MARK, "data": f"@dest{vs.family}"}}
+    ports = {rs.port for rs in vs.real_servers}
+    if ports == {0}:  # fwmark service, ports kept as the client sent them
+        return [{"dnat": {"family": family, "addr": addr}}], {}
+    if 0 in ports:
+        raise PlanError(
+            f"virtual server {vs.name}: nftables cannot mix real servers with and without "
+            "a port in one fwmark virtual server"
+        )
+    protocol: object = vs.protocol.value
+    if vs.fwmark:
+        protocol = {"set": ["tcp", "udp", "sctp"]}
+    l4 = {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": protocol}}
+    if len(ports) == 1:
+        return [l4, {"dnat": {"family": family, "addr": addr, "port": ports.pop()}}], {}
+    port = {"map": {"key": _CT_MARK, "data": "@rsport"}}
+    by_mark = {marks[rs.key]: rs.port for rs in vs.real_servers}
+    return [l4, {"dnat": {"family": family, "addr": addr, "port": port}}], by_mark
+
+
+def _persistence(entry: Entry, settings: NftSettings) -> tuple[str, str, dict[str, Any]]:
+    vs = entry.service
+    family = "ip6" if vs.family == 6 else "ip"
+    bits = 128 if vs.family == 6 else 32
+    timeout = max(1, math.ceil(vs.persistence_timeout))
+    prefix = min(vs.persistence_netmask, bits)
+    client: dict[str, Any] = {"payload": {"protocol": family, "field": "saddr"}}
+    if prefix < bits:
+        net = ipaddress.ip_network(f"{'::' if bits == 128 else '0.0.0.0'}/{prefix}")
+        client = {"&": [client, str(net.netmask)]}
+    name = f"persist_{entry.slot}_{timeout}_{prefix}"
+    definition = {
+        "family": "inet",
+        "table": settings.table,
+        "name": name,
+        "type": [f"ipv{vs.family}_addr", "mark"],
+        "flags": ["timeout"],
+        "timeout": timeout,
+        "size": settings.persistence_size,
+    }
+    return name, json.dumps(definition), client
+
+
+def dispatch_key(vs: VirtualServer) -> tuple[str, Any]:
+    """The map that sends a virtual server's new connections to its chain, and the
+    element key there (its counter counts the virtual server's connections)."""
+    if vs.fwmark:
+        return f"fwm{vs.family}", vs.fwmark
+    return f"svc{vs.family}", {"concat": [str(vs.address), vs.protocol.value, vs.port]}
+
+
+def _dispatch(vs: VirtualServer, chain: str) -> tuple[str, str, str]:
+    name, key = dispatch_key(vs)
+    text = json.dumps(key)
+    return name, f'[{text},{{"goto":{{"target":"{chain}"}}}}]', text
+
+
+# --- the table's fixed part ----------------------------------------------------------
+
+
+def _table(name: str) -> dict[str, Any]:
+    return {"family": "inet", "name": name}
+
+
+def _cmd(verb: str, kind: str, body: Mapping[str, Any]) -> str:
+    return json.dumps({verb: {kind: body}})
+
+
+def skeleton(settings: NftSettings) -> list[str]:
+    """Table, maps, sets and base chains: everything but the virtual servers."""
+    t = settings.table
+    base = {"family": "inet", "table": t}
+    counter = [{"counter": None}]
+    out = [_cmd("add", "table", _table(t))]
+
+    def obj(kind: str, name: str, **kw: Any) -> None:
+        out.append(_cmd("add", kind, {**base, "name": name, **kw}))
+
+    obj("map", "owner", type="mark", map="mark")
+    for fam in (4, 6):
+        key = [f"ipv{fam}_addr", "inet_proto", "inet_service"]
+        obj("map", f"svc{fam}", type=key, map="verdict", stmt=counter)
+        obj("map", f"fwm{fam}", type="mark", map="verdict", stmt=counter)
+        obj("map", f"dest{fam}", type="mark", map=f"ipv{fam}_addr", stmt=counter)
+    obj("map", "rsport", type="mark", map="inet_service")
+    for name in ("rs_in", "rs_out", "vs_in", "vs_out"):
+        obj("set", name, type="mark", stmt=counter)
+
+    def chain(name: str, kind: str = "", hook: str = "", prio: int = 0) -> None:
+        hooked = {"type": kind, "hook": hook, "prio": prio, "policy": "accept"} if hook else {}
+        obj("chain", name, **hooked)
+
+    def rule(chain_name: str, *expr: Mapping[str, Any]) -> None:
+        out.append(_cmd("add", "rule", {**base, "chain": chain_name, "expr": list(expr)}))
+
+    mark: dict[str, Any] = {"meta": {"key": "mark"}}
+    l4: dict[str, Any] = {"meta": {"key": "l4proto"}}
+    dport: dict[str, Any] = {"payload": {"protocol": "th", "field": "dport"}}
+    for name, hook in (("prerouting", "prerouting"), ("output", "output")):
+        chain(name, "nat", hook, DSTNAT)
+        for fam, proto in ((4, "ipv4"), (6, "ipv6")):  # fwmark first, as IPVS looks them up
+            rule(name, _nfproto(proto), {"vmap": {"key": mark, "data": f"@fwm{fam}"}})
+        for fam, payload in ((4, "ip"), (6, "ip6")):
+            daddr = {"payload": {"protocol": payload, "field": "daddr"}}
+            rule(name, {"vmap": {"key": {"concat": [daddr, l4, dport]}, "data": f"@svc{fam}"}})
+    chain("postrouting", "nat", "postrouting", SRCNAT)
+    for proto, fam in (("ipv4", 4), ("ipv6", 6)):
+        snat = _snat(settings, fam)
+        if snat is not None:
+            ours = {"match": {"op": "==", "left": {"&": [_CT_MARK, TAG]}, "right": TAG}}
+            dnat = {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}
+            rule("postrouting", _nfproto(proto), ours, dnat, snat)
+    chain("count")
+    theirs = {"match": {"op": "==", "left": {"&": [_CT_MARK, TAG]}, "right": 0}}
+    rule("count", theirs, {"return": None})
+    vs_of = {"&": [_CT_MARK, VS_MASK]}
+    for direction, suffix, last in (("original", "in", True), ("reply", "out", False)):
+        rule(
+            "count",
+            {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": direction}},
+            {"match": {"op": "==", "left": vs_of, "right": f"@vs_{suffix}"}},
+            {"match": {"op": "==", "left": _CT_MARK, "right": f"@rs_{suffix}"}},
+            *([{"return": None}] if last else []),
+        )
+    for name, hook in (("count_prerouting", "prerouting"), ("count_output", "output")):
+        chain(name, "filter", hook, COUNT)
+        rule(name, {"jump": {"target": "count"}})
+    return out
+
+
+def _nfproto(proto: str) -> dict[str, Any]:
+    return {"match": {"op": "==", "left": {"meta": {"key": "nfproto"}}, "right": proto}}
+
+
+def _snat(settings: NftSettings, family: int) -> dict[str, Any] | None:
+    for address in settings.snat_address:
+        if address.version == family:
+            return {"snat": {"family": "ip6" if family == 6 else "ip", "addr": str(address)}}
+    return {"masquerade": None} if settings.masquerade else None
+
+
+# --- the difference between two plans ------------------------------------------------
+
+
+class _Batch:
+    """Commands in dependency order: containers, elements, rules, then deletions."""
+
+    def __init__(self, table: str) -> None:
+        self.base = f'"family":"inet","table":{json.dumps(table)}'
+        self.chains: list[str] = []
+        self.sets: list[str] = []
+        self.add_elems: dict[str, list[str]] = {}
+        self.rules: list[str] = []
+        self.dispatch_add: dict[str, list[str]] = {}
+        self.dispatch_del: dict[str, list[str]] = {}
+        self.drop_chains: list[str] = []
+        self.drop_sets: list[str] = []
+        self.del_elems: dict[str, list[str]] = {}
+
+    def elements(self, verb: str, groups: Mapping[str, list[str]]) -> list[str]:
+        return [
+            f'{{"{verb}":{{"element":{{{self.base},"name":"{name}","elem":[{",".join(items)}]}}}}}}'
+            for name, items in groups.items()
+            if items
+        ]
+
+    def chain(self, verb: str, name: str) -> str:
+        return f'{{"{verb}":{{"chain":{{{self.base},"name":"{name}"}}}}}}'
+
+    def rule(self, chain: str, expr: str) -> str:
+        return f'{{"add":{{"rule":{{{self.base},"chain":"{chain}","expr":{expr}}}}}}}'
+
+    def commands(self) -> list[str]:
+        return [
+            *self.chains,
+            *self.sets,
+            *self.elements("add", self.add_elems),
+            *self.rules,
+            *self.elements("add", self.dispatch_add),
+            *self.elements("delete", self.dispatch_del),
+            *self.drop_chains,
+            *self.drop_sets,
+            *self.elements("delete", self.del_elems),
+        ]
+
+
+def _diff(old: Plan, new: Plan, touched: Iterable[ServiceKey]) -> list[str]:
+    batch = _Batch(new.settings.table)
+    for key in touched:
+        before, after = old.rendered.get(key), new.rendered.get(key)
+        if before is None and key in old.entries:  # not rendered yet (adopted): render now
+            before = render(old.entries[key], old.settings)
+        _diff_service(
+            batch,
+            before,
+            after,
+            old.entries.get(key),
+            new.entries.get(key),
+        )
+    return batch.commands()
+
+
+def _diff_service(
+    b: _Batch, old: Rendered | None, new: Rendered | None, old_e: Entry | None, new_e: Entry | None
+) -> None:
+    add, delete = b.add_elems, b.del_elems
+    old_marks = set(old.dests) if old else set()
+    new_marks = set(new.dests) if new else set()
+    for mark in sorted(new_marks - old_marks):
+        assert new is not None
+        dmap, address = new.dests[mark]
+        add.setdefault(dmap, []).append(f'[{mark},"{address}"]')
+        add.setdefault("rs_in", []).append(str(mark))
+        add.setdefault("rs_out", []).append(str(mark))
+    for mark in sorted(old_marks - new_marks):
+        assert old is not None
+        delete.setdefault(old.dests[mark][0], []).append(str(mark))
+        delete.setdefault("rs_in", []).append(str(mark))
+        delete.setdefault("rs_out", []).append(str(mark))
+    old_ports = dict(old.ports) if old else {}
+    new_ports = dict(new.ports) if new else {}
+    for mark, port in new_ports.items():
+        if old_ports.get(mark) != port:
+            if mark in old_ports:
+                delete.setdefault("rsport", []).append(str(mark))
+            add.setdefault("rsport", []).append(f"[{mark},{port}]")
+    for mark in old_ports.keys() - new_ports.keys():
+        delete.setdefault("rsport", []).append(str(mark))
+    if new is not None and new_e is not None and old is None:
+        b.chains.append(b.chain("add", new.chain))
+        for name in ("vs_in", "vs_out"):
+            add.setdefault(name, []).append(str(new_e.mark))
+        b.dispatch_add.setdefault(new.dispatch[0], []).append(new.dispatch[1])
+    if old is not None and old_e is not None and new is None:
+        b.dispatch_del.setdefault(old.dispatch[0], []).append(old.dispatch[2])
+        b.drop_chains += [b.chain("flush", old.chain), b.chain("delete", old.chain)]
+        for name in ("vs_in", "vs_out"):
+            delete.setdefault(name, []).append(str(old_e.mark))
+    old_persist = old.persist if old else None
+    new_persist = new.persist if new else None
+    if new_persist is not None and new_persist != old_persist:
+        b.sets.append(f'{{"add":{{"set":{new_persist[1]}}}}}')
+    if old_persist is not None and old_persist != new_persist:
+        b.drop_sets.append(f'{{"delete":{{"set":{{{b.base},"name":"{old_persist[0]}"}}}}}}')
+    if new is not None and (old is None or old.rules != new.rules or old_persist != new_persist):
+        if old is not None:
+            b.rules.append(b.chain("flush", new.chain))
+        b.rules.extend(b.rule(new.chain, expr) for expr in new.rules)
+
+
+def _generation(plan: Plan, *, first: bool = False) -> list[str]:
+    base = {"family": "inet", "table": plan.settings.table, "name": "owner"}
+    out = [] if first else [_cmd("delete", "element", {**base, "elem": [2]})]
+    elems = [[1, LAYOUT], [2, plan.generation]] if first else [[2, plan.generation]]
+    out.append(_cmd("add", "element", {**base, "elem": elems}))
+    return out
+
+
+def document(commands: Sequence[str]) -> str:
+    """The transaction libnftables runs: `{"nftables": [...]}`."""
+    return '{"nftables":[' + ",".join(commands) + "]}"
+
+
+# --- the state file: the plan as JSON ------------------------------------------------
+
+
+def dump_state(plan: Plan) -> dict[str, Any]:
+    return {
+        "layout": LAYOUT,
+        "table": plan.settings.table,
+        "generation": plan.generation,
+        "next_vs": plan.next_vs,
+        "services": [_dump_entry(e) for e in plan.entries.values()],
+    }
+
+
+def load_state(doc: Mapping[str, Any], settings: NftSettings) -> Plan:
+    """A plan from `dump_state`'s output. KeyError/ValueError/TypeError when malformed."""
+    if doc["layout"] != LAYOUT or doc["table"] != settings.table:
+        raise ValueError("another layout or table")
+    entries = {}
+    for item in doc["services"]:
+        entry = _load_entry(item)
+        entries[entry.service.key] = entry
+    return Plan(settings, entries, int(doc["generation"]), int(doc["next_vs"]))
+
+
+def _dump_entry(e: Entry) -> dict[str, Any]:
+    vs = e.service
+    return {
+        "slot": e.slot,
+        "next_rs": e.next_rs,
+        "name": vs.name,
+        "address": str(vs.address) if vs.address is not None else None,
+        "port": vs.port,
+        "protocol": vs.protocol.value,
+        "fwmark": vs.fwmark,
+        "scheduler": vs.scheduler,
+        "flags": sorted(vs.scheduler_flags),
+        "persistence_timeout": vs.persistence_timeout,
+        "persistence_netmask": vs.persistence_netmask,
+        "quiesce": vs.quiesce,
+        "sorry_server": str(vs.sorry_server) if vs.sorry_server else None,
+        "real_servers": [
+            [str(rs.address), rs.port, rs.weight, e.marks[rs.key], e.last_weights[rs.key]]
+            for rs in vs.real_servers
+        ],
+    }
+
+
+def _load_entry(d: Mapping[str, Any]) -> Entry:
+    reals, marks, last = [], {}, {}
+    for host, port, weight, mark, last_weight in d["real_servers"]:
+        rs = RealServer(ipaddress.ip_address(host), int(port), int(weight), Forwarding.NAT)
+        reals.append(rs)
+        marks[rs.key] = int(mark)
+        last[rs.key] = int(last_weight)
+    sorry = None
+    if d["sorry_server"]:
+        host, _, port = str(d["sorry_server"]).rpartition(":")
+        sorry = Endpoint(ipaddress.ip_address(host.strip("[]")), int(port))
+    address: IPAddress | None = ipaddress.ip_address(d["address"]) if d["address"] else None
+    vs = VirtualServer(
+        name=str(d["name"]),
+        address=address,
+        port=int(d["port"]),
+        protocol=Protocol(d["protocol"]),
+        fwmark=int(d["fwmark"]),
+        scheduler=str(d["scheduler"]),
+        scheduler_flags=frozenset(d["flags"]),
+        persistence_timeout=float(d["persistence_timeout"]),
+        persistence_netmask=int(d["persistence_netmask"]),
+        quiesce=bool(d["quiesce"]),
+        sorry_server=sorry,
+        real_servers=tuple(reals),
+    )
+    return Entry(vs, int(d["slot"]), marks, last, int(d["next_rs"]))
