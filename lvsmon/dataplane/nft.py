@@ -23,6 +23,7 @@ import contextlib
 import json
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -56,6 +57,7 @@ from lvsmon.reconcile import Op
 log = logging.getLogger("lvsmon.nft")
 
 SYSCTL_DIR = Path("/proc/sys/net")
+STATE_DELAY = 0.5  # seconds from a change to writing the state file
 _COUNTER_SETS = ("rs_in", "rs_out", "vs_in", "vs_out")
 _COUNTER_MAPS = ("dest4", "dest6", "svc4", "svc6", "fwm4", "fwm6")
 _Pair = tuple[int, int]  # packets, bytes
@@ -88,6 +90,9 @@ class NftDataPlane:
         self._full: str | None = None  # table name to replace with a full program; None: no
         self._families: set[int] = set()
         self._truncated_warned = False
+        self._save_pending = False
+        self._saving: asyncio.Future[None] | None = None
+        self._save_lock = threading.Lock()
         self.generation = 0
         self.read_at = 0.0
         self.last_transaction_ms = 0.0
@@ -143,8 +148,9 @@ class NftDataPlane:
         if writer is None:
             raise NftPlaneError("the nft data plane is not started")
         try:
-            plan, commands = self._plan.apply(ops)
-            if self._full is not None:
+            full = self._full is not None
+            plan, commands = self._plan.apply(ops, diff=not full)
+            if full:
                 plan, commands = plan.full(replace=self._full)
         except PlanError as exc:
             raise NftPlaneError(f"{_what(ops)}: {exc}") from None
@@ -160,7 +166,7 @@ class NftDataPlane:
         self.last_transaction_ms = (time.perf_counter() - started) * 1000
         self._plan, self._full = plan, None
         self.generation += 1
-        self._save_state()
+        self._state_changed()
 
     def snapshot(self) -> Snapshot:
         reader = self._reader
@@ -191,10 +197,13 @@ class NftDataPlane:
     async def stop(self, grace: float) -> None:
         if self._writer is None:
             return
+        if self._saving is not None:
+            await self._saving
         try:
             if self.settings.flush_on_stop:
                 self._delete_table()
             else:
+                self._save_state(self._plan)
                 log.warning(
                     "leaving the nft table in place (daemon.nft.flush_on_stop = false)",
                     extra=fields(table=self.settings.table, services=len(self._plan.entries)),
@@ -290,19 +299,34 @@ class NftDataPlane:
             )
             return None
 
-    def _save_state(self) -> None:
+    def _state_changed(self) -> None:
+        """Write the state file soon, off the event loop: at 50,000 real servers it
+        takes longer than the transaction of one weight change. A crash before it is
+        written costs only the adoption: the next start replaces the table."""
+        if self._save_pending:
+            return
+        self._save_pending = True
+
+        def later() -> None:
+            self._save_pending = False
+            self._saving = asyncio.ensure_future(asyncio.to_thread(self._save_state, self._plan))
+
+        asyncio.get_running_loop().call_later(STATE_DELAY, later)
+
+    def _save_state(self, plan: Plan) -> None:
         path = Path(self.settings.state_file)
-        doc = {**dump_state(self._plan), "rendering": _fingerprint(self.settings)}
+        doc = {**dump_state(plan), "rendering": _fingerprint(self.settings)}
         tmp = path.with_name(f".{path.name}.{os.getpid()}")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(doc))
-            tmp.replace(path)
-        except OSError as exc:
-            log.warning(
-                "cannot write the nft state file: a restart will rebuild the table",
-                extra=fields(path=str(path), error=exc.strerror),
-            )
+        with self._save_lock:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp.write_text(json.dumps(doc))
+                tmp.replace(path)
+            except OSError as exc:
+                log.warning(
+                    "cannot write the nft state file: a restart will rebuild the table",
+                    extra=fields(path=str(path), error=exc.strerror),
+                )
 
     def _delete_table(self) -> None:
         assert self._writer is not None
@@ -384,8 +408,8 @@ def _service_stats(
         dispatch, key = dispatch_key(vs)
         conns = maps[dispatch].get(_key(key), zero)
         stats = []
-        for rs in vs.real_servers:
-            mark = entry.marks[rs.key]
+        for member in entry.members:
+            rs, mark = member.server, member.mark
             pin, pout = rs_in.get(mark, zero), rs_out.get(mark, zero)
             active, inactive = counts.by_key.get((mark, rs.address.packed), (0, 0))
             counters = Counters(dests.get(mark, zero)[0], pin[1], pout[1], pin[0], pout[0])

@@ -50,10 +50,20 @@ from lvsmon.model import (
     ServiceKey,
     VirtualServer,
 )
-from lvsmon.reconcile import Op, apply_ops, op_key
+from lvsmon.reconcile import (
+    AddDest,
+    AddService,
+    DeleteDest,
+    DeleteService,
+    EditDest,
+    EditService,
+    Op,
+    op_key,
+)
 
 LAYOUT = 1  # owner map entry 1: bumped when the table layout changes incompatibly
 TAG = 0x80000000  # every mark lvsmon sets has the top bit
+BUCKET = 0x40000000  # ... except a new connection's table index, for one lookup (`sched`)
 VS_MASK = 0xFFFF0000
 MAX_VS_SLOT = 0x7FFF
 MAX_RS_SLOT = 0xFFFF
@@ -84,16 +94,25 @@ class Entry:
     marks: Mapping[DestKey, int]
     last_weights: Mapping[DestKey, int]
     next_rs: int = 1  # the next real-server slot to try (slots are not reused at once)
+    members: tuple[Member, ...] = field(default=(), compare=False)  # the above, per server
 
     @property
     def mark(self) -> int:
         return vs_mark(self.slot)
 
-    def members(self) -> list[Member]:
-        return [
-            Member(self.marks[rs.key], rs, self.last_weights.get(rs.key, rs.weight))
-            for rs in self.service.real_servers
-        ]
+
+def make_entry(
+    service: VirtualServer,
+    slot: int,
+    marks: Mapping[DestKey, int],
+    last_weights: Mapping[DestKey, int],
+    next_rs: int = 1,
+) -> Entry:
+    members = tuple(
+        Member(marks[key], rs, last_weights[key], key)
+        for key, rs in zip(marks, service.real_servers, strict=True)
+    )
+    return Entry(service, slot, marks, last_weights, next_rs, members)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,33 +128,34 @@ class Plan:
     def table(self) -> dict[ServiceKey, VirtualServer]:
         return {key: e.service for key, e in self.entries.items()}
 
-    def apply(self, ops: Sequence[Op]) -> tuple[Plan, list[str]]:
-        """The plan after `ops`, and the commands (JSON texts) that get there."""
-        old_table = self.table()
-        new_table = apply_ops(old_table, list(ops))
+    def apply(self, ops: Sequence[Op], *, diff: bool = True) -> tuple[Plan, list[str]]:
+        """The plan after `ops`, and the commands (JSON texts) that get there (none
+        with diff=False: a full program follows)."""
         touched = list(dict.fromkeys(op_key(op) for op in ops))  # in order: stable slots
+        services = apply_grouped({k: e.service for k, e in self.entries.items()}, ops, touched)
         entries = dict(self.entries)
+        rendered = dict(self.rendered)
         next_vs = self.next_vs
+        used = {e.slot for e in entries.values()}
         for key in touched:
-            vs = new_table.get(key)
+            vs = services.get(key)
             if vs is None:
                 entries.pop(key, None)
+                rendered.pop(key, None)
                 continue
             old = entries.get(key)
             if old is None:
-                slot, next_vs = _allocate(next_vs, {e.slot for e in entries.values()})
-                old = Entry(vs, slot, {}, {})
-            entries[key] = _update_entry(old, vs)
-        plan = dataclasses.replace(
-            self, entries=entries, generation=self.generation + 1, next_vs=next_vs
-        )
-        rendered = dict(self.rendered)
-        for key in touched:
-            if key in entries:
-                rendered[key] = render(entries[key], self.settings)
+                slot, next_vs = _allocate(next_vs, used)
+                used.add(slot)
+                old = Entry(vs[0], slot, {}, {})
+            entries[key] = entry = _update_entry(old, *vs)
+            if diff:
+                rendered[key] = render(entry, self.settings)
             else:
                 rendered.pop(key, None)
-        plan = dataclasses.replace(plan, rendered=rendered)
+        plan = Plan(self.settings, entries, self.generation + 1, next_vs, rendered)
+        if not diff:
+            return plan, []
         commands = _diff(self, plan, touched)
         commands.extend(_generation(plan))
         return plan, commands
@@ -145,11 +165,10 @@ class Plan:
         that name first (`replace`: also a table of another name, e.g. the old one
         after daemon.nft.table changed): one transaction, so traffic never sees a
         half-built table."""
-        plan = dataclasses.replace(
-            self,
-            generation=self.generation + 1,
-            rendered={k: render(e, self.settings) for k, e in self.entries.items()},
-        )
+        rendered = {
+            k: self.rendered.get(k) or render(e, self.settings) for k, e in self.entries.items()
+        }
+        plan = dataclasses.replace(self, generation=self.generation + 1, rendered=rendered)
         commands = []
         for name in dict.fromkeys([replace or plan.settings.table, plan.settings.table]):
             commands += [_cmd("add", "table", _table(name)), _cmd("delete", "table", _table(name))]
@@ -158,6 +177,42 @@ class Plan:
         commands += _diff(empty, plan, list(plan.entries))
         commands.extend(_generation(plan, first=True))
         return plan, commands
+
+
+def apply_grouped(
+    table: Mapping[ServiceKey, VirtualServer], ops: Sequence[Op], touched: Iterable[ServiceKey]
+) -> dict[ServiceKey, tuple[VirtualServer, list[DestKey]]]:
+    """`reconcile.apply_ops` for the virtual servers in `touched`, in one pass (a full
+    program is 50,000 AddDest operations, which apply_ops handles in O(n^2)); with
+    each one its real servers' keys."""
+    attrs: dict[ServiceKey, VirtualServer | None] = {}
+    dests: dict[ServiceKey, dict[DestKey, RealServer]] = {}
+    for key in touched:
+        vs = table.get(key)
+        attrs[key] = vs
+        dests[key] = {rs.key: rs for rs in vs.real_servers} if vs is not None else {}
+    for op in ops:
+        match op:
+            case AddService(vs) | EditService(vs):
+                if attrs[vs.key] is None:
+                    dests[vs.key] = {}
+                attrs[vs.key] = vs
+            case DeleteService(key):
+                attrs[key] = None
+            case AddDest(key, rs):
+                d = dests[key]
+                d.pop(rs.key, None)
+                d[rs.key] = rs
+            case EditDest(key, rs):
+                if rs.key in dests[key]:  # an edit keeps the server's list position
+                    dests[key][rs.key] = rs
+            case DeleteDest(key, dkey):
+                dests[key].pop(dkey, None)
+    return {
+        key: (dataclasses.replace(vs, real_servers=tuple(dests[key].values())), list(dests[key]))
+        for key, vs in attrs.items()
+        if vs is not None
+    }
 
 
 def _allocate(cursor: int, used: set[int]) -> tuple[int, int]:
@@ -169,13 +224,14 @@ def _allocate(cursor: int, used: set[int]) -> tuple[int, int]:
     raise PlanError(f"more than {MAX_VS_SLOT} virtual servers")
 
 
-def _update_entry(old: Entry, vs: VirtualServer) -> Entry:
+def _update_entry(old: Entry, vs: VirtualServer, keys: list[DestKey]) -> Entry:
+    present = set(keys)
+    used = {m & MAX_RS_SLOT for k, m in old.marks.items() if k in present}
     marks: dict[DestKey, int] = {}
     last: dict[DestKey, int] = {}
-    used = {m & MAX_RS_SLOT for k, m in old.marks.items() if vs.real_server(k) is not None}
     cursor = old.next_rs
-    for rs in vs.real_servers:
-        mark = old.marks.get(rs.key)
+    for key, rs in zip(keys, vs.real_servers, strict=True):
+        mark = old.marks.get(key)
         if mark is None:
             for step in range(MAX_RS_SLOT):
                 slot = (cursor - 1 + step) % MAX_RS_SLOT + 1
@@ -186,9 +242,9 @@ def _update_entry(old: Entry, vs: VirtualServer) -> Entry:
             used.add(slot)
             cursor = slot % MAX_RS_SLOT + 1
             mark = vs_mark(old.slot) | slot
-        marks[rs.key] = mark
-        last[rs.key] = rs.weight if rs.weight > 0 else old.last_weights.get(rs.key, 0)
-    return Entry(vs, old.slot, marks, last, cursor)
+        marks[key] = mark
+        last[key] = rs.weight if rs.weight > 0 else old.last_weights.get(key, 0)
+    return make_entry(vs, old.slot, marks, last, cursor)
 
 
 # --- rendering one virtual server --------------------------------------------------
@@ -204,16 +260,17 @@ class Rendered:
     dests: Mapping[int, tuple[str, str]]  # mark -> (dest4|dest6, address)
     ports: Mapping[int, int]  # mark -> port, when the real servers' ports differ
     persist: tuple[str, str] | None  # (set name, its definition)
+    sched: Mapping[int, int]  # bucket mark -> real server mark (the `sched` map's entries)
 
 
 def render(entry: Entry, settings: NftSettings) -> Rendered:
     vs = entry.service
     family = "ip6" if vs.family == 6 else "ip"
     chain = f"vs_{entry.slot}"
-    members = entry.members()
-    marks = {m.server.key: m.mark for m in members}
-    dests = {m.mark: (f"dest{vs.family}", str(m.server.address)) for m in members}
-    tail, ports = _dnat(vs, marks, family)
+    members = entry.members
+    dmap = f"dest{vs.family}"
+    dests = {m.mark: (dmap, m.key.address) for m in members}
+    tail, ports = _dnat(vs, members, family)
     try:
         decision = decide(vs.scheduler, vs.scheduler_flags, members, settings.hash_seed)
     except ValueError as exc:
@@ -230,36 +287,46 @@ def render(entry: Entry, settings: NftSettings) -> Rendered:
             if m.server.weight > 0:
                 hit = {"match": {"op": "==", "left": pair, "right": f"@{name}"}}
                 rules.append(json.dumps([_set_mark(m.mark), hit, *update, *tail]))
+    sched: dict[int, int] = {}
     if decision.entries and tail:
-        rules.append(json.dumps([_set_mark(_schedule(decision, family)), *update, *tail]))
+        statements, sched = _schedule(decision, family, entry.slot)
+        rules.append(json.dumps([*statements, *update, *tail]))
     rules.append(_REJECT)
-    return Rendered(chain, tuple(rules), _dispatch(vs, chain), dests, ports, persist)
+    return Rendered(chain, tuple(rules), _dispatch(vs, chain), dests, ports, persist, sched)
 
 
 def _set_mark(value: object) -> dict[str, Any]:
     return {"mangle": {"key": _CT_MARK, "value": value}}
 
 
-def _schedule(decision: Decision, family: str) -> object:
-    if decision.key == "fixed":
-        return decision.entries[0][1]
-    entries = [[i, mark] for i, mark in decision.entries]
+def _schedule(
+    decision: Decision, family: str, slot: int
+) -> tuple[list[dict[str, Any]], dict[int, int]]:
+    """The statements that set a new connection's mark, and the `sched` entries they
+    read: the hash or counter lands in the mark first (offset by the virtual server's
+    bucket base), then `ct mark set ct mark map @sched_<slot>` turns it into a real
+    server's. A named map (not one inside the rule), so a change rewrites only changed
+    entries; keyed by the mark because libnftables 1.0.6's JSON cannot declare a map
+    keyed by a hash's plain integer. One per virtual server: a kernel hash table of
+    150,000 entries costs twice as much to fill as 1,000 of 150."""
+    if decision.key == "fixed" or (decision.key == "numgen" and decision.modulus == 1):
+        return [_set_mark(decision.entries[0][1])], {}
+    base = BUCKET | slot << 16
     if decision.key == "numgen":
-        if decision.modulus == 1:
-            return decision.entries[0][1]
-        key: dict[str, Any] = {"numgen": {"mode": "inc", "mod": decision.modulus, "offset": 0}}
+        key: dict[str, Any] = {"numgen": {"mode": "inc", "mod": decision.modulus, "offset": base}}
     else:
         flow = decision.flow
         assert flow is not None
         expr: dict[str, Any] = {"payload": {"protocol": family, "field": flow.field}}
         if flow.port:
             expr = {"concat": [expr, {"payload": {"protocol": "th", "field": "sport"}}]}
-        key = {"jhash": {"mod": flow.modulus, "seed": flow.seed, "expr": expr}}
-    return {"map": {"key": key, "data": {"set": entries}}}
+        key = {"jhash": {"mod": flow.modulus, "seed": flow.seed, "offset": base, "expr": expr}}
+    lookup = _set_mark({"map": {"key": _CT_MARK, "data": f"@sched_{slot}"}})
+    return [_set_mark(key), lookup], {base | i: mark for i, mark in decision.entries}
 
 
 def _dnat(
-    vs: VirtualServer, marks: Mapping[DestKey, int], family: str
+    vs: VirtualServer, members: Sequence[Member], family: str
 ) -> tuple[list[dict[str, Any]], dict[int, int]]:
     """The rule tail that DNATs to the marked real server, and the port map entries."""
     if not vs.real_servers:
@@ -280,7 +347,7 @@ def _dnat(
     if len(ports) == 1:
         return [l4, {"dnat": {"family": family, "addr": addr, "port": ports.pop()}}], {}
     port = {"map": {"key": _CT_MARK, "data": "@rsport"}}
-    by_mark = {marks[rs.key]: rs.port for rs in vs.real_servers}
+    by_mark = {m.mark: m.server.port for m in members}
     return [l4, {"dnat": {"family": family, "addr": addr, "port": port}}], by_mark
 
 
@@ -409,7 +476,7 @@ def _snat(settings: NftSettings, family: int) -> dict[str, Any] | None:
 
 
 class _Batch:
-    """Commands in dependency order: containers, elements, rules, then deletions."""
+    """Commands in dependency order: containers, rules, elements, then what goes."""
 
     def __init__(self, table: str) -> None:
         self.base = f'"family":"inet","table":{json.dumps(table)}'
@@ -440,13 +507,13 @@ class _Batch:
         return [
             *self.chains,
             *self.sets,
+            *self.rules,  # before the elements: nft 1.0.6 evaluates rules slower after them
+            *self.elements("delete", self.del_elems),  # before adds: a changed entry is both
             *self.elements("add", self.add_elems),
-            *self.rules,
             *self.elements("add", self.dispatch_add),
             *self.elements("delete", self.dispatch_del),
             *self.drop_chains,
             *self.drop_sets,
-            *self.elements("delete", self.del_elems),
         ]
 
 
@@ -483,6 +550,18 @@ def _diff_service(
         delete.setdefault(old.dests[mark][0], []).append(str(mark))
         delete.setdefault("rs_in", []).append(str(mark))
         delete.setdefault("rs_out", []).append(str(mark))
+    old_sched = old.sched if old else {}
+    new_sched = new.sched if new else {}
+    if new is not None and old_sched != new_sched:  # a deleted map takes its entries along
+        name = new.chain.replace("vs_", "sched_", 1)
+        for bucket, mark in new_sched.items():
+            was = old_sched.get(bucket)
+            if was != mark:
+                if was is not None:
+                    delete.setdefault(name, []).append(str(bucket))
+                add.setdefault(name, []).append(f"[{bucket},{mark}]")
+        for bucket in old_sched.keys() - new_sched.keys():
+            delete.setdefault(name, []).append(str(bucket))
     old_ports = dict(old.ports) if old else {}
     new_ports = dict(new.ports) if new else {}
     for mark, port in new_ports.items():
@@ -494,12 +573,18 @@ def _diff_service(
         delete.setdefault("rsport", []).append(str(mark))
     if new is not None and new_e is not None and old is None:
         b.chains.append(b.chain("add", new.chain))
+        sched = new.chain.replace("vs_", "sched_", 1)
+        b.sets.append(
+            f'{{"add":{{"map":{{{b.base},"name":"{sched}","type":"mark","map":"mark"}}}}}}'
+        )
         for name in ("vs_in", "vs_out"):
             add.setdefault(name, []).append(str(new_e.mark))
         b.dispatch_add.setdefault(new.dispatch[0], []).append(new.dispatch[1])
     if old is not None and old_e is not None and new is None:
         b.dispatch_del.setdefault(old.dispatch[0], []).append(old.dispatch[2])
         b.drop_chains += [b.chain("flush", old.chain), b.chain("delete", old.chain)]
+        sched = old.chain.replace("vs_", "sched_", 1)
+        b.drop_sets.append(f'{{"delete":{{"map":{{{b.base},"name":"{sched}"}}}}}}')
         for name in ("vs_in", "vs_out"):
             delete.setdefault(name, []).append(str(old_e.mark))
     old_persist = old.persist if old else None
@@ -600,4 +685,4 @@ def _load_entry(d: Mapping[str, Any]) -> Entry:
         sorry_server=sorry,
         real_servers=tuple(reals),
     )
-    return Entry(vs, int(d["slot"]), marks, last, int(d["next_rs"]))
+    return make_entry(vs, int(d["slot"]), marks, last, int(d["next_rs"]))

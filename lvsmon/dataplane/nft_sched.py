@@ -27,13 +27,14 @@ builds the same tables whatever its history (IPVS uses its list order).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lvsmon.dataplane.nft_flow import DH_BUCKETS, MH_SLOTS, SH_BUCKETS, FlowHash
-from lvsmon.model import RealServer
+from lvsmon.model import DestKey, RealServer
 from lvsmon.schedulers import Dest, Flow
 from lvsmon.schedulers.failover import WeightedFailover
 from lvsmon.schedulers.hashing import DestinationHashing, MaglevHashing, SourceHashing
@@ -53,6 +54,7 @@ class Member:
     mark: int
     server: RealServer
     last_weight: int  # the last non-zero weight (mh keeps slots for weight 0)
+    key: DestKey  # server.key, computed once (str() of an address is slow at 50,000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,14 +87,15 @@ def _dests(members: Sequence[Member]) -> list[Dest]:
 def decide(scheduler: str, flags: frozenset[str], members: Sequence[Member], seed: int) -> Decision:
     """The table for one virtual server. ValueError for a scheduler nft cannot express."""
     ordered = canonical(members)
-    dests = _dests(ordered)
-    mark_of = {id(d): m.mark for d, m in zip(dests, ordered, strict=True)}
     if scheduler == "rr":
         live = [m.mark for m in ordered if m.server.weight > 0]
         return Decision("numgen", len(live), tuple(enumerate(live)))
     if scheduler == "wrr":
-        seq = wrr_sequence(dests)
-        return Decision("numgen", len(seq), tuple((i, mark_of[id(d)]) for i, d in enumerate(seq)))
+        marks = [m.mark for m in ordered]
+        seq = wrr_indices(tuple(m.server.weight for m in ordered))
+        return Decision("numgen", len(seq), tuple((i, marks[j]) for i, j in enumerate(seq)))
+    dests = _dests(ordered)
+    mark_of = {id(d): m.mark for d, m in zip(dests, ordered, strict=True)}
     if scheduler == "fo":
         pick = WeightedFailover().schedule(dests, _FLOW, 0.0)
         return Decision("fixed", 1, ((0, mark_of[id(pick)]),) if pick else ())
@@ -125,29 +128,26 @@ def _entries(table: Sequence[Dest | None], mark_of: dict[int, int]) -> tuple[tup
     return tuple((i, mark_of[id(d)]) for i, d in enumerate(table) if d is not None)
 
 
-def wrr_sequence(dests: Sequence[Dest], slots: int = WRR_SLOTS) -> list[Dest]:
-    """One period of IPVS's wrr sequence, sum(weights) / gcd picks long, from lvsmon's
-    WeightedRoundRobin. A period longer than `slots` is computed from weights scaled
-    down to fit (each in-service server keeps at least one pick)."""
-    weights = [d.weight for d in dests if d.weight > 0]
-    if not weights:
-        return []
-    g = math.gcd(*weights)
-    period = sum(weights) // g
-    if period > slots:
-        total = sum(weights)
-        scaled = []
-        for d in dests:
-            s = Dest(d.address, d.port, max(1, d.weight * slots // total) if d.weight else 0)
-            scaled.append(s)
-        back = {id(s): d for s, d in zip(scaled, dests, strict=True)}
-        return [back[id(s)] for s in wrr_sequence(scaled, slots * 2)]
+@functools.lru_cache(maxsize=1024)
+def wrr_indices(weights: tuple[int, ...], slots: int = WRR_SLOTS) -> tuple[int, ...]:
+    """One period of IPVS's wrr sequence over servers of these weights (as indexes),
+    sum(weights) / gcd picks long, from lvsmon's WeightedRoundRobin. A period longer
+    than `slots` is computed from weights scaled down to fit (each in-service server
+    keeps at least one pick). Cached: virtual servers often share weight patterns."""
+    live = [w for w in weights if w > 0]
+    if not live:
+        return ()
+    total = sum(live)
+    if total // math.gcd(*live) > slots:
+        weights = tuple(max(1, w * slots // total) if w else 0 for w in weights)
+    dests = [Dest(_FLOW.src_addr, i, w) for i, w in enumerate(weights)]
     wrr = WeightedRoundRobin()
     wrr.update(dests)
+    period = sum(weights) // math.gcd(*(w for w in weights if w > 0))
     seq = []
     for _ in range(period):
         pick = wrr.schedule(dests, _FLOW, 0.0)
         if pick is None:  # cannot happen with a weight > 0; keeps the loop finite
             break
-        seq.append(pick)
-    return seq
+        seq.append(pick.port)
+    return tuple(seq)
