@@ -12,8 +12,9 @@
   transaction changes nothing; the next apply rewrites the whole table.
 - `snapshot()`: counters from the table's counter sets and maps, active/inactive
   connections from conntrack (bounded by daemon.nft.conntrack_limit).
-- `stop()`: deletes the table (established connections keep flowing: their NAT
-  lives in conntrack) unless daemon.nft.flush_on_stop = false.
+- `stop()`: no new connections, established ones get `shutdown_grace` to finish,
+  then the table goes (unless daemon.nft.flush_on_stop = false: it stays, and
+  keeps balancing while lvsmon is down).
 """
 
 from __future__ import annotations
@@ -48,18 +49,20 @@ from lvsmon.dataplane.nft_plan import (
     document,
     dump_state,
     load_state,
+    withdrawn,
 )
 from lvsmon.logs import fields
 from lvsmon.model import Config, DaemonSettings, NftSettings
 from lvsmon.model.capabilities import Capabilities
-from lvsmon.reconcile import Op
+from lvsmon.reconcile import Op, op_key
 
 log = logging.getLogger("lvsmon.nft")
 
 SYSCTL_DIR = Path("/proc/sys/net")
 STATE_DELAY = 0.5  # seconds from a change to writing the state file
 _COUNTER_SETS = ("rs_in", "rs_out", "vs_in", "vs_out")
-_COUNTER_MAPS = ("dest4", "dest6", "svc4", "svc6", "fwm4", "fwm6")
+_DISPATCH_MAPS = ("svc4", "svc6", "fwm4", "fwm6")
+_COUNTER_MAPS = ("dest4", "dest6", *_DISPATCH_MAPS)
 _Pair = tuple[int, int]  # packets, bytes
 
 
@@ -164,9 +167,45 @@ class NftDataPlane:
                 "the next sync rewrites the whole table"
             ) from None
         self.last_transaction_ms = (time.perf_counter() - started) * 1000
-        self._plan, self._full = plan, None
+        old, self._plan, self._full = self._plan, plan, None
         self.generation += 1
         self._state_changed()
+        if not full:
+            expire = withdrawn(old, plan, dict.fromkeys(op_key(op) for op in ops))
+            if expire:
+                await asyncio.to_thread(self._expire_persistence, writer, expire)
+
+    def _expire_persistence(self, nft: Nft, expire: dict[str, set[int]]) -> None:
+        """Delete the persistence entries of real servers that left service (after the
+        transaction that took them out: entries may expire meanwhile, so a missing one
+        only means listing again; whatever is left expires by its timeout)."""
+        table = self.settings.table
+        for attempt in range(2):
+            deletes = []
+            try:
+                for name, marks in expire.items():
+                    for item in nft.list(f"list set inet {table} {name}"):
+                        elems = [_elem_value(e) for e in item.get("set", {}).get("elem", [])]
+                        gone = [v for v in elems if _mark_of(v) in marks]
+                        if gone:
+                            deletes.append(
+                                {
+                                    "delete": {
+                                        "element": {
+                                            "family": "inet",
+                                            "table": table,
+                                            "name": name,
+                                            "elem": gone,
+                                        }
+                                    }
+                                }
+                            )
+                if deletes:
+                    nft.transaction(json.dumps({"nftables": deletes}))
+                return
+            except NftError as exc:
+                if attempt:
+                    log.info("persistence entries left to expire", extra=fields(error=str(exc)))
 
     def snapshot(self) -> Snapshot:
         reader = self._reader
@@ -201,6 +240,7 @@ class NftDataPlane:
             await self._saving
         try:
             if self.settings.flush_on_stop:
+                await self._drain(grace)
                 self._delete_table()
             else:
                 self._save_state(self._plan)
@@ -328,6 +368,29 @@ class NftDataPlane:
                     extra=fields(path=str(path), error=exc.strerror),
                 )
 
+    async def _drain(self, grace: float) -> None:
+        """No new connections (the dispatch maps emptied), then up to `grace` seconds
+        for the established ones to finish: deleting the table can end them, since
+        the kernel drops NAT'd connections when the last NAT hook of a namespace goes."""
+        assert self._writer is not None
+        if self._full is not None or not self._plan.entries:
+            return
+        base = {"family": "inet", "table": self.settings.table}
+        flush = [{"flush": {"map": {**base, "name": name}}} for name in _DISPATCH_MAPS]
+        try:
+            self._writer.transaction(json.dumps({"nftables": flush}))
+        except NftError as exc:
+            log.error("cannot stop new connections", extra=fields(error=str(exc)))
+            return
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            counts = await asyncio.to_thread(
+                self._read_conntrack, TAG, TAG, self.settings.conntrack_limit
+            )
+            if not any(active for active, _ in counts.by_key.values()):
+                break
+            await asyncio.sleep(0.2)
+
     def _delete_table(self) -> None:
         assert self._writer is not None
         table = self.settings.table
@@ -372,6 +435,19 @@ def _key(value: Any) -> Any:
     if isinstance(value, int):
         return value
     return json.dumps(value, separators=(",", ":"))
+
+
+def _elem_value(elem: Any) -> Any:
+    """A set element's value without its timeout/expiry/counter wrapper."""
+    return elem["elem"]["val"] if isinstance(elem, dict) and "elem" in elem else elem
+
+
+def _mark_of(value: Any) -> int | None:
+    """The mark in a persistence entry (`client . mark`)."""
+    if isinstance(value, dict) and len(value.get("concat", ())) == 2:
+        mark = value["concat"][1]
+        return mark if isinstance(mark, int) else None
+    return None
 
 
 def _meta(items: Iterable[dict[str, Any]]) -> dict[int, int]:

@@ -351,6 +351,37 @@ def _dnat(
     return [l4, {"dnat": {"family": family, "addr": addr, "port": port}}], by_mark
 
 
+def persistence_set(entry: Entry) -> str | None:
+    """The set remembering a persistent virtual server's clients (its name changes
+    with timeout and netmask, so a change replaces it in one transaction)."""
+    vs = entry.service
+    if not vs.persistent:
+        return None
+    bits = 128 if vs.family == 6 else 32
+    timeout = max(1, math.ceil(vs.persistence_timeout))
+    return f"persist_{entry.slot}_{timeout}_{min(vs.persistence_netmask, bits)}"
+
+
+def withdrawn(old: Plan, new: Plan, keys: Iterable[ServiceKey]) -> dict[str, set[int]]:
+    """Per persistence set both plans keep: the marks of real servers that took new
+    connections before and take none now (weight 0, or gone). Their clients' entries
+    must go, as IPVS expires a quiesced server's persistence templates."""
+    out: dict[str, set[int]] = {}
+    for key in keys:
+        before, after = old.entries.get(key), new.entries.get(key)
+        if before is None or after is None:
+            continue
+        name = persistence_set(after)
+        if name is None or name != persistence_set(before):
+            continue
+        gone = {m.mark for m in before.members if m.server.weight > 0} - {
+            m.mark for m in after.members if m.server.weight > 0
+        }
+        if gone:
+            out[name] = gone
+    return out
+
+
 def _persistence(entry: Entry, settings: NftSettings) -> tuple[str, str, dict[str, Any]]:
     vs = entry.service
     family = "ip6" if vs.family == 6 else "ip"
@@ -361,7 +392,8 @@ def _persistence(entry: Entry, settings: NftSettings) -> tuple[str, str, dict[st
     if prefix < bits:
         net = ipaddress.ip_network(f"{'::' if bits == 128 else '0.0.0.0'}/{prefix}")
         client = {"&": [client, str(net.netmask)]}
-    name = f"persist_{entry.slot}_{timeout}_{prefix}"
+    name = persistence_set(entry)
+    assert name is not None
     definition = {
         "family": "inet",
         "table": settings.table,

@@ -2,10 +2,11 @@
 
     python nft_client.py < jobs.json > results.json
 
-Each job is {"dst", "port", "proto": "tcp"|"udp", "src": optional source address};
-each result is {"server": NAME, "sport": source port used} or {"error": reason}.
-A TCP job connects, reads the real server's banner and closes; a UDP job sends
-one datagram from a fresh socket and reads the answer.
+Each job is {"dst", "port", "proto": "tcp"|"udp", "src": optional source address,
+"send": optional byte count}; each result is {"server": NAME, "sport": source
+port used} or {"error": reason}. A TCP job connects, reads the real server's
+banner, sends `send` bytes and reads their echo, and closes; a UDP job sends one
+datagram from a fresh socket and reads the answer.
 """
 
 from __future__ import annotations
@@ -31,11 +32,24 @@ def run(job: dict[str, Any], timeout: float = 2.0) -> dict[str, Any]:
             else:
                 s.connect((dst, port))
                 data = s.recv(64)
+                _echo(s, int(job.get("send", 0)))
             sport = s.getsockname()[1]
         except OSError as exc:
             return {"error": type(exc).__name__}
     name = data.decode(errors="replace").strip()
     return {"server": name, "sport": sport} if name else {"error": "empty"}
+
+
+def _echo(s: socket.socket, size: int) -> None:
+    if not size:
+        return
+    s.sendall(b"x" * size)
+    got = 0
+    while got < size:
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionResetError("echo cut short")
+        got += len(chunk)
 
 
 def main() -> None:

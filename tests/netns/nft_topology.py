@@ -14,7 +14,9 @@ even when a test fails. Also imported by bench/nft.py.
 
 from __future__ import annotations
 
+import functools
 import json
+import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,14 +136,17 @@ class NftTopology(Topology):
 
     # --- programs -------------------------------------------------------------------
 
-    def start_servers(self, ports: list[int]) -> None:
-        for host in REALS:
+    def start_servers(self, ports: list[int], hosts: list[str] | None = None) -> None:
+        for host in hosts or list(REALS):
             argv = [PYTHON, str(HERE / "nft_server.py"), host, *map(str, ports)]
-            proc = self.spawn(host, "server", argv)
-            self.servers[host] = proc
-            wait_for(f"server on {host}", lambda p=proc: "listening" in p.output(), 10)
+            proc = self.servers[host] = self.spawn(host, "server", argv)
+            wait_for(f"server on {host}", functools.partial(_listening, proc), 10)
 
-    def lvsmon(self, config: str, name: str = "lvsmon") -> Proc:
+    def __enter__(self) -> NftTopology:
+        super().__enter__()
+        return self
+
+    def start_lvsmon(self, config: str, name: str = "lvsmon") -> Proc:
         path = self.workdir / f"{name}.toml"
         path.write_text(config)
         proc = self.spawn("dir", name, [PYTHON, "-m", "lvsmon.cli", "run", "-c", str(path)])
@@ -170,13 +175,50 @@ class NftTopology(Topology):
         results: list[dict[str, Any]] = json.loads(out)
         return results
 
-    def nft(self, host: str, script: str) -> None:
+    def hold(self, address: str, port: int, count: int) -> Holder:
+        """`count` long-lived connections from the client (nft_holder.py)."""
+        argv = [PYTHON, str(HERE / "nft_holder.py"), address, str(port), str(count)]
+        proc = self.spawn("client", "holder", argv, stdin=subprocess.PIPE, stdout_log=False)
+        return Holder(proc, json.loads(Holder.line(proc)))
+
+    def nft_script(self, host: str, script: str) -> None:
         run(*self.exec_argv(host, ["nft", "-f", "-"]), input=script)
 
     def nft_json(self, host: str, *command: str) -> list[dict[str, Any]]:
         out = run(*self.exec_argv(host, ["nft", "-j", *command]))
         items: list[dict[str, Any]] = json.loads(out)["nftables"]
         return [i for i in items if "metainfo" not in i]
+
+
+def _listening(proc: Proc) -> bool:
+    return "listening" in proc.output()
+
+
+@dataclass
+class Holder:
+    proc: Proc
+    names: list[str]  # the real server behind each connection
+
+    @staticmethod
+    def line(proc: Proc) -> str:
+        assert proc.popen.stdout is not None
+        text = proc.popen.stdout.readline().decode()
+        if not text:
+            raise AssertionError(f"nft_holder.py ended:\n{proc.output()}")
+        return text
+
+    def ping(self) -> list[bool]:
+        """Which connections still carry data both ways."""
+        assert self.proc.popen.stdin is not None
+        self.proc.popen.stdin.write(b"ping\n")
+        self.proc.popen.stdin.flush()
+        answer: list[bool] = json.loads(self.line(self.proc))
+        return answer
+
+    def close(self) -> None:
+        assert self.proc.popen.stdin is not None
+        self.proc.popen.stdin.close()
+        self.proc.popen.wait(5)
 
 
 def metrics_value(text: str, name: str, **labels: str) -> float | None:

@@ -89,12 +89,12 @@ def topo() -> Iterator[NftTopology]:
     with NftTopology() as t:
         t.start_servers([*SERVICES, V6_PORT, DH_PORT])
         # the fwmark service's packets: marked by a table of the test's own, before NAT
-        t.nft(
+        t.nft_script(
             "dir",
             "table inet marker {\n chain pre {\n type filter hook prerouting priority mangle\n"
             f" ip daddr {DH_NET}.0/24 meta mark set {DH_MARK}\n }}\n}}\n",
         )
-        t.lvsmon(config(str(t.workdir / "nft-state.json")))
+        t.start_lvsmon(config(str(t.workdir / "nft-state.json")))
         yield t
 
 
@@ -153,7 +153,9 @@ def hash_case(
     srcs = sources6() if six else sources()
     vip = VIP6 if six else VIP
     proto = SERVICES.get(port, ("", [], [], "tcp"))[3]
-    jobs = [{"src": s, "dst": vip, "port": port, "proto": proto} for s in srcs for _ in range(2)]
+    jobs: list[dict[str, Any]] = [
+        {"src": s, "dst": vip, "port": port, "proto": proto} for s in srcs for _ in range(2)
+    ]
     results = topo.connect(jobs)
     wrong = []
     for job, result in zip(jobs, results, strict=True):
