@@ -359,7 +359,7 @@ def persistence_set(entry: Entry) -> str | None:
         return None
     bits = 128 if vs.family == 6 else 32
     timeout = max(1, math.ceil(vs.persistence_timeout))
-    return f"persist_{entry.slot}_{timeout}_{min(vs.persistence_netmask, bits)}"
+    return f"persist{vs.family}_{entry.slot}_{timeout}_{min(vs.persistence_netmask, bits)}"
 
 
 def withdrawn(old: Plan, new: Plan, keys: Iterable[ServiceKey]) -> dict[str, set[int]]:
@@ -542,8 +542,9 @@ class _Batch:
             *self.rules,  # before the elements: nft 1.0.6 evaluates rules slower after them
             *self.elements("delete", self.del_elems),  # before adds: a changed entry is both
             *self.elements("add", self.add_elems),
-            *self.elements("add", self.dispatch_add),
+            # deletes first: an fwmark's key can pass from one virtual server to another
             *self.elements("delete", self.dispatch_del),
+            *self.elements("add", self.dispatch_add),
             *self.drop_chains,
             *self.drop_sets,
         ]
@@ -619,6 +620,9 @@ def _diff_service(
         b.drop_sets.append(f'{{"delete":{{"map":{{{b.base},"name":"{sched}"}}}}}}')
         for name in ("vs_in", "vs_out"):
             delete.setdefault(name, []).append(str(old_e.mark))
+    if old is not None and new is not None and old.dispatch != new.dispatch:
+        b.dispatch_del.setdefault(old.dispatch[0], []).append(old.dispatch[2])  # family moved
+        b.dispatch_add.setdefault(new.dispatch[0], []).append(new.dispatch[1])
     old_persist = old.persist if old else None
     new_persist = new.persist if new else None
     if new_persist is not None and new_persist != old_persist:
