@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,9 +131,7 @@ class NftTopology(Topology):
             self._kill(proc)
         for host in self.hosts:
             run("ip", "netns", "del", self.ns(host), check=False)
-        for path in sorted(self.workdir.glob("*"), reverse=True):
-            path.unlink(missing_ok=True)
-        self.workdir.rmdir()
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     # --- programs -------------------------------------------------------------------
 
