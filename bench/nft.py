@@ -205,7 +205,9 @@ def traffic(args: argparse.Namespace) -> dict[str, dict[str, list[Round]]]:
 
 
 def ratio(a: list[Round], b: list[Round], bulk: bool) -> float:
-    key = (lambda r: r.bytes_per_s) if bulk else (lambda r: r.rate)
+    def key(r: Round) -> float:
+        return r.bytes_per_s if bulk else r.rate
+
     return statistics.median(key(x) / key(y) for x, y in zip(a, b, strict=True))
 
 
