@@ -231,9 +231,13 @@ def _allocate(cursor: int, used: set[int]) -> tuple[int, int]:
 def _update_entry(old: Entry, vs: VirtualServer, keys: list[DestKey]) -> Entry:
     if not old.marks and len(keys) < MAX_RS_SLOT:  # a new virtual server: slots 1, 2, ...
         base = vs_mark(old.slot)
-        marks = {k: base | i for i, k in enumerate(keys, start=1)}
-        last = {k: rs.weight for k, rs in zip(keys, vs.real_servers, strict=True)}
-        return make_entry(vs, old.slot, marks, last, len(keys) + 1)
+        return make_entry(
+            vs,
+            old.slot,
+            {k: base | i for i, k in enumerate(keys, start=1)},
+            {k: rs.weight for k, rs in zip(keys, vs.real_servers, strict=True)},
+            len(keys) + 1,
+        )
     present = set(keys)
     used = {m & MAX_RS_SLOT for k, m in old.marks.items() if k in present}
     marks: dict[DestKey, int] = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from lvsmon import config
-from lvsmon.dataplane.capabilities import for_dataplane
+from lvsmon.dataplane.registry import capabilities_of
 from lvsmon.model import Config, NftSettings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,6 +138,6 @@ persistence_sise = 10
 
 
 def test_capabilities() -> None:
-    caps = for_dataplane("nft")
+    caps = capabilities_of("nft")
     assert caps.name == "nft" and caps.fwmark and not caps.thresholds
     assert caps.forwarding == {"nat"} and caps.protocols == {"tcp", "udp"}
