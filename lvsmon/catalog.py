@@ -19,7 +19,7 @@ from prometheus_client.core import (
 VS = ("virtual_server",)
 RS = ("virtual_server", "real_server")
 CHECK = ("virtual_server", "real_server", "check")
-BOTH = "proxy, ipvs"
+BOTH = "proxy, ipvs, nft"  # every data plane
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +75,7 @@ CATALOG: tuple[MetricSpec, ...] = (
         "counter",
         VS,
         "Packets from clients",
-        "ipvs",
+        "ipvs, nft",
         "ipvs",
     ),
     MetricSpec(
@@ -83,7 +83,7 @@ CATALOG: tuple[MetricSpec, ...] = (
         "counter",
         VS,
         "Packets to clients",
-        "ipvs",
+        "ipvs, nft",
         "ipvs",
     ),
     MetricSpec(
