@@ -717,8 +717,8 @@ def _dump_entry(e: Entry) -> dict[str, Any]:
         "quiesce": vs.quiesce,
         "sorry_server": str(vs.sorry_server) if vs.sorry_server else None,
         "real_servers": [
-            [str(rs.address), rs.port, rs.weight, e.marks[rs.key], e.last_weights[rs.key]]
-            for rs in vs.real_servers
+            [m.key.address, m.server.port, m.server.weight, m.mark, m.last_weight]
+            for m in e.members
         ],
     }
 
