@@ -36,7 +36,7 @@ _U32BE = struct.Struct(">I")
 RECV_SIZE = 1 << 18
 
 
-Key = tuple[int, bytes]  # (ct mark, the real server's address: the reply's source, packed)
+Key = tuple[int, int]  # (ct mark, the real server's address: the reply's source, as an int)
 
 
 @dataclass(slots=True)
@@ -88,7 +88,7 @@ def add_entry(counts: Counts, buf: bytes, start: int, end: int) -> None:
             num = _attrs(buf, *tup).get(_CTA_PROTO_NUM)
             if num is not None:
                 proto = buf[num[0]]
-    source = b""
+    source = 0
     reply = top.get(_CTA_TUPLE_REPLY)
     if reply is not None:
         ip = _attrs(buf, *reply).get(_CTA_TUPLE_IP)
@@ -96,7 +96,7 @@ def add_entry(counts: Counts, buf: bytes, start: int, end: int) -> None:
             addr = _attrs(buf, *ip)
             span = addr.get(_CTA_IP_V4_SRC) or addr.get(_CTA_IP_V6_SRC)
             if span is not None:
-                source = buf[span[0] : span[1]]
+                source = int.from_bytes(buf[span[0] : span[1]], "big")
     active = False
     if proto == _TCP:
         info = top.get(_CTA_PROTOINFO)

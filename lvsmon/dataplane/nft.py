@@ -10,8 +10,8 @@
 - `apply()`: one atomic transaction per call (nft_plan computes the commands):
   a reload or a health change never leaves a half-programmed table. A failed
   transaction changes nothing; the next apply rewrites the whole table.
-- `snapshot()`: counters from the table's counter sets and maps, active/inactive
-  connections from conntrack (bounded by daemon.nft.conntrack_limit).
+- `snapshot()`: counters from the table's counter sets and maps (nft_counters, over
+  netlink), active/inactive connections from conntrack (daemon.nft.conntrack_limit).
 - `stop()`: no new connections, established ones get `shutdown_grace` to finish,
   then the table goes (unless daemon.nft.flush_on_stop = false: it stays, and
   keeps balancing while lvsmon is down).
@@ -24,13 +24,14 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lvsmon.dataplane import conntrack, nft_sched
+from lvsmon.dataplane import conntrack, nft_counters, nft_sched
 from lvsmon.dataplane.base import (
     Counters,
     DataPlaneError,
@@ -45,7 +46,7 @@ from lvsmon.dataplane.nft_plan import (
     TAG,
     Plan,
     PlanError,
-    dispatch_key,
+    dispatch_bytes,
     document,
     dump_state,
     load_state,
@@ -54,6 +55,7 @@ from lvsmon.dataplane.nft_plan import (
 from lvsmon.logs import fields
 from lvsmon.model import Config, DaemonSettings, NftSettings
 from lvsmon.model.capabilities import Capabilities
+from lvsmon.netlink import NetlinkError
 from lvsmon.reconcile import Op, op_key
 
 log = logging.getLogger("lvsmon.nft")
@@ -63,7 +65,6 @@ STATE_DELAY = 0.5  # seconds from a change to writing the state file
 _COUNTER_SETS = ("rs_in", "rs_out", "vs_in", "vs_out")
 _DISPATCH_MAPS = ("svc4", "svc6", "fwm4", "fwm6")
 _COUNTER_MAPS = ("dest4", "dest6", *_DISPATCH_MAPS)
-_Pair = tuple[int, int]  # packets, bytes
 
 
 class NftPlaneError(DataPlaneError):
@@ -88,7 +89,8 @@ class NftDataPlane:
         self._read_conntrack = conntrack_reader
         self._sysctl_dir = sysctl_dir
         self._writer: Nft | None = None  # transactions (run in a worker thread)
-        self._reader: Nft | None = None  # snapshots (on the event loop)
+        self._reader: Nft | None = None  # ownership and persistence listings
+        self._counters: nft_counters.CounterReader | None = None  # snapshots (netlink)
         self._plan = Plan(self.settings)
         self._full: str | None = None  # table name to replace with a full program; None: no
         self._families: set[int] = set()
@@ -116,6 +118,9 @@ class NftDataPlane:
             self._plan = Plan(self.settings, generation=self._plan.generation)
             return
         self._apply_sysctls()
+        if old.table != self.settings.table and self._counters is not None:
+            self._counters.close()
+            self._counters = nft_counters.CounterReader(self.settings.table)
         if old.rendering() != self.settings.rendering():
             log.warning(
                 "nft settings changed: rewriting the table",
@@ -135,8 +140,11 @@ class NftDataPlane:
             return
         try:
             self._writer, self._reader = self._nft_factory(), self._nft_factory()
+            self._counters = nft_counters.CounterReader(self.settings.table)
         except NftError as exc:
             raise NftPlaneError(str(exc)) from None
+        except NetlinkError as exc:
+            raise NftPlaneError(f"cannot open a netfilter netlink socket: {exc}") from None
         try:
             self._adopt_or_replace()
         except BaseException:
@@ -214,12 +222,19 @@ class NftDataPlane:
         plan = self._plan
         if self._full is not None or not plan.entries:
             return Snapshot()  # nothing of ours is in the kernel (yet)
+        counters = self._counters
+        assert counters is not None
         try:
-            sets = {name: self._elements(reader, "set", name) for name in _COUNTER_SETS}
-            maps = {name: self._elements(reader, "map", name) for name in _COUNTER_MAPS}
-            generation = self._kernel_generation(reader)
-        except NftError as exc:
-            generation, sets, maps = None, {}, {}
+            read = {
+                name: _by_mark(counters.read(name)) for name in (*_COUNTER_SETS, "dest4", "dest6")
+            }
+            dispatch = {name: counters.read(name) for name in _DISPATCH_MAPS}
+            owner = _by_mark(counters.read("owner"))
+            generation = int.from_bytes(owner[2][2], sys.byteorder) if 2 in owner else None
+            if 1 not in owner or int.from_bytes(owner[1][2], sys.byteorder) != LAYOUT:
+                generation = None
+        except NetlinkError as exc:
+            generation, read, dispatch = None, {}, {}
             log.error("cannot read the nft table", extra=fields(error=str(exc)))
         if generation != plan.generation:
             log.error(
@@ -231,7 +246,7 @@ class NftDataPlane:
             return Snapshot()
         counts = self._connections()
         self.read_at = time.monotonic()
-        return Snapshot(tuple(_service_stats(plan, sets, maps, counts)))
+        return Snapshot(tuple(_service_stats(plan, read, dispatch, counts)))
 
     async def stop(self, grace: float) -> None:
         if self._writer is None:
@@ -252,21 +267,6 @@ class NftDataPlane:
             self._close()
 
     # -- reading ---------------------------------------------------------------------
-
-    def _elements(self, nft: Nft, kind: str, name: str) -> dict[int, _Pair]:
-        """Element key (a mark, or a dispatch key's text) -> (packets, bytes)."""
-        out: dict[int, _Pair] = {}
-        for item in nft.list(f"list {kind} inet {self.settings.table} {name}"):
-            for elem in item.get(kind, {}).get("elem", []):
-                value = elem[0] if kind == "map" else elem
-                body = value.get("elem", {}) if isinstance(value, dict) else {}
-                counter = body.get("counter", {})
-                out[_key(body.get("val"))] = (counter.get("packets", 0), counter.get("bytes", 0))
-        return out
-
-    def _kernel_generation(self, nft: Nft) -> int | None:
-        meta = _meta(nft.list(f"list map inet {self.settings.table} owner"))
-        return meta.get(2) if meta.get(1) == LAYOUT else None
 
     def _connections(self) -> conntrack.Counts:
         try:
@@ -409,7 +409,9 @@ class NftDataPlane:
         for nft in (self._writer, self._reader):
             if nft is not None:
                 nft.close()
-        self._writer = self._reader = None
+        if self._counters is not None:
+            self._counters.close()
+        self._writer = self._reader = self._counters = None
 
     # -- sysctls ------------------------------------------------------------------------------
 
@@ -428,13 +430,6 @@ class NftDataPlane:
                 raise NftPlaneError(
                     f"set {path} = 1 (daemon.nft.ip_forward): {exc.strerror or exc}"
                 ) from None
-
-
-def _key(value: Any) -> Any:
-    """A counter element's key: an int mark, or a dispatch key as canonical JSON text."""
-    if isinstance(value, int):
-        return value
-    return json.dumps(value, separators=(",", ":"))
 
 
 def _elem_value(elem: Any) -> Any:
@@ -470,26 +465,31 @@ def _what(ops: Sequence[Op]) -> str:
     return first if len(ops) == 1 else f"{first} and {len(ops) - 1} more"
 
 
+def _by_mark(elements: nft_counters.Elements) -> dict[int, tuple[int, int, bytes]]:
+    """Elements of a set keyed by a mark (host byte order), by that mark."""
+    return {int.from_bytes(k, sys.byteorder): v for k, v in elements.items()}
+
+
 def _service_stats(
     plan: Plan,
-    sets: dict[str, dict[int, _Pair]],
-    maps: dict[str, dict[int, _Pair]],
+    read: dict[str, dict[int, tuple[int, int, bytes]]],
+    dispatch: dict[str, nft_counters.Elements],
     counts: conntrack.Counts,
 ) -> Iterable[ServiceStats]:
-    zero = (0, 0)
-    rs_in, rs_out, vs_in, vs_out = (sets[n] for n in _COUNTER_SETS)
+    zero = (0, 0, b"")
+    rs_in, rs_out, vs_in, vs_out = (read[n] for n in _COUNTER_SETS)
     for entry in plan.entries.values():
         vs = entry.service
-        dests = maps[f"dest{vs.family}"]
-        dispatch, key = dispatch_key(vs)
-        conns = maps[dispatch].get(_key(key), zero)
+        dests = read[f"dest{vs.family}"]
+        name, key = dispatch_bytes(vs)
+        conns = dispatch[name].get(key, zero)
         stats = []
         for member in entry.members:
             rs, mark = member.server, member.mark
             pin, pout = rs_in.get(mark, zero), rs_out.get(mark, zero)
-            active, inactive = counts.by_key.get((mark, rs.address.packed), (0, 0))
+            active, inactive = counts.by_key.get((mark, int(rs.address)), (0, 0))
             counters = Counters(dests.get(mark, zero)[0], pin[1], pout[1], pin[0], pout[0])
-            stats.append(DestStats(rs.key, rs.weight, active, inactive, 0, counters))
+            stats.append(DestStats(member.key, rs.weight, active, inactive, 0, counters))
         vin, vout = vs_in.get(entry.mark, zero), vs_out.get(entry.mark, zero)
         counters = Counters(conns[0], vin[1], vout[1], vin[0], vout[0])
         yield ServiceStats(vs, counters, tuple(stats))

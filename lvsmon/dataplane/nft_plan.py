@@ -34,6 +34,7 @@ import dataclasses
 import ipaddress
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,6 +71,7 @@ MAX_RS_SLOT = 0xFFFF
 DSTNAT, SRCNAT, COUNT = -100, 100, -90  # hook priorities (counting after DNAT)
 
 _CT_MARK: dict[str, Any] = {"ct": {"key": "mark"}}
+_PROTOCOL_NUMBERS = {"tcp": 6, "udp": 17, "sctp": 132}
 _REJECT = json.dumps([{"reject": {"type": "icmpx", "expr": "port-unreachable"}}])
 
 
@@ -433,6 +435,17 @@ def dispatch_key(vs: VirtualServer) -> tuple[str, Any]:
     if vs.fwmark:
         return f"fwm{vs.family}", vs.fwmark
     return f"svc{vs.family}", {"concat": [str(vs.address), vs.protocol.value, vs.port]}
+
+
+def dispatch_bytes(vs: VirtualServer) -> tuple[str, bytes]:
+    """dispatch_key as the kernel stores it: a mark in host byte order; an address,
+    protocol number and port in network order, each field padded to 32 bits."""
+    name = dispatch_key(vs)[0]
+    if vs.fwmark:
+        return name, vs.fwmark.to_bytes(4, sys.byteorder)
+    assert vs.address is not None
+    proto = _PROTOCOL_NUMBERS[vs.protocol.value]
+    return name, vs.address.packed + bytes((proto, 0, 0, 0)) + vs.port.to_bytes(2, "big") + b"\0\0"
 
 
 def _dispatch(vs: VirtualServer, chain: str) -> tuple[str, str, str]:
