@@ -20,6 +20,7 @@ import struct
 from collections.abc import Iterator
 
 NETLINK_ROUTE = 0
+NETLINK_NETFILTER = 12
 NETLINK_GENERIC = 16
 NLMSG_ERROR = 2
 NLMSG_DONE = 3
@@ -33,6 +34,8 @@ NETLINK_CAP_ACK = 10  # acks carry only the request's header, not a copy of it
 SO_RCVBUFFORCE = 33
 RECV_SIZE = 1 << 16
 _ERR = struct.Struct("=i")
+NLAHDR = struct.Struct("=HH")  # attribute: len, type
+NLA_TYPE_MASK = 0x3FFF  # the type without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 
 
 class NetlinkError(Exception):
@@ -64,6 +67,31 @@ def error_code(buf: bytes, start: int, end: int) -> int:
     if end - start < NLMSGHDR.size + _ERR.size:
         return 0
     return -int(_ERR.unpack_from(buf, start + NLMSGHDR.size)[0])
+
+
+def attrs(buf: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
+    """type -> (payload start, payload end) for the attributes in buf[start:end]."""
+    out: dict[int, tuple[int, int]] = {}
+    while start + 4 <= end:
+        length, kind = NLAHDR.unpack_from(buf, start)
+        if length < 4:
+            break
+        out[kind & NLA_TYPE_MASK] = (start + 4, start + length)
+        start += (length + 3) & ~3
+    return out
+
+
+def attr_list(buf: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
+    """(type, payload start, payload end) of each attribute in buf[start:end], in order
+    (a nest may repeat a type: one NFTA_LIST_ELEM per set element)."""
+    out = []
+    while start + 4 <= end:
+        length, kind = NLAHDR.unpack_from(buf, start)
+        if length < 4:
+            break
+        out.append((kind & NLA_TYPE_MASK, start + 4, start + length))
+        start += (length + 3) & ~3
+    return out
 
 
 class NetlinkSocket:

@@ -15,25 +15,33 @@ Python objects (~20x slower at 100,000 entries); this reads the four it needs.
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import struct
 from dataclasses import dataclass, field
 
-NETLINK_NETFILTER = 12
+from lvsmon.netlink import (
+    NETLINK_NETFILTER,
+    NLAHDR,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSG_DONE,
+    NLMSG_ERROR,
+    NLMSGHDR,
+    NetlinkError,
+    NetlinkSocket,
+    attrs,
+    error_code,
+    iter_messages,
+)
+
 _GET = (1 << 8) | 1  # NFNL_SUBSYS_CTNETLINK << 8 | IPCTNL_MSG_CT_GET
-_NLM_F_REQUEST, _NLM_F_DUMP = 0x1, 0x300
-_NLMSG_ERROR, _NLMSG_DONE = 2, 3
 _CTA_TUPLE_ORIG, _CTA_TUPLE_REPLY, _CTA_PROTOINFO, _CTA_MARK, _CTA_MARK_MASK = 1, 2, 4, 8, 21
 _CTA_TUPLE_IP, _CTA_TUPLE_PROTO, _CTA_PROTO_NUM = 1, 2, 1
 _CTA_IP_V4_SRC, _CTA_IP_V6_SRC = 1, 3
 _CTA_PROTOINFO_TCP, _CTA_PROTOINFO_TCP_STATE = 1, 1
-_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
 _TCP, _TCP_ESTABLISHED = 6, 3
-_HDR = struct.Struct("=IHHII")
-_ATTR = struct.Struct("=HH")
 _U32BE = struct.Struct(">I")
-RECV_SIZE = 1 << 18
+RECV_BUFFER = 4 << 20
 
 
 Key = tuple[int, int]  # (ct mark, the real server's address: the reply's source, as an int)
@@ -51,31 +59,19 @@ class Counts:
     complete: bool = True
 
 
-def request(mark: int, mask: int, seq: int = 1) -> bytes:
+def request(mark: int, mask: int, seq: int) -> bytes:
     """A ctnetlink dump request for entries with (ct mark & mask) == mark, all families."""
     attrs = b"".join(
-        _ATTR.pack(8, kind) + _U32BE.pack(value)
+        NLAHDR.pack(8, kind) + _U32BE.pack(value)
         for kind, value in ((_CTA_MARK, mark), (_CTA_MARK_MASK, mask))
     )
     body = struct.pack("=BBH", socket.AF_UNSPEC, 0, 0) + attrs
-    return _HDR.pack(_HDR.size + len(body), _GET, _NLM_F_REQUEST | _NLM_F_DUMP, seq, 0) + body
-
-
-def _attrs(buf: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
-    """Attribute type -> (payload start, payload end), one nesting level."""
-    out = {}
-    while start + 4 <= end:
-        length, kind = _ATTR.unpack_from(buf, start)
-        if length < 4:
-            break
-        out[kind & _TYPE_MASK] = (start + 4, start + length)
-        start += (length + 3) & ~3
-    return out
+    return NLMSGHDR.pack(NLMSGHDR.size + len(body), _GET, NLM_F_REQUEST | NLM_F_DUMP, seq, 0) + body
 
 
 def add_entry(counts: Counts, buf: bytes, start: int, end: int) -> None:
     """Count one IPCTNL_MSG_CT_NEW message (its attributes span start..end)."""
-    top = _attrs(buf, start, end)
+    top = attrs(buf, start, end)
     span = top.get(_CTA_MARK)
     if span is None:
         return
@@ -83,25 +79,25 @@ def add_entry(counts: Counts, buf: bytes, start: int, end: int) -> None:
     proto = 0
     orig = top.get(_CTA_TUPLE_ORIG)
     if orig is not None:
-        tup = _attrs(buf, *orig).get(_CTA_TUPLE_PROTO)
+        tup = attrs(buf, *orig).get(_CTA_TUPLE_PROTO)
         if tup is not None:
-            num = _attrs(buf, *tup).get(_CTA_PROTO_NUM)
+            num = attrs(buf, *tup).get(_CTA_PROTO_NUM)
             if num is not None:
                 proto = buf[num[0]]
     source = 0
     reply = top.get(_CTA_TUPLE_REPLY)
     if reply is not None:
-        ip = _attrs(buf, *reply).get(_CTA_TUPLE_IP)
+        ip = attrs(buf, *reply).get(_CTA_TUPLE_IP)
         if ip is not None:
-            addr = _attrs(buf, *ip)
+            addr = attrs(buf, *ip)
             span = addr.get(_CTA_IP_V4_SRC) or addr.get(_CTA_IP_V6_SRC)
             if span is not None:
                 source = int.from_bytes(buf[span[0] : span[1]], "big")
     active = False
     if proto == _TCP:
         info = top.get(_CTA_PROTOINFO)
-        tcp = _attrs(buf, *info).get(_CTA_PROTOINFO_TCP) if info else None
-        state = _attrs(buf, *tcp).get(_CTA_PROTOINFO_TCP_STATE) if tcp else None
+        tcp = attrs(buf, *info).get(_CTA_PROTOINFO_TCP) if info else None
+        state = attrs(buf, *tcp).get(_CTA_PROTOINFO_TCP_STATE) if tcp else None
         active = state is not None and buf[state[0]] == _TCP_ESTABLISHED
     pair = counts.by_key.get((mark, source))
     if pair is None:
@@ -112,40 +108,36 @@ def add_entry(counts: Counts, buf: bytes, start: int, end: int) -> None:
 
 def parse(counts: Counts, buf: bytes) -> bool:
     """Count the entries of one received datagram; True when the dump is done."""
-    at = 0
-    while at + _HDR.size <= len(buf):
-        length, kind, _flags, _seq, _pid = _HDR.unpack_from(buf, at)
-        if length < _HDR.size:
-            return True
-        if kind == _NLMSG_DONE:
-            return True
-        if kind == _NLMSG_ERROR:
-            code = -struct.unpack_from("=i", buf, at + _HDR.size)[0]
+    for kind, _flags, _seq, start, end in iter_messages(buf):
+        if kind in (NLMSG_DONE, NLMSG_ERROR):
+            code = error_code(buf, start, end)
             if code:
-                raise OSError(code, f"conntrack dump: {os.strerror(code)}")
+                raise NetlinkError(code, "dump conntrack")
             return True
-        add_entry(counts, buf, at + _HDR.size + 4, at + length)  # + nfgenmsg
-        at += (length + 3) & ~3
+        add_entry(counts, buf, start + NLMSGHDR.size + 4, end)  # + nfgenmsg
     return False
 
 
 def read(mark: int, mask: int, limit: int, timeout: float = 5.0) -> Counts:
-    """Dump the conntrack table of the caller's network namespace (marks filtered)."""
+    """Dump the conntrack table of the caller's network namespace (marks filtered).
+    NetlinkError when the kernel refuses the dump."""
     counts = Counts()
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_NETFILTER) as sock:
-        sock.settimeout(timeout)
-        sock.bind((0, 0))
-        sock.send(request(mark, mask))
+    sock = NetlinkSocket(NETLINK_NETFILTER, timeout=timeout, recv_buffer=RECV_BUFFER)
+    try:
+        seq = sock.next_seq()
+        sock.send(request(mark, mask, seq), "dump conntrack")
         while True:
             try:
-                data = sock.recv(RECV_SIZE)
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:  # the table changed under a long dump
-                    counts.complete = False
-                    return counts
-                raise
+                data = sock.recv("dump conntrack")
+            except NetlinkError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                counts.complete = False  # the table changed too fast under a long dump
+                return counts
             if parse(counts, data):
                 return counts
             if counts.entries >= limit:
                 counts.complete = False  # closing the socket ends the dump in the kernel
                 return counts
+    finally:
+        sock.close()

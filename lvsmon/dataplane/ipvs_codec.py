@@ -26,6 +26,7 @@ from typing import Any
 
 from lvsmon.model import Forwarding, IPAddress, RealServer, ServiceKey, VirtualServer
 from lvsmon.netlink import NLMSG_DONE, NLMSG_ERROR, NLMSGHDR, iter_messages
+from lvsmon.netlink import attrs as attrs  # re-exported: c.attrs in ipvs.py
 
 # --- netlink / generic netlink ----------------------------------------------
 
@@ -244,18 +245,6 @@ def timeout_attrs(tcp: int, tcp_fin: int, udp: int) -> bytes:
 
 
 # --- parsing ----------------------------------------------------------------------
-
-
-def attrs(buf: bytes, start: int, end: int) -> dict[int, tuple[int, int]]:
-    """type -> (payload start, payload end) for the attributes in buf[start:end]."""
-    out: dict[int, tuple[int, int]] = {}
-    while start + 4 <= end:
-        length, kind = NLAHDR.unpack_from(buf, start)
-        if length < 4:
-            break
-        out[kind & NLA_TYPE_MASK] = (start + 4, start + length)
-        start += (length + 3) & ~3
-    return out
 
 
 def get_u(buf: bytes, span: tuple[int, int] | None, default: int = 0) -> int:

@@ -271,7 +271,7 @@ class NftDataPlane:
     def _connections(self) -> conntrack.Counts:
         try:
             counts = self._read_conntrack(TAG, TAG, self.settings.conntrack_limit)
-        except OSError as exc:
+        except (OSError, NetlinkError) as exc:
             log.error("cannot read conntrack", extra=fields(error=str(exc)))
             return conntrack.Counts(complete=False)
         if not counts.complete and not self._truncated_warned:

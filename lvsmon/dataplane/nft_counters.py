@@ -13,9 +13,17 @@ from __future__ import annotations
 
 import struct
 
-from lvsmon.netlink import NLM_F_DUMP, NLM_F_REQUEST, NLMSGHDR, NetlinkSocket
+from lvsmon.netlink import (
+    NETLINK_NETFILTER,
+    NLA_TYPE_MASK,
+    NLAHDR,
+    NLM_F_DUMP,
+    NLM_F_REQUEST,
+    NLMSGHDR,
+    NetlinkSocket,
+    attr_list,
+)
 
-NETLINK_NETFILTER = 12
 _GETSETELEM = (10 << 8) | 13  # NFNL_SUBSYS_NFTABLES << 8 | NFT_MSG_GETSETELEM
 _NFPROTO_INET = 1
 _LIST_TABLE, _LIST_SET, _LIST_ELEMENTS = 1, 2, 3  # NFTA_SET_ELEM_LIST_*
@@ -24,17 +32,15 @@ _ELEM_KEY, _ELEM_DATA, _ELEM_EXPR, _ELEM_EXPRESSIONS = 1, 2, 7, 11  # NFTA_SET_E
 _DATA_VALUE = 1  # NFTA_DATA_VALUE
 _EXPR_NAME, _EXPR_DATA = 1, 2  # NFTA_EXPR_*
 _COUNTER_BYTES, _COUNTER_PACKETS = 1, 2  # NFTA_COUNTER_*
-_TYPE_MASK = 0x3FFF
-_ATTR = struct.Struct("=HH")
 _U64 = struct.Struct(">Q")
-_COUNTER_NAME = _ATTR.pack(12, _EXPR_NAME) + b"counter\0"  # an NFTA_EXPR_NAME attribute
-_BYTES_ATTR = _ATTR.pack(12, _COUNTER_BYTES)  # the layout every kernel writes: bytes first
-_PACKETS_ATTR = _ATTR.pack(12, _COUNTER_PACKETS)
+_COUNTER_NAME = NLAHDR.pack(12, _EXPR_NAME) + b"counter\0"  # an NFTA_EXPR_NAME attribute
+_BYTES_ATTR = NLAHDR.pack(12, _COUNTER_BYTES)  # the layout every kernel writes: bytes first
+_PACKETS_ATTR = NLAHDR.pack(12, _COUNTER_PACKETS)
 Elements = dict[bytes, tuple[int, int, bytes]]  # key -> (packets, bytes, map data value)
 
 
 def _attr(kind: int, payload: bytes) -> bytes:
-    head = _ATTR.pack(4 + len(payload), kind)
+    head = NLAHDR.pack(4 + len(payload), kind)
     return head + payload + b"\0" * (-len(payload) % 4)
 
 
@@ -45,21 +51,10 @@ def request(table: str, name: str, seq: int) -> bytes:
     return NLMSGHDR.pack(NLMSGHDR.size + len(body), _GETSETELEM, flags, seq, 0) + body
 
 
-def _attrs(buf: bytes, start: int, end: int) -> list[tuple[int, int, int]]:
-    out = []
-    while start + 4 <= end:
-        length, kind = _ATTR.unpack_from(buf, start)
-        if length < 4:
-            break
-        out.append((kind & _TYPE_MASK, start + 4, start + length))
-        start += (length + 3) & ~3
-    return out
-
-
 def _counter(buf: bytes, start: int, end: int) -> tuple[int, int] | None:
     """(packets, bytes) of an NFTA_EXPR nest when it is a counter."""
     name, data = b"", None
-    for kind, s, e in _attrs(buf, start, end):
+    for kind, s, e in attr_list(buf, start, end):
         if kind == _EXPR_NAME:
             name = buf[s:e].rstrip(b"\0")
         elif kind == _EXPR_DATA:
@@ -86,8 +81,8 @@ def parse(datagrams: list[bytes], out: Elements) -> None:
 def _message(buf: bytes, start: int, end: int, out: Elements) -> None:
     """One NEWSETELEM message. Walked by hand, not with _attrs: at 150,000 elements
     per scrape every allocation shows."""
-    unpack = _ATTR.unpack_from
-    for kind, s, e in _attrs(buf, start, end):
+    unpack = NLAHDR.unpack_from
+    for kind, s, e in attr_list(buf, start, end):
         if kind != _LIST_ELEMENTS:
             continue
         pos = s
@@ -99,12 +94,12 @@ def _message(buf: bytes, start: int, end: int, out: Elements) -> None:
             at, stop = pos + 4, pos + length
             while at + 4 <= stop:
                 alen, akind = unpack(buf, at)
-                akind &= _TYPE_MASK
+                akind &= NLA_TYPE_MASK
                 if alen < 4:
                     break
                 if akind in (_ELEM_KEY, _ELEM_DATA):  # { NFTA_DATA_VALUE: bytes }
                     vlen, vkind = unpack(buf, at + 4)
-                    if vkind & _TYPE_MASK == _DATA_VALUE:
+                    if vkind & NLA_TYPE_MASK == _DATA_VALUE:
                         if akind == _ELEM_KEY:
                             key = buf[at + 8 : at + 4 + vlen]
                         else:
@@ -113,7 +108,7 @@ def _message(buf: bytes, start: int, end: int, out: Elements) -> None:
                     # { NAME "counter", DATA { BYTES u64, PACKETS u64 } }
                     packets, octets = _counter_data(buf, at + 16, at + alen)
                 elif akind == _ELEM_EXPRESSIONS:
-                    for _k, xs, xe in _attrs(buf, at + 4, at + alen):
+                    for _k, xs, xe in attr_list(buf, at + 4, at + alen):
                         counter = _counter(buf, xs, xe)
                         if counter is not None:
                             packets, octets = counter
@@ -127,7 +122,7 @@ def _counter_data(buf: bytes, start: int, end: int) -> tuple[int, int]:
     if buf[start + 4 : start + 8] == _BYTES_ATTR and buf[start + 16 : start + 20] == _PACKETS_ATTR:
         return _U64.unpack_from(buf, start + 20)[0], _U64.unpack_from(buf, start + 8)[0]
     packets = octets = 0
-    for kind, s, _e in _attrs(buf, start + 4, end):
+    for kind, s, _e in attr_list(buf, start + 4, end):
         if kind == _COUNTER_PACKETS:
             packets = _U64.unpack_from(buf, s)[0]
         elif kind == _COUNTER_BYTES:
