@@ -46,6 +46,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench import ipvs_sync  # noqa: E402
+from bench import proxy as proxy_bench  # noqa: E402
 from bench.proxy import BIG_BODY, SMALL_BODY, parse_wrk  # noqa: E402
 from tests.netns.nft_topology import REALS, VIP, NftTopology  # noqa: E402
 from tests.netns.topology import PYTHON, run, wait_for  # noqa: E402
@@ -53,46 +55,11 @@ from tests.netns.topology import PYTHON, run, wait_for  # noqa: E402
 PORTS = {"nft": 8001, "proxy": 8002, "haproxy": 8003}
 BACKEND = REALS["rs1"]
 
-NGINX_CONF = """\
-worker_processes 1;
-worker_rlimit_nofile 16384;
-daemon off;
-master_process off;
-user root;
-pid {tmp}/nginx.pid;
-error_log {tmp}/nginx-error.log crit;
-events {{ worker_connections 8000; multi_accept on; }}
-http {{
-  access_log off;
-  sendfile on;
-  tcp_nopush on;
-  keepalive_requests 10000000;
-  client_body_temp_path {tmp}/nginx-tmp;
-  server {{
-    listen 0.0.0.0:80 backlog=4096;
-    root {tmp}/www;
-  }}
-}}
-"""
-
-HAPROXY_CONF = """\
-global
-  nbthread 1
-  maxconn 4096
-  tune.bufsize 262144
-defaults
-  mode tcp
-  timeout connect 3s
-  timeout client 30s
-  timeout server 30s
-  option splice-auto
-frontend fe
-  bind {vip}:{port} backlog 4096
-  default_backend be
-backend be
-  balance roundrobin
-  server s1 {backend}:80
-"""
+# bench/proxy.py's nginx and HAProxy, listening on the topology's addresses
+NGINX_CONF = proxy_bench.NGINX_CONF.replace("listen 127.0.0.1:", "listen 0.0.0.0:")
+HAPROXY_CONF = proxy_bench.HAPROXY_CONF.replace("bind 127.0.0.1:", f"bind {VIP}:").replace(
+    "server s1 127.0.0.1:", f"server s1 {BACKEND}:"
+)
 
 
 def lvsmon_conf(plane: str, port: int, metrics: int, state: Path) -> str:
@@ -136,12 +103,10 @@ def setup(topo: NftTopology) -> None:
     (tmp / "nginx-tmp").mkdir()
     (tmp / "www" / "small").write_bytes(b"x" * SMALL_BODY)
     (tmp / "www" / "big").write_bytes(os.urandom(1024 * 1024) * (BIG_BODY // (1024 * 1024)))
-    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp))
+    (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, port=80))
     nginx = ["nginx", "-e", str(tmp / "nginx-error.log"), "-p", str(tmp), "-c"]
     topo.spawn("rs1", "nginx", [*nginx, str(tmp / "nginx.conf")])
-    (tmp / "haproxy.cfg").write_text(
-        HAPROXY_CONF.format(vip=VIP, port=PORTS["haproxy"], backend=BACKEND)
-    )
+    (tmp / "haproxy.cfg").write_text(HAPROXY_CONF.format(port=PORTS["haproxy"], backend=80))
     topo.spawn("dir", "haproxy", ["haproxy", "-db", "-f", str(tmp / "haproxy.cfg")])
     for plane, metrics in (("nft", 9108), ("proxy", 9110)):
         conf = tmp / f"{plane}.toml"
@@ -215,24 +180,11 @@ def ratio(a: list[Round], b: list[Round], bulk: bool) -> float:
 
 
 def config_text(scheduler: str, services: int, reals: int, state: str) -> str:
-    lines = ["[daemon]", 'dataplane = "nft"', "[daemon.nft]", 'table = "bench"']
-    lines.append(f'state_file = "{state}"')
-    for i in range(services):
-        lines += [
-            "[[virtual_server]]",
-            f'name = "vs{i}"',
-            f'address = "10.{100 + i // 250}.{i % 250}.1"',
-            "port = 80",
-            f'scheduler = "{scheduler}"',
-        ]
-        for j in range(reals):
-            lines += [
-                "[[virtual_server.real_server]]",
-                f'address = "10.{j // 250}.{j % 250}.{2 + i % 250}"',
-                "port = 8080",
-                f"weight = {1 + (i + j) % 5}",
-            ]
-    return "\n".join(lines) + "\n"
+    """bench/ipvs_sync.py's table (weights 1..5), on the nft plane with `scheduler`."""
+    text = ipvs_sync.config_text(services, reals, state)
+    text = text.replace('dataplane = "ipvs"', 'dataplane = "nft"')
+    text = text.replace("[daemon.ipvs]", '[daemon.nft]\ntable = "bench"')
+    return text.replace('scheduler = "wlc"', f'scheduler = "{scheduler}"')
 
 
 def programming(scheduler: str, services: int, reals: int, changes: int) -> dict[str, Any]:

@@ -51,60 +51,14 @@ class NftTopology(Topology):
 
     def up(self) -> None:
         for host in self.hosts:
-            ns = self.ns(host)
-            run("ip", "netns", "add", ns)
-            for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
-                run("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}=0")
-            run("ip", "-n", ns, "link", "set", "lo", "up")
-        d = self.ns("dir")
-        run(
-            "ip",
-            "link",
-            "add",
-            "eth0",
-            "netns",
-            self.ns("client"),
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "c0",
-            "netns",
-            d,
-        )
-        run(
-            "ip",
-            "-n",
-            d,
-            "link",
-            "add",
-            "br0",
-            "type",
-            "bridge",
-            "stp_state",
-            "0",
-            "forward_delay",
-            "0",
-        )
-        run("ip", "-n", d, "link", "set", "br0", "up")
+            self.add_namespace(host)
+        self.veth("client", "eth0", "dir", "c0")
+        bridge = "br0 type bridge stp_state 0 forward_delay 0"
+        self.ip("dir", "link", "add", *bridge.split())
+        self.ip("dir", "link", "set", "br0", "up")
         for host in REALS:
-            port = f"p-{host}"
-            run(
-                "ip",
-                "link",
-                "add",
-                "eth0",
-                "netns",
-                self.ns(host),
-                "type",
-                "veth",
-                "peer",
-                "name",
-                port,
-                "netns",
-                d,
-            )
-            run("ip", "-n", d, "link", "set", port, "master", "br0", "up")
+            self.veth(host, "eth0", "dir", f"p-{host}")
+            self.ip("dir", "link", "set", f"p-{host}", "master", "br0", "up")
             self.ip(host, "link", "set", "eth0", "up")
             self.ip(host, "addr", "add", f"{REALS[host]}/24", "dev", "eth0")
             self.ip(host, "addr", "add", f"{REALS6[host]}/64", "dev", "eth0", "nodad")
@@ -125,6 +79,11 @@ class NftTopology(Topology):
         self.ip("client", "route", "add", "default", "via", "10.1.0.1")
         self.ip("client", "-6", "route", "add", "default", "via", "fd01::1")
         self.ip("client", "route", "add", f"{DH_NET}.0/24", "via", "10.1.0.1")
+
+    def veth(self, host: str, name: str, peer_host: str, peer: str) -> None:
+        """A veth pair created straight in the two namespaces (the host never sees it)."""
+        ends = f"{name} netns {self.ns(host)} type veth peer name {peer} netns {self.ns(peer_host)}"
+        run("ip", "link", "add", *ends.split())
 
     def down(self) -> None:
         for proc in reversed(self.procs):

@@ -121,12 +121,7 @@ class Topology:
     def up(self) -> None:
         hosts = [h for h in HOSTS if self.with_real_servers or not h.startswith("rs")]
         for name in ("br", *hosts):
-            ns = self.ns(name)
-            run("ip", "netns", "add", ns)
-            # No DAD: IPv6 addresses (link-local sources of NA) are usable at once.
-            for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
-                run("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}=0")
-            run("ip", "-n", ns, "link", "set", "lo", "up")
+            self.add_namespace(name)
         br = self.ns("br")
         for bridge in ("br0", "br1"):
             run(
@@ -182,6 +177,14 @@ class Topology:
             if host in hosts:
                 self.ip(host, "route", "add", "default", "via", NAT_GW)
         self.ip("client", "route", "add", "default", "via", VIP)
+
+    def add_namespace(self, host: str) -> None:
+        ns = self.ns(host)
+        run("ip", "netns", "add", ns)
+        # No DAD: IPv6 addresses (link-local sources of NA) are usable at once.
+        for key in ("net.ipv6.conf.all.accept_dad", "net.ipv6.conf.default.accept_dad"):
+            run("ip", "netns", "exec", ns, "sysctl", "-qw", f"{key}=0")
+        run("ip", "-n", ns, "link", "set", "lo", "up")
 
     def down(self) -> None:
         for proc in reversed(self.procs):
