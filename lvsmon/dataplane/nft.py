@@ -9,7 +9,9 @@
   transaction that builds the new one.
 - `apply()`: one atomic transaction per call (nft_plan computes the commands):
   a reload or a health change never leaves a half-programmed table. A failed
-  transaction changes nothing; the next apply rewrites the whole table.
+  transaction changes nothing; the next apply rewrites the whole table. A
+  transaction of set elements only goes over netlink (nft_elements), the rest
+  through libnftables.
 - `snapshot()`: counters from the table's counter sets and maps (nft_counters, over
   netlink), active/inactive connections from conntrack (daemon.nft.conntrack_limit).
 - `stop()`: no new connections, established ones get `shutdown_grace` to finish,
@@ -31,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lvsmon.dataplane import conntrack, nft_counters, nft_sched
+from lvsmon.dataplane import conntrack, nft_counters, nft_elements, nft_sched
 from lvsmon.dataplane.base import (
     Counters,
     DataPlaneError,
@@ -91,6 +93,7 @@ class NftDataPlane:
         self._writer: Nft | None = None  # transactions (run in a worker thread)
         self._reader: Nft | None = None  # ownership and persistence listings
         self._counters: nft_counters.CounterReader | None = None  # snapshots (netlink)
+        self._elements: nft_elements.ElementWriter | None = None  # element-only changes
         self._plan = Plan(self.settings)
         self._full: str | None = None  # table name to replace with a full program; None: no
         self._families: set[int] = set()
@@ -141,6 +144,7 @@ class NftDataPlane:
         try:
             self._writer, self._reader = self._nft_factory(), self._nft_factory()
             self._counters = nft_counters.CounterReader(self.settings.table)
+            self._elements = nft_elements.ElementWriter()
         except NftError as exc:
             raise NftPlaneError(str(exc)) from None
         except NetlinkError as exc:
@@ -166,9 +170,14 @@ class NftDataPlane:
         except PlanError as exc:
             raise NftPlaneError(f"{_what(ops)}: {exc}") from None
         started = time.perf_counter()
+        doc = document(commands)
         try:
-            await asyncio.to_thread(writer.transaction, document(commands))
-        except NftError as exc:
+            elements = None if full else nft_elements.encode(doc)
+            if elements is not None and self._elements is not None:
+                self._run_elements(elements)  # under a millisecond: no thread hop
+            else:
+                await asyncio.to_thread(writer.transaction, doc)
+        except (NftError, NetlinkError) as exc:
             self._full = self.settings.table  # the kernel may differ from the plan: rewrite all
             raise NftPlaneError(
                 f"{_what(ops)}: nftables refused the transaction ({exc}); nothing was changed, "
@@ -182,6 +191,14 @@ class NftDataPlane:
             expire = withdrawn(old, plan, dict.fromkeys(op_key(op) for op in ops))
             if expire:
                 await asyncio.to_thread(self._expire_persistence, writer, expire)
+
+    def _run_elements(self, ops: list[tuple[str, str, list[nft_elements.Element]]]) -> None:
+        assert self._elements is not None
+        codes = self._elements.run(self.settings.table, ops)
+        failed = [(op[1], code) for op, code in zip(ops, codes, strict=True) if code]
+        if failed:
+            name, code = failed[0]
+            raise NetlinkError(code, f"update the elements of {name}")
 
     def _expire_persistence(self, nft: Nft, expire: dict[str, set[int]]) -> None:
         """Delete the persistence entries of real servers that left service (after the
@@ -409,9 +426,10 @@ class NftDataPlane:
         for nft in (self._writer, self._reader):
             if nft is not None:
                 nft.close()
-        if self._counters is not None:
-            self._counters.close()
-        self._writer = self._reader = self._counters = None
+        for sock in (self._counters, self._elements):
+            if sock is not None:
+                sock.close()
+        self._writer = self._reader = self._counters = self._elements = None
 
     # -- sysctls ------------------------------------------------------------------------------
 

@@ -3,8 +3,10 @@
     python nft_kernel_check.py SEED STEPS
 
 Random tables (every scheduler the plane accepts, persistence, fwmark, IPv6,
-mixed ports, quiesced servers) are reconciled step after step into table
-`inc` through Plan.apply's commands; after each step the same plan is built
+mixed ports, quiesced servers), and every other step only new weights, are
+reconciled step after step into table `inc` through Plan.apply's commands
+(element-only ones over netlink, as the plane sends them); after each step the
+same plan is built
 from nothing into table `ref` with Plan.full. The kernel must accept every
 transaction, and both tables must list the same (handles aside): the diffs
 leave exactly what a full program would. Prints "ok STEPS".
@@ -21,6 +23,7 @@ import sys
 from typing import Any
 
 from lvsmon.dataplane.libnftables import Nft
+from lvsmon.dataplane.nft_elements import ElementWriter, encode
 from lvsmon.dataplane.nft_plan import Plan, document
 from lvsmon.model import DestKey, NftSettings, Protocol, RealServer, ServiceKey, VirtualServer
 from lvsmon.reconcile import reconcile
@@ -59,6 +62,20 @@ def random_table(rng: random.Random) -> dict[ServiceKey, VirtualServer]:
     return out
 
 
+def reweighted(
+    table: dict[ServiceKey, VirtualServer], rng: random.Random
+) -> dict[ServiceKey, VirtualServer]:
+    """The same table with some real servers' weights moved (0 included)."""
+    out = {}
+    for key, vs in table.items():
+        reals = tuple(
+            dataclasses.replace(rs, weight=rng.choice([0, 1, 2, 3])) if rng.random() < 0.4 else rs
+            for rs in vs.real_servers
+        )
+        out[key] = dataclasses.replace(vs, real_servers=reals)
+    return out
+
+
 def normalized(nft: Nft, table: str) -> list[str]:
     """The table's objects without handles; elements sorted, rules in chain order."""
     out = []
@@ -89,13 +106,25 @@ def main() -> None:
     inc = Plan(NftSettings(table="inc"))
     inc, cmds = inc.full()
     nft.transaction(document(cmds))
+    writer = ElementWriter()
+    raw = 0
     for step in range(steps):
-        desired = random_table(rng)
+        # every other step only moves weights: hash schedulers then change table
+        # entries only, which go over netlink (nft_elements) instead of libnftables
+        desired = reweighted(inc.table(), rng) if step % 2 else random_table(rng)
         busy = rng.choice([0, 1])  # draining real servers stay at weight 0, or go at once
         ops = reconcile(desired, inc.table(), functools.partial(_in_use, busy))
         inc, cmds = inc.apply(ops)
+        doc = document(cmds)
+        elements = encode(doc)
         try:
-            nft.transaction(document(cmds))
+            if elements is not None:
+                raw += 1
+                codes = writer.run("inc", elements)
+                if any(codes):
+                    raise RuntimeError(f"errnos {codes}")
+            else:
+                nft.transaction(doc)
         except Exception as exc:
             raise SystemExit(f"step {step}: the kernel refused {ops}: {exc}") from None
         ref = Plan(
@@ -111,6 +140,8 @@ def main() -> None:
             inc, settings=ref.settings, rendered={}
         ):
             raise SystemExit(f"step {step}: plans differ")
+    if not raw:
+        raise SystemExit("no step went over netlink")
     print(f"ok {steps}")
 
 
