@@ -611,29 +611,35 @@ def _diff_service(
     b: _Batch, old: Rendered | None, new: Rendered | None, old_e: Entry | None, new_e: Entry | None
 ) -> None:
     add, delete = b.add_elems, b.del_elems
-    old_marks = set(old.dests) if old else set()
-    new_marks = set(new.dests) if new else set()
-    for mark in sorted(new_marks - old_marks):
-        assert new is not None
-        dmap, address = new.dests[mark]
-        add.setdefault(dmap, []).append(f'[{mark},"{address}"]')
-        add.setdefault("rs_in", []).append(str(mark))
-        add.setdefault("rs_out", []).append(str(mark))
-    for mark in sorted(old_marks - new_marks):
-        assert old is not None
-        delete.setdefault(old.dests[mark][0], []).append(str(mark))
-        delete.setdefault("rs_in", []).append(str(mark))
-        delete.setdefault("rs_out", []).append(str(mark))
+    old_dests = old.dests if old else {}
+    new_dests = new.dests if new else {}
+    added = [m for m in new_dests if m not in old_dests]
+    removed = [m for m in old_dests if m not in new_dests]
+    if added:  # per virtual server, not per element: a full program adds 50,000
+        texts = [str(m) for m in added]
+        add.setdefault(new_dests[added[0]][0], []).extend(
+            f'[{m},"{new_dests[m][1]}"]' for m in added
+        )
+        add.setdefault("rs_in", []).extend(texts)
+        add.setdefault("rs_out", []).extend(texts)
+    if removed:
+        texts = [str(m) for m in removed]
+        delete.setdefault(old_dests[removed[0]][0], []).extend(texts)
+        delete.setdefault("rs_in", []).extend(texts)
+        delete.setdefault("rs_out", []).extend(texts)
     old_sched = old.sched if old else {}
     new_sched = new.sched if new else {}
     if new is not None and old_sched != new_sched:  # a deleted map takes its entries along
         name = new.chain.replace("vs_", "sched_", 1)
-        for bucket, mark in new_sched.items():
+        adds = add.setdefault(name, [])
+        if not old_sched:
+            adds.extend(f"[{bucket},{mark}]" for bucket, mark in new_sched.items())
+        for bucket, mark in new_sched.items() if old_sched else ():
             was = old_sched.get(bucket)
             if was != mark:
                 if was is not None:
                     delete.setdefault(name, []).append(str(bucket))
-                add.setdefault(name, []).append(f"[{bucket},{mark}]")
+                adds.append(f"[{bucket},{mark}]")
         for bucket in old_sched.keys() - new_sched.keys():
             delete.setdefault(name, []).append(str(bucket))
     old_ports = dict(old.ports) if old else {}
