@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lvsmon.dataplane import registry
 from tests.integration.harness import REPO, Daemon, backends, connect, wait_for
 from tests.ports import free_port
 
@@ -235,9 +236,10 @@ def test_bad_config_refuses_to_start(tmp_path: Path) -> None:
         timeout=30,
     )
     assert run.returncode == 1
+    planes = ", ".join(f'"{name}"' for name in registry.NAMES)  # every plane this build has
     assert run.stderr.splitlines() == [
         f"{path}: 1 error",
-        f'{path}: daemon.dataplane: "prox" is not valid: expected one of "proxy", "ipvs" '
+        f'{path}: daemon.dataplane: "prox" is not valid: expected one of {planes} '
         '(did you mean "proxy"?)',
     ]
 
