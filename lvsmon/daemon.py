@@ -20,6 +20,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lvsmon import config as configmod
+from lvsmon.bgp.feature import BgpFeature
+from lvsmon.bgp.metrics import BgpCollector
 from lvsmon.dataplane import registry
 from lvsmon.dataplane.base import (
     Configurable,
@@ -127,6 +129,13 @@ class Director:
         self._reload_trigger = "signal"
         self.page = StatusPage(self)
         self.registry.register(AdminCollector(self.page))
+        self.bgp = BgpFeature()  # announces VIPs through the routing daemon ([bgp])
+        self.registry.register(
+            BgpCollector(
+                self.bgp.status,
+                lambda: self.bgp.fingerprints(self.config, self.dataplane.snapshot()),
+            )
+        )
         self.http = StatusServer(self.registry, self.status_view, config.daemon.web, self.page)
         self._sampler: asyncio.Task[None] | None = None
         self._operator_changed = asyncio.Event()
@@ -243,11 +252,14 @@ class Director:
         await self.weights.start()
         await self._configure_ha()
         await self._follow_ha_role()
+        await self.bgp.configure(self.config)
+        await self._announce()
         listen = self.config.daemon.metrics_listen
         try:
             await self.http.start(str(listen.address), listen.port)
         except OSError as exc:
             await self._stop_ha()
+            await self.bgp.withdraw()
             await self.health.stop()
             await self.weights.stop()
             await self.dataplane.stop(0)
@@ -265,6 +277,7 @@ class Director:
         await self._main_loop()
         grace = self.config.daemon.shutdown_grace
         log.warning("shutting down", extra=fields(grace_seconds=grace))
+        await self.bgp.leave(self._tick)  # less preferred, drain period, withdrawn
         self._sampler.cancel()
         await self.http.stop()
         await self._stop_ha()  # hands over first: the data plane serves until the backup is master
@@ -306,6 +319,20 @@ class Director:
                 await self.reload()
             else:
                 await self.sync()
+            await self._announce()
+
+    async def _tick(self) -> None:
+        """One turn of the loop while draining out: table kept current, VIPs re-judged."""
+        if self.health.changed.is_set() or self.health.ramping():
+            self.health.changed.clear()
+            self.desired_changed()
+        await self.sync()
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """[bgp]: the VIPs this director can serve, from the table as programmed."""
+        if self.config.bgp is not None:
+            await self.bgp.tick(self.config, self.dataplane.snapshot(), self.health.down())
 
     def desired_changed(self) -> None:
         """Anything that changes the desired table without a new config must call this."""
@@ -380,6 +407,7 @@ class Director:
         self.health.configure(targets_of(new.virtual_servers))
         self._configure_weights()
         await self._configure_ha()
+        await self.bgp.configure(new)
         configured = True
         if isinstance(self.dataplane, Configurable):
             try:

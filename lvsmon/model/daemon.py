@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from lvsmon.model.bgp import BgpSettings
 from lvsmon.model.failover import FailoverGroup
 from lvsmon.model.table import Endpoint, ServiceKey, VirtualServer
 from lvsmon.model.web import WebConfig
@@ -110,6 +111,7 @@ class Config:
     virtual_servers: tuple[VirtualServer, ...]
     source: str = "<memory>"
     failover_groups: tuple[FailoverGroup, ...] = ()
+    bgp: BgpSettings | None = None
 
     def table(self) -> dict[ServiceKey, VirtualServer]:
         return {vs.key: vs for vs in self.virtual_servers}
