@@ -147,6 +147,15 @@ def _check(path: str) -> int:
     return 0
 
 
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (exited, not yet reaped by its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def describe_bgp(cfg: Config) -> str:
     """`lvsmon check`'s lines for [bgp]: what would be announced, to whom."""
     bgp = cfg.bgp
@@ -284,9 +293,7 @@ def _drain(path: str) -> int:
     print(f"lvsmon: draining for {format_duration(period)}, then withdrawing and stopping")
     started = time.monotonic()
     while time.monotonic() - started < budget:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _running(pid):
             print(f"lvsmon: pid {pid} drained and stopped in {time.monotonic() - started:.1f}s")
             return 0
         time.sleep(0.2)

@@ -160,7 +160,7 @@ class Announcer:
             log.warning("announced", extra=fields(vip=str(vip)))
         for vip in sorted(before - after, key=str):
             verdict = self._verdicts.get(vip)
-            why = verdict[0].reason.value if verdict else self.phase.value
+            why = "drained" if self.phase is Phase.WITHDRAWN or not verdict else verdict[0].reason
             log.warning("withdrawn", extra=fields(vip=str(vip), reason=why))
 
     def _error(self, message: str) -> None:

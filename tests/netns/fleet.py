@@ -104,7 +104,11 @@ class FleetDirector:
     def sample(self, name: str, **labels: str) -> float | None:
         """One sample of the director's /metrics (None: absent)."""
         want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-        for line in self.metrics().splitlines():
+        try:
+            text = self.metrics()
+        except RuntimeError:  # not listening (yet)
+            return None
+        for line in text.splitlines():
             if line.startswith("#"):
                 continue
             series, _, value = line.rpartition(" ")
@@ -401,7 +405,13 @@ class Fleet:
     def flows(self, workers: int, count: int, hold_ms: int, seconds: float = 3600) -> Proc:
         argv = [PYTHON, str(HERE / "fleet_apps.py"), "flows", VIP, str(PORT), str(workers),
                 str(count), str(hold_ms), str(seconds)]  # fmt: skip
-        return self.spawn("client", f"flows{len(self.procs)}", argv, stdout=subprocess.PIPE)
+        return self.spawn("client", f"flows{len(self.procs)}", argv)
+
+    @staticmethod
+    def results(proc: Proc, timeout: float = 120) -> list[tuple[float, bool, str]]:
+        """Wait for a `flows` program; its connections."""
+        proc.popen.wait(timeout)
+        return parse_flows(proc.output())
 
     def layout(self) -> dict[str, Any]:
         """The topology as built: namespaces, links and addresses, for the README picture."""
