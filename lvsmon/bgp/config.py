@@ -237,6 +237,18 @@ def check_announced(
                     "announce it or move it, not both",
                 )
             )
+        if vs.scheduler in ("mh", "sh") and not vs.quiesce:
+            problems.append(
+                Problem(
+                    f"virtual_server[{vs.name}].on_failure",
+                    f'"remove" with scheduler "{vs.scheduler}" and announce = true: a real '
+                    "server that fails and returns is re-added at the head of the list on that "
+                    "director only, and the directors' hash tables then differ (flows moved "
+                    'by ECMP change real server); use on_failure = "quiesce" (weight 0 keeps '
+                    f'the list and the slots; add "{vs.scheduler}-fallback" to the '
+                    "scheduler_flags to send its flows on)",
+                )
+            )
         if not any(p.family == vs.address.version for p in bgp.peers):
             problems.append(
                 Problem(

@@ -443,7 +443,8 @@ def _service(name: str, vip: str) -> str:
         address = "{vip}"
         port = {PORT}
         scheduler = "mh"
-        scheduler_flags = ["mh-port"]
+        scheduler_flags = ["mh-port", "mh-fallback"]
+        on_failure = "quiesce"
         announce = true
 
         [virtual_server.health_check]
