@@ -14,13 +14,12 @@ import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from functools import partial
 
 import pytest
 
 from tests.netns.fleet import (
     BACK,
-    PYTHON,
-    REPO,
     TOOLS,
     VIP,
     VIP2,
@@ -29,7 +28,7 @@ from tests.netns.fleet import (
     director_of,
     parse_flows,
 )
-from tests.netns.topology import wait_for
+from tests.netns.topology import PYTHON, REPO, wait_for
 
 ALL = {"d1", "d2", "d3"}
 
@@ -53,15 +52,14 @@ def reason(d: FleetDirector, why: str, vip: str = VIP, vs: str = "vs1") -> bool:
     return d.sample("lvsmon_bgp_vip_reason", vip=vip, virtual_server=vs, reason=why) == 1
 
 
+def established(d: FleetDirector) -> bool:
+    return d.sample("lvsmon_bgp_session_up", peer="router") == 1
+
+
 def test_routes_appear_only_when_healthy(fleet: Fleet) -> None:
     for d in fleet.directors:
-        wait_for(
-            f"{d.name} established",
-            lambda d=d: d.sample("lvsmon_bgp_session_up", peer="router") == 1,
-            20,
-            0.2,
-        )
-        wait_for(f"{d.name} judged", lambda d=d: reason(d, "too_few_real_servers"), 10, 0.2)
+        wait_for(f"{d.name} established", partial(established, d), 20, 0.2)
+        wait_for(f"{d.name} judged", partial(reason, d, "too_few_real_servers"), 10, 0.2)
         assert d.sample("lvsmon_bgp_vip_announced", vip=VIP) == 0
     assert fleet.next_hops() == set(), "a VIP without a real server in service was announced"
     for rs in ("rs1", "rs2"):
