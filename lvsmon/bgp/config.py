@@ -46,7 +46,7 @@ from lvsmon.configkit import choice as _choice
 from lvsmon.configkit import duration as _duration
 from lvsmon.configkit import int_in as _int_in
 from lvsmon.configkit import name as _name
-from lvsmon.model import IPAddress, VirtualServer
+from lvsmon.model import DaemonSettings, IPAddress, VirtualServer
 from lvsmon.model.bgp import Bfd, BgpSettings, Drain, Peer
 
 SECTION = "bgp"
@@ -119,6 +119,7 @@ def check(readout: Readout) -> None:
         readout.virtual_servers(),
         moved,
         readout.problems,
+        readout.get("daemon", DaemonSettings),
     )
 
 
@@ -210,6 +211,7 @@ def check_announced(
     services: Sequence[VirtualServer],
     moved: dict[IPAddress, str],
     problems: list[Problem],
+    daemon: DaemonSettings | None = None,
 ) -> None:
     """Contradictions between `announce = true` and the rest; `moved`: address -> the
     failover group that moves it between two directors."""
@@ -247,6 +249,21 @@ def check_announced(
                     'by ECMP change real server); use on_failure = "quiesce" (weight 0 keeps '
                     f'the list and the slots; add "{vs.scheduler}-fallback" to the '
                     "scheduler_flags to send its flows on)",
+                )
+            )
+        sloppy = f"sloppy_{vs.protocol.value}"
+        if (
+            daemon is not None
+            and daemon.dataplane == "ipvs"
+            and vs.protocol.value in ("tcp", "sctp")
+            and not getattr(daemon.ipvs.sysctl, sloppy)
+        ):
+            problems.append(
+                Problem(
+                    f"daemon.ipvs.sysctl.{sloppy}",
+                    f"false, but virtual_server[{vs.name}] is announced: when ECMP moves an "
+                    "established flow to another director, that director drops its packets "
+                    f"unless {sloppy} = true lets IPVS pick up connections mid-stream",
                 )
             )
         if not any(p.family == vs.address.version for p in bgp.peers):

@@ -58,6 +58,10 @@ class IpvsSysctls:
     expire_quiescent_template: bool = True
     conntrack: bool = False  # true when netfilter rules on the director need IPVS flows
     conn_reuse_mode: int = 1  # the kernel default
+    # a director that did not see the SYN still forwards mid-stream packets: needed when
+    # ECMP moves established flows between directors (announced virtual servers)
+    sloppy_tcp: bool = False
+    sloppy_sctp: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from lvsmon.bgp.config import BgpSettings, Peer
 from lvsmon.bgp.fingerprint import fingerprint
 from lvsmon.bgp.plan import plan_of
 from lvsmon.dataplane.base import Counters, DestStats, ServiceStats
+from lvsmon.dataplane.registry import capabilities_of
 from lvsmon.model import DestKey, RealServer, VirtualServer
 from lvsmon.serving import Facts, Reason, Verdict, by_address, can_serve, facts_of
 
@@ -247,3 +248,12 @@ def test_fingerprint_follows_the_table_not_the_object() -> None:
     assert fingerprint(wlc) != fingerprint(
         dataclasses.replace(wlc, real_servers=wlc.real_servers[:2])
     )
+
+
+def test_announced_on_ipvs_needs_sloppy_tcp() -> None:
+    ipvs = '[daemon]\ndataplane = "ipvs"\n'
+    got = errors(ipvs + BASE + BGP)
+    assert any(e.startswith("f.toml: daemon.ipvs.sysctl.sloppy_tcp: false, but") for e in got), got
+    fixed = ipvs + "[daemon.ipvs.sysctl]\nsloppy_tcp = true\n" + BASE + BGP
+    cfg = config.loads(fixed, "f.toml", capabilities_of("proxy"))
+    assert cfg.daemon.ipvs.sysctl.sloppy_tcp
