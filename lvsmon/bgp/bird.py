@@ -72,6 +72,9 @@ def _peer(plan: Plan, peer: Peer) -> list[str]:
     ]
     if peer.hold_time:
         lines.append(f"  keepalive time {max(1, int(peer.hold_time) // 3)};")
+    retry = max(1, int(peer.connect_retry))
+    # BIRD waits 60-300 s after an error (BFD down, hold timer) unless told otherwise
+    lines.append(f"  connect retry time {retry}; error wait time {retry}, {max(retry, 60)};")
     if peer.bfd:
         lines.append("  bfd on;")
     lines += [f"  {family} {{ import none; export filter {FILTER}; {next_hop}; }};", "}"]

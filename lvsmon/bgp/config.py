@@ -94,6 +94,9 @@ def _read_peer(sec: _Section) -> Peer | None:
     local = sec.get("local_address", _address, None, "an IPv4 or IPv6 address of this director")
     bfd = sec.get("bfd", _bool, False, "true or false")
     hold = sec.get("hold_time", _duration, 9.0, DURATION + " (3s..65535s, or 0)")
+    retry = sec.get("connect_retry", _duration, 5.0, DURATION + " (1s or more)")
+    if retry < 1:
+        sec.error("connect_retry", f"{retry:g}s is not valid: expected 1s or more")
     sec.check_unknown()
     if hold and not 3 <= hold <= 65535:
         sec.error("hold_time", f"{hold:g}s is not valid: expected 0 or 3s..65535s (RFC 4271)")
@@ -101,7 +104,7 @@ def _read_peer(sec: _Section) -> Peer | None:
         sec.error("local_address", f'"{local}" is not in the family of address "{address}"')
     if name is None or address is None or remote_as is None:
         return None
-    return Peer(name, address, remote_as, local, bfd, hold)
+    return Peer(name, address, remote_as, local, bfd, hold, retry)
 
 
 def read(root: _Section, readout: Readout) -> BgpSettings | None:

@@ -15,6 +15,7 @@ class Peer:
     local_address: IPAddress | None = None
     bfd: bool = False
     hold_time: float = 9.0  # seconds; keepalives every third
+    connect_retry: float = 5.0  # seconds between attempts, and after an error (BFD down)
 
     @property
     def family(self) -> int:

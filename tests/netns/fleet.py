@@ -9,7 +9,7 @@ The router reaches each director over its own point-to-point link
 (198.18.1N.0/24) and peers with the director's BIRD (AS 65001 each, the
 router AS 65000, BFD on); its kernel protocol merges the equal BGP paths into
 one multipath route (`merge paths`), hashed on the 5-tuple
-(`fib_multipath_hash_policy=1`). Every director holds the VIP on lo, runs the
+(`ECMP_L4_HASH`). Every director holds the VIP on lo, runs the
 proxy data plane with `mh`, and reaches both real servers on the back LAN.
 
 Flow pinning: the router remembers, per connection (conntrack mark), the
@@ -54,7 +54,15 @@ ROUTER_AS = 65000
 FLEET_AS = 65001
 BACK = "198.51.100"
 REAL_SERVERS = {"rs1": f"{BACK}.11", "rs2": f"{BACK}.12"}
-TOOLS = ("ip", "nft", "bird", "birdc")
+TOOLS = ("ip", "nft", "bird", "birdc", "chrt")
+# BIRD at a low real-time priority, as lvsmon runs VRRP: on a 2-core machine saturated by
+# the tests' own traffic, 100 ms BFD packets would otherwise be late and sessions flap.
+REALTIME = ("chrt", "-f", "10")
+# ECMP on the 5-tuple. Policy 3 with the 5-tuple fields rather than policy 1: policy 1 takes
+# a hash already on the packet, and a packet from a local socket carries that socket's
+# random txhash, so a client in the same kernel would land on a random director per
+# connection (a router fed by a NIC hashes the 5-tuple either way).
+ECMP_L4_HASH = ("net.ipv4.fib_multipath_hash_policy=3", "net.ipv4.fib_multipath_hash_fields=0x0037")
 
 
 def director_up(i: int) -> tuple[str, str]:
@@ -158,7 +166,7 @@ class Fleet:
         for host in self.hosts:
             run("ip", "netns", "add", self.ns(host))
             self.ip(host, "link", "set", "lo", "up")
-        self.sysctl("router", "net.ipv4.ip_forward=1", "net.ipv4.fib_multipath_hash_policy=1")
+        self.sysctl("router", "net.ipv4.ip_forward=1", *ECMP_L4_HASH)
         self._veth("client", "eth0", "router", "rc")
         self.ip("client", "addr", "add", f"{CLIENT}/24", "dev", "eth0")
         self.ip("router", "addr", "add", f"{ROUTER_CLIENT_SIDE}/24", "dev", "rc")
@@ -212,21 +220,23 @@ class Fleet:
         self.ip(host, "addr", "add", f"{address}/24", "dev", ifname)
 
     def _pin_flows(self) -> None:
-        """Connections stay on the director their first packet reached (see the module doc):
-        mark = director index, kept in conntrack; marked packets route by that director's
-        own table while its link is there."""
+        """Connections stay on the director their SYN reached (see the module doc): the
+        SYN's way out sets the conntrack mark (director index); every later packet of the
+        connection routes by that director's own table. Keyed on the SYN, not on conntrack's
+        "new": a client that reuses a source port after a reset reopens the old entry."""
         marks = ", ".join(f'"r{d.name}" : {d.index}' for d in self.directors)
+        names = ", ".join(f'"r{d.name}"' for d in self.directors)
         self.nft(
             "router",
             textwrap.dedent(f"""
             table ip pin {{
               chain pre {{
                 type filter hook prerouting priority mangle; policy accept;
-                iifname "rc" ct state established,related meta mark set ct mark
+                iifname "rc" tcp flags & (syn | ack) != syn meta mark set ct mark
               }}
               chain post {{
                 type filter hook postrouting priority mangle; policy accept;
-                ct state new oifname {{ {", ".join(f'"r{d.name}"' for d in self.directors)} }} \\
+                tcp flags & (syn | ack) == syn oifname {{ {names} }} \\
                   ct mark set oifname map {{ {marks} }}
               }}
             }}
@@ -280,13 +290,18 @@ class Fleet:
             }}
             template bgp fleet {{
               local as {ROUTER_AS}; hold time 3; keepalive time 1; bfd on;
+              connect retry time 1; error wait time 1, 5;
               ipv4 {{ import all; export none; }};
             }}
             """) + peers + "\n"  # fmt: skip
         path = self.workdir / "router.bird.conf"
         path.write_text(conf)
         self.router_socket = self.workdir / "router.bird.ctl"
-        self.spawn("router", "bird", ["bird", "-f", "-c", str(path), "-s", str(self.router_socket)])
+        self.spawn(
+            "router",
+            "bird",
+            [*REALTIME, "bird", "-f", "-c", str(path), "-s", str(self.router_socket)],
+        )
         wait_for("router BIRD", lambda: self.router_socket.exists(), 10)
 
     def start_bird(self, d: FleetDirector) -> None:
@@ -302,7 +317,7 @@ class Fleet:
         path.write_text(conf)
         d.bird_socket.unlink(missing_ok=True)
         d.bird = self.spawn(
-            d.name, "bird", ["bird", "-f", "-c", str(path), "-s", str(d.bird_socket)]
+            d.name, "bird", [*REALTIME, "bird", "-f", "-c", str(path), "-s", str(d.bird_socket)]
         )
         wait_for(f"{d.name} BIRD", lambda: d.bird_socket.exists(), 10)
 
@@ -337,6 +352,11 @@ class Fleet:
             raise AssertionError(
                 f"{exc}; now {sorted(self.next_hops(prefix))}\n"
                 + self.routerc("show", "route", "all")
+                + self.routerc("show", "protocols")
+                + "".join(
+                    f"{d.name}: {d.lvsmon.output()[-800:] if d.lvsmon else ''}"
+                    for d in self.directors
+                )
             ) from None
 
     def session_since(self, director: str) -> str:
@@ -449,10 +469,10 @@ def _service(name: str, vip: str) -> str:
 
         [virtual_server.health_check]
         type = "tcp"
-        interval = "200ms"
-        timeout = "150ms"
+        interval = "300ms"
+        timeout = "250ms"
         rise = 1
-        fall = 1
+        fall = 3
 
         """) + reals  # fmt: skip
 

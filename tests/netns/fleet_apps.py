@@ -111,6 +111,27 @@ def _fixed(address: str, port: int, first: int, n: int, interval: float) -> None
         t.join()
 
 
+def _sweep(address: str, port: int, first: int, n: int) -> None:
+    lock = threading.Lock()
+    ports = iter(range(first, first + n))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                sport = next(ports, None)
+            if sport is None:
+                return
+            result = _attempt(address, port, 0, sport, timeout=2.0)
+            with lock:
+                print(f"{sport} {result}", flush=True)
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def main() -> None:
     what, args = sys.argv[1], sys.argv[2:]
     if what == "server":
@@ -118,6 +139,8 @@ def main() -> None:
     elif what == "flows":
         seconds = float(args[5]) if len(args) > 5 else 3600.0
         _flows(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]), seconds)
+    elif what == "sweep":
+        _sweep(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif what == "fixed":
         _fixed(args[0], int(args[1]), int(args[2]), int(args[3]), float(args[4]))
     else:
