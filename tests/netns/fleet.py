@@ -53,6 +53,7 @@ ROUTER_CLIENT_SIDE = "198.18.0.1"
 ROUTER_AS = 65000
 FLEET_AS = 65001
 BACK = "198.51.100"
+ROUTER_LAN = f"{BACK}.1"
 REAL_SERVERS = {"rs1": f"{BACK}.11", "rs2": f"{BACK}.12"}
 TOOLS = ("ip", "nft", "bird", "birdc", "chrt")
 # BIRD at a low real-time priority, as lvsmon runs VRRP: on a 2-core machine saturated by
@@ -140,6 +141,8 @@ class Fleet:
     procs: list[Proc] = field(default_factory=list)
     directors: list[FleetDirector] = field(default_factory=list)
     bfd_interval_ms: int = 100
+    pin_flows: bool = True  # the proxy plane needs it; IPVS with mh + sloppy_tcp does not
+    router_on_lan: bool = False  # direct routing: real servers answer clients via the router
 
     def ns(self, host: str) -> str:
         return f"lvbg{self.tag}-{host}"
@@ -186,7 +189,14 @@ class Fleet:
             self._lan_port(d.name, "dn0", director_back(d.index))
         for rs, address in REAL_SERVERS.items():
             self._lan_port(rs, "eth0", address)
-        self._pin_flows()
+        if self.pin_flows:
+            self._pin_flows()
+        if self.router_on_lan:
+            self._lan_port("router", "rl", ROUTER_LAN)
+            for key in ("all", "default", "rl"):  # replies from the VIP come back this way
+                self.sysctl("router", f"net.ipv4.conf.{key}.rp_filter=0")
+            for rs in REAL_SERVERS:
+                self.ip(rs, "route", "add", "default", "via", ROUTER_LAN)
         self.start_router_bird()
         for d in self.directors:
             self.start_bird(d)
@@ -385,17 +395,25 @@ class Fleet:
         return d.lvsmon
 
     def director_config(
-        self, d: FleetDirector, *, vips: Sequence[str] = (VIP,), drain: str = "2s", extra: str = ""
+        self,
+        d: FleetDirector,
+        *,
+        vips: Sequence[str] = (VIP,),
+        drain: str = "2s",
+        daemon: str = "",
+        forwarding: str = "nat",
     ) -> str:
-        services = "\n".join(_service(f"vs{n}", vip) for n, vip in enumerate(vips, start=1))
+        """`daemon`: more [daemon] keys (e.g. dataplane = "ipvs" in the VM tier)."""
+        services = "\n".join(
+            _service(f"vs{n}", vip, forwarding) for n, vip in enumerate(vips, start=1)
+        )
         return textwrap.dedent(f"""\
             [daemon]
-            dataplane = "proxy"
             metrics_listen = "127.0.0.1:{d.metrics_port}"
             pid_file = "{self.workdir / f"{d.name}.pid"}"
             shutdown_grace = "3s"
             log_level = "info"
-            """) + services + textwrap.dedent(f"""
+            """) + daemon + services + textwrap.dedent(f"""
             [bgp]
             local_as = {FLEET_AS}
             router_id = "{d.address}"
@@ -420,7 +438,7 @@ class Fleet:
             local_address = "{d.address}"
             bfd = true
             hold_time = "3s"
-            """) + extra  # fmt: skip
+            """)  # fmt: skip
 
     def flows(self, workers: int, count: int, hold_ms: int, seconds: float = 3600) -> Proc:
         argv = [PYTHON, str(HERE / "fleet_apps.py"), "flows", VIP, str(PORT), str(workers),
@@ -452,7 +470,7 @@ class Fleet:
         }
 
 
-def _service(name: str, vip: str) -> str:
+def _service(name: str, vip: str, forwarding: str = "nat") -> str:
     reals = "\n".join(
         f'[[virtual_server.real_server]]\naddress = "{a}"\nport = {PORT}\n'
         for a in REAL_SERVERS.values()
@@ -465,6 +483,7 @@ def _service(name: str, vip: str) -> str:
         scheduler = "mh"
         scheduler_flags = ["mh-port", "mh-fallback"]
         on_failure = "quiesce"
+        forwarding = "{forwarding}"
         announce = true
 
         [virtual_server.health_check]

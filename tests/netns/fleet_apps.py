@@ -45,6 +45,22 @@ async def _serve(name: str, port: int) -> None:
         await server.serve_forever()
 
 
+async def _echo(name: str, port: int) -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            writer.write(f"{name}\n".encode())
+            await writer.drain()
+            while data := await reader.read(4096):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "0.0.0.0", port, backlog=1024, reuse_address=True)
+    print("listening", flush=True)
+    async with server:
+        await server.serve_forever()
+
+
 def _attempt(address: str, port: int, hold: int, source_port: int = 0, timeout: float = 3.0) -> str:
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -136,6 +152,8 @@ def main() -> None:
     what, args = sys.argv[1], sys.argv[2:]
     if what == "server":
         asyncio.run(_serve(args[0], int(args[1])))
+    elif what == "echo":
+        asyncio.run(_echo(args[0], int(args[1])))
     elif what == "flows":
         seconds = float(args[5]) if len(args) > 5 else 3600.0
         _flows(args[0], int(args[1]), int(args[2]), int(args[3]), int(args[4]), seconds)

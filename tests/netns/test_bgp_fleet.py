@@ -15,9 +15,11 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from functools import partial
+from pathlib import Path
 
 import pytest
 
+from tests.netns import fleet_picture
 from tests.netns.fleet import (
     BACK,
     TOOLS,
@@ -25,9 +27,11 @@ from tests.netns.fleet import (
     VIP2,
     Fleet,
     FleetDirector,
+    director_back,
     director_of,
     parse_flows,
 )
+from tests.netns.fleet_picture import DirectorFacts
 from tests.netns.topology import PYTHON, REPO, wait_for
 
 ALL = {"d1", "d2", "d3"}
@@ -56,7 +60,7 @@ def established(d: FleetDirector) -> bool:
     return d.sample("lvsmon_bgp_session_up", peer="router") == 1
 
 
-def test_routes_appear_only_when_healthy(fleet: Fleet) -> None:
+def test_routes_appear_only_when_healthy(fleet: Fleet, tmp_path: Path) -> None:
     for d in fleet.directors:
         wait_for(f"{d.name} established", partial(established, d), 20, 0.2)
         wait_for(f"{d.name} judged", partial(reason, d, "too_few_real_servers"), 10, 0.2)
@@ -82,6 +86,24 @@ def test_routes_appear_only_when_healthy(fleet: Fleet) -> None:
         for d in fleet.directors
     }
     assert len(set(prints.values())) == 1 and None not in prints.values(), prints
+    # the README picture, from this run (make fleet-png keeps it: LVSMON_FLEET_PNG)
+    out = Path(os.environ.get("LVSMON_FLEET_PNG") or tmp_path / "fleet.png")
+    hops = fleet.next_hops()
+    facts = [
+        DirectorFacts(
+            d.name,
+            d.address,
+            director_back(d.index),
+            d.name in hops,
+            established(d),
+            share[d.name] / len(results),
+        )
+        for d in fleet.directors
+    ]
+    fleet_picture.draw(
+        fleet.layout(), facts, out, f"{len(results)} connections, 8 concurrent client loops"
+    )
+    assert out.stat().st_size > 10_000
 
 
 def test_director_without_real_servers_withdraws(fleet: Fleet) -> None:
