@@ -107,7 +107,7 @@ class FleetDirector:
         return self.fleet.in_ns(
             self.name,
             "import sys, urllib.request as u; sys.stdout.write(u.urlopen("
-            f"'http://127.0.0.1:{self.metrics_port}/metrics', timeout=5).read().decode())",
+            f"'http://{self.address}:{self.metrics_port}/metrics', timeout=5).read().decode())",
         )
 
     def sample(self, name: str, **labels: str) -> float | None:
@@ -264,8 +264,8 @@ class Fleet:
     def exec_argv(self, host: str, argv: Sequence[str]) -> list[str]:
         return ["ip", "netns", "exec", self.ns(host), *argv]
 
-    def in_ns(self, host: str, code: str) -> str:
-        return run(*self.exec_argv(host, [PYTHON, "-c", code]))
+    def in_ns(self, host: str, code: str, *args: str) -> str:
+        return run(*self.exec_argv(host, [PYTHON, "-c", code, *args]))
 
     def spawn(self, host: str, name: str, argv: Sequence[str], **kw: Any) -> Proc:
         log = self.workdir / f"{host}-{name}.log"
@@ -409,7 +409,7 @@ class Fleet:
         )
         return textwrap.dedent(f"""\
             [daemon]
-            metrics_listen = "127.0.0.1:{d.metrics_port}"
+            metrics_listen = "{d.address}:{d.metrics_port}"
             pid_file = "{self.workdir / f"{d.name}.pid"}"
             shutdown_grace = "3s"
             log_level = "info"

@@ -19,6 +19,15 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.test_prometheus_e2e import (
+    EXEMPT,
+    NEEDS_BGP,
+    alert_names,
+    panel_problems,
+    template_values,
+    until_clean,
+    variable_settings,
+)
 from tests.netns import fleet_picture
 from tests.netns.fleet import (
     BACK,
@@ -32,6 +41,7 @@ from tests.netns.fleet import (
     parse_flows,
 )
 from tests.netns.fleet_picture import DirectorFacts
+from tests.netns.fleet_prometheus import FleetPrometheus
 from tests.netns.topology import PYTHON, REPO, wait_for
 
 ALL = {"d1", "d2", "d3"}
@@ -48,6 +58,11 @@ def fleet() -> Iterator[Fleet]:
         yield f
 
 
+@pytest.fixture(scope="module")
+def prometheus(fleet: Fleet, tmp_path_factory: pytest.TempPathFactory) -> FleetPrometheus:
+    return FleetPrometheus(fleet, tmp_path_factory.mktemp("prometheus"))
+
+
 def healthy(fleet: Fleet) -> None:
     fleet.wait_next_hops(ALL)
 
@@ -60,7 +75,9 @@ def established(d: FleetDirector) -> bool:
     return d.sample("lvsmon_bgp_session_up", peer="router") == 1
 
 
-def test_routes_appear_only_when_healthy(fleet: Fleet, tmp_path: Path) -> None:
+def test_routes_appear_only_when_healthy(
+    fleet: Fleet, prometheus: FleetPrometheus, tmp_path: Path
+) -> None:
     for d in fleet.directors:
         wait_for(f"{d.name} established", partial(established, d), 20, 0.2)
         wait_for(f"{d.name} judged", partial(reason, d, "too_few_real_servers"), 10, 0.2)
@@ -106,7 +123,7 @@ def test_routes_appear_only_when_healthy(fleet: Fleet, tmp_path: Path) -> None:
     assert out.stat().st_size > 10_000
 
 
-def test_director_without_real_servers_withdraws(fleet: Fleet) -> None:
+def test_director_without_real_servers_withdraws(fleet: Fleet, prometheus: FleetPrometheus) -> None:
     healthy(fleet)
     d1 = fleet.directors[0]
     # d1 alone loses its real servers (its back link drops everything): only its route goes
@@ -120,6 +137,19 @@ def test_director_without_real_servers_withdraws(fleet: Fleet) -> None:
         wait_for("d1 says why", lambda: reason(d1, "too_few_real_servers"), 10, 0.2)
         assert d1.sample("lvsmon_bgp_vip_announced", vip=VIP) == 0
         assert d1.lvsmon is not None and d1.lvsmon.alive()
+        # the Fleet row's panels that the integration tier cannot feed have data here
+        held = 'lvsmon_bgp_vip_reason{reason="too_few_real_servers"} == 1'
+        prometheus.wait(held, 30, "Prometheus sees d1 hold the VIP back")
+        settings = variable_settings(template_values(prometheus))
+        needs = lambda q: EXEMPT.get((q.board, q.panel)) == NEEDS_BGP  # noqa: E731
+        left = until_clean(lambda: panel_problems(prometheus.query_all, settings, needs), 20)
+        assert not left, "\n".join(left)
+        rules = [r for g in prometheus.api("/api/v1/rules")["data"]["groups"] for r in g["rules"]]
+        assert {r["name"] for r in rules} == alert_names()
+        for rule, body in zip(
+            rules, prometheus.query_all([r["query"] for r in rules]), strict=True
+        ):
+            assert body["status"] == "success", (rule["name"], body)
     finally:
         fleet.nft("d1", "delete table ip cut\n")
     healthy(fleet)
