@@ -85,10 +85,7 @@ class Announcer:
 
     async def start(self) -> None:
         await self._apply(plan_of(self.settings, set()))  # best effort: retried by update()
-        try:
-            self.device.open()
-        except LivenessError as exc:
-            self._error(str(exc))
+        self._open_device()
         self._set_phase(Phase.ACTIVE)
         self._poller = asyncio.create_task(self._poll_sessions())
 
@@ -105,8 +102,7 @@ class Announcer:
     async def update(self, verdicts: Mapping[IPAddress, tuple[Verdict, str]]) -> None:
         self._verdicts = verdicts
         if self.phase is not Phase.WITHDRAWN and not self.device.up:
-            with contextlib.suppress(LivenessError):  # retried on every update
-                self.device.open()
+            self._open_device()  # retried on every update
         await self._sync()
 
     async def drain(self) -> None:
@@ -131,7 +127,9 @@ class Announcer:
     # --- what to announce ---
 
     def wanted(self) -> Plan:
-        if self.phase is Phase.WITHDRAWN:
+        """Routes via a device that does not exist would be dead in the routing daemon
+        anyway: without the device, the plan is empty and the metrics say so."""
+        if self.phase is Phase.WITHDRAWN or not self.device.up:
             return plan_of(self.settings, set())
         serving = {vip for vip, (verdict, _) in self._verdicts.items() if verdict.ok}
         return plan_of(self.settings, serving, draining=self.phase is Phase.DRAINING)
@@ -162,6 +160,18 @@ class Announcer:
             verdict = self._verdicts.get(vip)
             why = "drained" if self.phase is Phase.WITHDRAWN or not verdict else verdict[0].reason
             log.warning("withdrawn", extra=fields(vip=str(vip), reason=why))
+
+    def _open_device(self) -> None:
+        try:
+            self.device.open()
+        except LivenessError as exc:
+            self.errors += 1
+            if str(exc) != self.last_error:
+                log.error(
+                    "no liveness device: nothing is announced until it exists; will retry",
+                    extra=fields(error=str(exc)),
+                )
+            self.last_error = str(exc)
 
     def _error(self, message: str) -> None:
         self.errors += 1

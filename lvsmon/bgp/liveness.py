@@ -10,6 +10,7 @@ close-on-exec so hooks and children never keep the device alive.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import socket
@@ -43,7 +44,8 @@ class LivenessDevice:
         try:
             fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
-            raise LivenessError(f"/dev/net/tun: {exc.strerror}") from None
+            hint = " (modprobe tun)" if exc.errno == errno.ENOENT else ""
+            raise LivenessError(f"/dev/net/tun: {exc.strerror}{hint}") from None
         try:
             fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH", self.name.encode(), IFF_TUN | IFF_NO_PI))
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:

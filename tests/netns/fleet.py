@@ -141,6 +141,7 @@ class Fleet:
     procs: list[Proc] = field(default_factory=list)
     directors: list[FleetDirector] = field(default_factory=list)
     bfd_interval_ms: int = 100
+    hold_time: int = 3  # seconds, on both sides
     pin_flows: bool = True  # the proxy plane needs it; IPVS with mh + sloppy_tcp does not
     router_on_lan: bool = False  # direct routing: real servers answer clients via the router
 
@@ -299,7 +300,7 @@ class Fleet:
               interface "*" {{ interval {self.bfd_interval_ms} ms; multiplier 3; }};
             }}
             template bgp fleet {{
-              local as {ROUTER_AS}; hold time 3; keepalive time 1; bfd on;
+              local as {ROUTER_AS}; hold time {self.hold_time}; bfd on;
               connect retry time 1; error wait time 1, 5;
               ipv4 {{ import all; export none; }};
             }}
@@ -437,7 +438,7 @@ class Fleet:
             remote_as = {ROUTER_AS}
             local_address = "{d.address}"
             bfd = true
-            hold_time = "3s"
+            hold_time = "{self.hold_time}s"
             """)  # fmt: skip
 
     def flows(self, workers: int, count: int, hold_ms: int, seconds: float = 3600) -> Proc:

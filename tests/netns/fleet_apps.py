@@ -25,6 +25,9 @@ import struct
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 async def _serve(name: str, port: int) -> None:
@@ -39,6 +42,10 @@ async def _serve(name: str, port: int) -> None:
             await writer.drain()
         writer.close()
 
+    await _listen(handle, port)
+
+
+async def _listen(handle: Handler, port: int) -> None:
     server = await asyncio.start_server(handle, "0.0.0.0", port, backlog=1024, reuse_address=True)
     print("listening", flush=True)
     async with server:
@@ -55,10 +62,7 @@ async def _echo(name: str, port: int) -> None:
                 await writer.drain()
         writer.close()
 
-    server = await asyncio.start_server(handle, "0.0.0.0", port, backlog=1024, reuse_address=True)
-    print("listening", flush=True)
-    async with server:
-        await server.serve_forever()
+    await _listen(handle, port)
 
 
 def _attempt(address: str, port: int, hold: int, source_port: int = 0, timeout: float = 3.0) -> str:

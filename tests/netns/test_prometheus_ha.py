@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tests.integration.test_prometheus_e2e import (
     EXEMPT,
@@ -63,25 +63,29 @@ print(json.dumps(out))
 """
 
 
-class NsPrometheus(API):
-    """The HTTP API of the Prometheus in the client's namespace."""
+class InNs(Protocol):
+    def in_ns(self, host: str, code: str, *args: str) -> str: ...
 
-    def __init__(self, topo: Topology):
-        self.topo = topo
+
+class NsPrometheus(API):
+    """The HTTP API of the Prometheus at `url`, asked from `host`'s namespace."""
+
+    def __init__(self, topo: InNs, host: str = "client", url: str = PROMETHEUS):
+        self.topo, self.host, self.url = topo, host, url
 
     def batch(self, requests: list[tuple[str, dict[str, str]]]) -> list[Any]:
-        out = self.topo.in_ns("client", BATCH, json.dumps(requests))
+        out = self.topo.in_ns(self.host, BATCH, json.dumps(requests))
         return list(json.loads(out))
 
     def api(self, path: str, **params: str) -> dict[str, Any]:
-        return dict(self.batch([(PROMETHEUS + path, params)])[0])
+        return dict(self.batch([(self.url + path, params)])[0])
 
     def ready(self) -> bool:
         """Listening is not ready: until /-/ready says so, the API answers 503."""
-        return "Ready" in str(self.batch([(PROMETHEUS + "/-/ready", {})])[0])
+        return "Ready" in str(self.batch([(self.url + "/-/ready", {})])[0])
 
     def query_all(self, exprs: list[str]) -> list[dict[str, Any]]:
-        return self.batch([(PROMETHEUS + "/api/v1/query", {"query": e}) for e in exprs])
+        return self.batch([(self.url + "/api/v1/query", {"query": e}) for e in exprs])
 
     def scrape(self, host: str) -> str:
         url = f"http://{PUBLIC[host]}:{METRICS_PORT}/metrics"

@@ -23,6 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 
 from tests.netns.fleet import (
     HERE,
@@ -31,8 +32,8 @@ from tests.netns.fleet import (
     VIP,
     Fleet,
 )
-from tests.netns.topology import PYTHON, wait_for
-from tests.vm.guest.ipvs_topology import in_netns, rst_close
+from tests.netns.topology import PYTHON, Proc, wait_for
+from tests.vm.guest.ipvs_topology import in_netns, rst_close, sh
 
 CONNECTIONS = 200
 IPVS_DAEMON = """\
@@ -64,7 +65,11 @@ def _real_servers(fleet: Fleet) -> None:
             fleet.sysctl(rs, f"net.ipv4.conf.{key}={value}")
         argv = [PYTHON, str(HERE / "fleet_apps.py"), "echo", rs, str(PORT)]
         proc = fleet.spawn(rs, "echo", argv)
-        wait_for(f"{rs} listening", lambda p=proc: "listening" in p.output(), 60)
+        wait_for(f"{rs} listening", partial(_listening, proc), 60)
+
+
+def _listening(proc: Proc) -> bool:
+    return "listening" in proc.output()
 
 
 def _connect(fleet: Fleet, sport: int) -> tuple[str, socket.socket]:
@@ -120,7 +125,9 @@ def _run_in(fleet: Fleet, host: str, argv: list[str]) -> str:
 
 @contextlib.contextmanager
 def ipvs_fleet() -> Iterator[Fleet]:
-    with Fleet(pin_flows=False, router_on_lan=True) as fleet:
+    sh("modprobe", "tun")  # built into the host's kernel, a module in Debian's
+    # TCG emulation on one CPU: BFD at 100 ms would flap while three daemons start
+    with Fleet(pin_flows=False, router_on_lan=True, bfd_interval_ms=1000, hold_time=9) as fleet:
         _real_servers(fleet)
         for d in fleet.directors:
             daemon = IPVS_DAEMON.format(state=fleet.workdir / f"{d.name}.ipvs.json")
