@@ -108,8 +108,11 @@ def join(fleet: Fleet, n: int) -> tuple[float, float]:
     ports = before.keys() & after.keys()
     moved_rs = sum(1 for p in ports if before[p].split()[0] != after[p].split()[0])
     moved_dir = sum(1 for p in ports if director_of(before[p]) != director_of(after[p]))
-    print(f"join: {len(ports)} flows answered both times; director changed for {moved_dir}, "
-          f"real server changed for {moved_rs}", flush=True)  # fmt: skip
+    print(
+        f"join: {len(ports)} flows answered both times; director changed for {moved_dir}, "
+        f"real server changed for {moved_rs}",
+        flush=True,
+    )
     return moved_rs / len(ports), moved_dir / len(ports)
 
 
@@ -122,8 +125,16 @@ def restart(fleet: Fleet, d: FleetDirector) -> None:
 
 
 def fixed_flows(fleet: Fleet) -> Proc:
-    argv = [PYTHON, str(HERE / "fleet_apps.py"), "fixed", VIP, str(PORT), str(FIRST_PORT),
-            str(FLOWS), str(EVERY)]  # fmt: skip
+    argv = [
+        PYTHON,
+        str(HERE / "fleet_apps.py"),
+        "fixed",
+        VIP,
+        str(PORT),
+        str(FIRST_PORT),
+        str(FLOWS),
+        str(EVERY),
+    ]
     import subprocess
 
     return fleet.spawn("client", f"fixed{len(fleet.procs)}", argv, stdin=subprocess.PIPE)
@@ -250,8 +261,10 @@ def main() -> int:
     for n, t in enumerate(vrrp, start=1):
         print(f"VRRP failover run {n} (100 ms adverts): {ms(t)}", flush=True)
     shift_s = statistics.median(box_times)
-    print(f"shift_lvsmon_kill_s={statistics.median(kill_times):.3f} (min-max "
-          f"{min(kill_times):.3f}-{max(kill_times):.3f})")  # fmt: skip
+    print(
+        f"shift_lvsmon_kill_s={statistics.median(kill_times):.3f} (min-max "
+        f"{min(kill_times):.3f}-{max(kill_times):.3f})"
+    )
     print(
         f"vrrp_failover_s={statistics.median(vrrp):.3f} (min-max {min(vrrp):.3f}-{max(vrrp):.3f})"
     )

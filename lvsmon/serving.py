@@ -13,8 +13,9 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from lvsmon.dataplane.base import ServiceStats
 from lvsmon.model import DestKey, IPAddress, ServiceKey, VirtualServer
+
+Programmed = Iterable[tuple[DestKey, int]]  # the data plane's real servers: (identity, weight)
 
 
 class Reason(StrEnum):
@@ -61,20 +62,20 @@ def can_serve(facts: Facts, threshold: int) -> Verdict:
 
 def facts_of(
     vs: VirtualServer,
-    programmed: ServiceStats | None,
+    programmed: Programmed | None,
     down: Collection[tuple[ServiceKey, DestKey]],
     *,
     drained: bool = False,
 ) -> Facts:
-    """The facts about `vs` from the data plane's snapshot and the health verdicts (a
-    sorry server is not a real server in service)."""
+    """The facts about `vs` from what the data plane holds for it (None: nothing) and the
+    health verdicts (a sorry server is not a real server in service)."""
     configured = {rs.key for rs in vs.real_servers}
     in_service = 0
     if programmed is not None:
         in_service = sum(
             1
-            for d in programmed.dests
-            if d.key in configured and d.weight > 0 and (vs.key, d.key) not in down
+            for key, weight in programmed
+            if key in configured and weight > 0 and (vs.key, key) not in down
         )
     return Facts(programmed is not None, in_service, len(configured), drained)
 

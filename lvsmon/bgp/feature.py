@@ -54,7 +54,9 @@ class BgpFeature:
         a = self.announcer
         if a is None or config.bgp is None:
             return
-        programmed = {s.service.key: s for s in snapshot.services}
+        programmed = {
+            s.service.key: [(d.key, d.weight) for d in s.dests] for s in snapshot.services
+        }
         drained = a.phase is Phase.WITHDRAWN
         verdicts = [
             (

@@ -218,8 +218,21 @@ class Fleet:
         run("ip", "netns", "exec", self.ns(host), "sysctl", "-qw", *settings)
 
     def _veth(self, a: str, a_if: str, b: str, b_if: str) -> None:
-        run("ip", "link", "add", f"t{self.tag}", "netns", self.ns(a), "type", "veth",
-            "peer", "name", b_if, "netns", self.ns(b))  # fmt: skip
+        run(
+            "ip",
+            "link",
+            "add",
+            f"t{self.tag}",
+            "netns",
+            self.ns(a),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            b_if,
+            "netns",
+            self.ns(b),
+        )
         self.ip(a, "link", "set", f"t{self.tag}", "name", a_if)
         self.ip(a, "link", "set", a_if, "up")
         self.ip(b, "link", "set", b_if, "up")
@@ -256,8 +269,16 @@ class Fleet:
         for d in self.directors:
             table = str(100 + d.index)
             self.ip("router", "rule", "add", "fwmark", str(d.index), "table", table)
-            self.ip("router", "route", "add", "192.0.2.0/24", "via", director_up(d.index)[1],
-                    "table", table)  # fmt: skip
+            self.ip(
+                "router",
+                "route",
+                "add",
+                "192.0.2.0/24",
+                "via",
+                director_up(d.index)[1],
+                "table",
+                table,
+            )
 
     def nft(self, host: str, script: str) -> None:
         run("ip", "netns", "exec", self.ns(host), "nft", "-f", "-", input=script)
@@ -292,7 +313,8 @@ class Fleet:
             f"protocol bgp {d.name} from fleet {{ neighbor {d.address} as {FLEET_AS}; }}"
             for d in self.directors
         )
-        conf = textwrap.dedent(f"""\
+        conf = (
+            textwrap.dedent(f"""\
             router id {ROUTER_CLIENT_SIDE};
             protocol device {{ }}
             protocol kernel {{ ipv4 {{ import none; export all; }}; merge paths on; }}
@@ -304,7 +326,10 @@ class Fleet:
               connect retry time 1; error wait time 1, 5;
               ipv4 {{ import all; export none; }};
             }}
-            """) + peers + "\n"  # fmt: skip
+            """)
+            + peers
+            + "\n"
+        )
         path = self.workdir / "router.bird.conf"
         path.write_text(conf)
         self.router_socket = self.workdir / "router.bird.ctl"
@@ -408,13 +433,17 @@ class Fleet:
         services = "\n".join(
             _service(f"vs{n}", vip, forwarding) for n, vip in enumerate(vips, start=1)
         )
-        return textwrap.dedent(f"""\
+        return (
+            textwrap.dedent(f"""\
             [daemon]
             metrics_listen = "{d.address}:{d.metrics_port}"
             pid_file = "{self.workdir / f"{d.name}.pid"}"
             shutdown_grace = "3s"
             log_level = "info"
-            """) + daemon + services + textwrap.dedent(f"""
+            """)
+            + daemon
+            + services
+            + textwrap.dedent(f"""
             [bgp]
             local_as = {FLEET_AS}
             router_id = "{d.address}"
@@ -439,11 +468,21 @@ class Fleet:
             local_address = "{d.address}"
             bfd = true
             hold_time = "{self.hold_time}s"
-            """)  # fmt: skip
+            """)
+        )
 
     def flows(self, workers: int, count: int, hold_ms: int, seconds: float = 3600) -> Proc:
-        argv = [PYTHON, str(HERE / "fleet_apps.py"), "flows", VIP, str(PORT), str(workers),
-                str(count), str(hold_ms), str(seconds)]  # fmt: skip
+        argv = [
+            PYTHON,
+            str(HERE / "fleet_apps.py"),
+            "flows",
+            VIP,
+            str(PORT),
+            str(workers),
+            str(count),
+            str(hold_ms),
+            str(seconds),
+        ]
         return self.spawn("client", f"flows{len(self.procs)}", argv)
 
     @staticmethod
@@ -476,7 +515,8 @@ def _service(name: str, vip: str, forwarding: str = "nat") -> str:
         f'[[virtual_server.real_server]]\naddress = "{a}"\nport = {PORT}\n'
         for a in REAL_SERVERS.values()
     )
-    return textwrap.dedent(f"""
+    return (
+        textwrap.dedent(f"""
         [[virtual_server]]
         name = "{name}"
         address = "{vip}"
@@ -494,7 +534,9 @@ def _service(name: str, vip: str, forwarding: str = "nat") -> str:
         rise = 1
         fall = 3
 
-        """) + reals  # fmt: skip
+        """)
+        + reals
+    )
 
 
 def parse_flows(text: str) -> list[tuple[float, bool, str]]:

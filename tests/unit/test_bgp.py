@@ -157,8 +157,9 @@ def test_facts_count_weight_and_health_not_the_sorry_server() -> None:
         DestStats(DestKey("10.0.0.9", 80), 1, 0, 0, 0, Counters()),  # sorry server
     )
     stats = ServiceStats(vs, Counters(), dests)
-    assert facts_of(vs, stats, set()) == Facts(True, 1, 2)
-    assert facts_of(vs, stats, {(vs.key, a)}) == Facts(True, 0, 2)
+    held = [(d.key, d.weight) for d in stats.dests]
+    assert facts_of(vs, held, set()) == Facts(True, 1, 2)
+    assert facts_of(vs, held, {(vs.key, a)}) == Facts(True, 0, 2)
     assert facts_of(vs, None, set()) == Facts(False, 0, 2)
 
 
