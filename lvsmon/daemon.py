@@ -57,6 +57,7 @@ SYNC_INTERVAL = 1.0
 # A settled table (see Director.sync) is still read and reconciled this often, so a
 # change by another tool is repaired even when nothing reads the table in between.
 FULL_RESYNC_INTERVAL = 30.0
+ANNOUNCE_INTERVAL = 5.0  # BGP verdicts re-read from a settled table this often
 
 
 class StartupError(Exception):
@@ -130,12 +131,8 @@ class Director:
         self.page = StatusPage(self)
         self.registry.register(AdminCollector(self.page))
         self.bgp = BgpFeature()  # announces VIPs through the routing daemon ([bgp])
-        self.registry.register(
-            BgpCollector(
-                self.bgp.status,
-                lambda: self.bgp.fingerprints(self.config, self.dataplane.snapshot()),
-            )
-        )
+        self.registry.register(BgpCollector(self.bgp.status, self.bgp.fingerprints))
+        self._announced_at = 0.0  # monotonic time of the last BGP verdicts
         self.http = StatusServer(self.registry, self.status_view, config.daemon.web, self.page)
         self._sampler: asyncio.Task[None] | None = None
         self._operator_changed = asyncio.Event()
@@ -330,9 +327,16 @@ class Director:
         await self._announce()
 
     async def _announce(self) -> None:
-        """[bgp]: the VIPs this director can serve, from the table as programmed."""
-        if self.config.bgp is not None:
-            await self.bgp.tick(self.config, self.dataplane.snapshot(), self.health.down())
+        """[bgp]: the VIPs this director can serve, from the table as programmed: after
+        every change, and every ANNOUNCE_INTERVAL while the table is settled (a snapshot
+        of a large IPVS table is not free)."""
+        if self.config.bgp is None:
+            return
+        now = time.monotonic()
+        if self._settled is not None and now - self._announced_at < ANNOUNCE_INTERVAL:
+            return
+        self._announced_at = now
+        await self.bgp.tick(self.config, self.dataplane.snapshot(), self.health.down())
 
     def desired_changed(self) -> None:
         """Anything that changes the desired table without a new config must call this."""

@@ -36,6 +36,7 @@ def routing_daemon(settings: BgpSettings) -> RoutingDaemon:
 class BgpFeature:
     def __init__(self) -> None:
         self.announcer: Announcer | None = None
+        self._fingerprints: dict[str, int] = {}  # from the last tick's snapshot
 
     async def configure(self, config: Config) -> None:
         settings = config.bgp
@@ -53,7 +54,9 @@ class BgpFeature:
     async def tick(self, config: Config, snapshot: Snapshot, down: Down) -> None:
         a = self.announcer
         if a is None or config.bgp is None:
+            self._fingerprints = {}
             return
+        self._fingerprints = fingerprints(config, snapshot)
         programmed = {
             s.service.key: [(d.key, d.weight) for d in s.dests] for s in snapshot.services
         }
@@ -94,11 +97,16 @@ class BgpFeature:
     def status(self) -> BgpStatus | None:
         return self.announcer.status() if self.announcer is not None else None
 
-    def fingerprints(self, config: Config, snapshot: Snapshot) -> dict[str, int]:
-        """Per announced virtual server, of the table as programmed (list order kept)."""
-        announced = {vs.key: vs.name for vs in config.virtual_servers if vs.announce}
-        return {
-            announced[s.service.key]: fingerprint(s.service)
-            for s in snapshot.services
-            if s.service.key in announced
-        }
+    def fingerprints(self) -> dict[str, int]:
+        """Per announced virtual server, as of the last tick (for /metrics: no snapshot)."""
+        return self._fingerprints
+
+
+def fingerprints(config: Config, snapshot: Snapshot) -> dict[str, int]:
+    """Per announced virtual server, of the table as programmed (list order kept)."""
+    announced = {vs.key: vs.name for vs in config.virtual_servers if vs.announce}
+    return {
+        announced[s.service.key]: fingerprint(s.service)
+        for s in snapshot.services
+        if s.service.key in announced
+    }
