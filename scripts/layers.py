@@ -67,11 +67,14 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.dataplane.ipvs_plan",
             "lvsmon.statuspage.history",
             "lvsmon.statuspage.admin",
+            "lvsmon.serving",
+            "lvsmon.bgp.plan",
+            "lvsmon.bgp.fingerprint",
         ),
     ),
     (
         "edges",
-        "I/O: data planes, probes, VRRP on the wire, load sources, HTTP",
+        "I/O: data planes, probes, VRRP on the wire, load sources, HTTP, BGP via BIRD",
         (
             "lvsmon.dataplane",
             "lvsmon.health",
@@ -82,6 +85,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.httpd",
             "lvsmon.webauth",
             "lvsmon.statuspage",
+            "lvsmon.bgp",
         ),
     ),
     (

@@ -23,11 +23,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from lvsmon.bgp.config import BgpSettings
 from lvsmon.bgp.liveness import LivenessDevice, LivenessError
 from lvsmon.bgp.plan import Plan, RoutingDaemon, RoutingDaemonError, Session, plan_of
 from lvsmon.logs import fields
 from lvsmon.model import IPAddress
+from lvsmon.model.bgp import BgpSettings
 from lvsmon.serving import Verdict
 
 log = logging.getLogger("lvsmon.bgp")

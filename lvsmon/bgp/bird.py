@@ -26,8 +26,8 @@ import contextlib
 import os
 from pathlib import Path
 
-from lvsmon.bgp.config import BgpSettings, Peer
 from lvsmon.bgp.plan import Plan, RoutingDaemonError, Session, protocol_name
+from lvsmon.model.bgp import BgpSettings, Peer
 
 STATIC = {4: "lvsmon_vips4", 6: "lvsmon_vips6"}
 FILTER = "lvsmon_export"

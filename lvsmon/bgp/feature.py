@@ -13,12 +13,12 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 
 from lvsmon.bgp.announcer import Announcer, BgpStatus, Phase
-from lvsmon.bgp.config import BgpSettings
 from lvsmon.bgp.fingerprint import fingerprint
 from lvsmon.bgp.plan import RoutingDaemon
 from lvsmon.dataplane.base import Snapshot
 from lvsmon.logs import fields
 from lvsmon.model import Config, DestKey, ServiceKey
+from lvsmon.model.bgp import BgpSettings
 from lvsmon.serving import by_address, can_serve, facts_of
 
 log = logging.getLogger("lvsmon.bgp")

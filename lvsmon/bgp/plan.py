@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from lvsmon.bgp.config import BgpSettings, Peer
 from lvsmon.model import IPAddress
+from lvsmon.model.bgp import BgpSettings, Peer
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lvsmon import configkit as ck
-from lvsmon.bgp import config as bgp
-from lvsmon.config import daemon, failover, virtual_servers
+from lvsmon.config import bgp, daemon, failover, virtual_servers
 from lvsmon.config.readout import Readout
 from lvsmon.configkit import ConfigError, Problem
 from lvsmon.model import Config

@@ -13,12 +13,12 @@ import pytest
 
 from lvsmon import config
 from lvsmon.bgp.bird import parse_protocols, render
-from lvsmon.bgp.config import BgpSettings, Peer
 from lvsmon.bgp.fingerprint import fingerprint
 from lvsmon.bgp.plan import plan_of
 from lvsmon.dataplane.base import Counters, DestStats, ServiceStats
 from lvsmon.dataplane.registry import capabilities_of
 from lvsmon.model import DestKey, RealServer, VirtualServer
+from lvsmon.model.bgp import BgpSettings, Peer
 from lvsmon.serving import Facts, Reason, Verdict, by_address, can_serve, facts_of
 
 ROOT = Path(__file__).resolve().parents[2]

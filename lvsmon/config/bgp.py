@@ -1,4 +1,4 @@
-"""`[bgp]` -> frozen `BgpSettings`, errors with key paths (read like lvsmon.ha.config).
+"""`[bgp]` -> frozen `BgpSettings` (lvsmon.model.bgp), errors with key paths.
 
     [bgp]
     local_as = 65001
@@ -37,15 +37,9 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from lvsmon import configkit as ck
 from lvsmon.config.readout import Readout
-from lvsmon.configkit import DURATION, Problem
-from lvsmon.configkit import Section as _Section
-from lvsmon.configkit import address as _address
-from lvsmon.configkit import boolean as _bool
-from lvsmon.configkit import choice as _choice
-from lvsmon.configkit import duration as _duration
-from lvsmon.configkit import int_in as _int_in
-from lvsmon.configkit import name as _name
+from lvsmon.configkit import DURATION, NAME, Problem, Section
 from lvsmon.model import DaemonSettings, IPAddress, VirtualServer
 from lvsmon.model.bgp import Bfd, BgpSettings, Drain, Peer
 
@@ -72,7 +66,7 @@ def _communities(value: Any) -> tuple[tuple[int, int], ...]:
 def _next_hop(value: Any) -> IPAddress | None:
     if value == "self":
         return None
-    return _address(value)
+    return ck.address(value)
 
 
 def _ifname(value: Any) -> str:
@@ -87,14 +81,14 @@ def _path(value: Any) -> str:
     return value
 
 
-def _read_peer(sec: _Section) -> Peer | None:
-    name = sec.require("name", _name, "a name of letters, digits, '_', '.', '-' (1-64 chars)")
-    address = sec.require("address", _address, "the peer's IPv4 or IPv6 address")
-    remote_as = sec.require("remote_as", _int_in(1, 2**32 - 1), ASN)
-    local = sec.get("local_address", _address, None, "an IPv4 or IPv6 address of this director")
-    bfd = sec.get("bfd", _bool, False, "true or false")
-    hold = sec.get("hold_time", _duration, 9.0, DURATION + " (3s..65535s, or 0)")
-    retry = sec.get("connect_retry", _duration, 5.0, DURATION + " (1s or more)")
+def _read_peer(sec: Section) -> Peer | None:
+    name = sec.require("name", ck.name, NAME)
+    address = sec.require("address", ck.address, "the peer's IPv4 or IPv6 address")
+    remote_as = sec.require("remote_as", ck.int_in(1, 2**32 - 1), ASN)
+    local = sec.get("local_address", ck.address, None, "an IPv4 or IPv6 address of this director")
+    bfd = sec.get("bfd", ck.boolean, False, "true or false")
+    hold = sec.get("hold_time", ck.duration, 9.0, DURATION + " (3s..65535s, or 0)")
+    retry = sec.get("connect_retry", ck.duration, 5.0, DURATION + " (1s or more)")
     if retry < 1:
         sec.error("connect_retry", f"{retry:g}s is not valid: expected 1s or more")
     sec.check_unknown()
@@ -107,7 +101,7 @@ def _read_peer(sec: _Section) -> Peer | None:
     return Peer(name, address, remote_as, local, bfd, hold, retry)
 
 
-def read(root: _Section, readout: Readout) -> BgpSettings | None:
+def read(root: Section, readout: Readout) -> BgpSettings | None:
     """The `[bgp]` section reader (lvsmon.config.SECTIONS)."""
     root.known.add(SECTION)
     return read_bgp(readout.doc, readout.problems)
@@ -130,12 +124,12 @@ def read_bgp(root_data: dict[str, Any], problems: list[Problem]) -> BgpSettings 
     """The `[bgp]` table, or None when the document has none."""
     if SECTION not in root_data:
         return None
-    root = _Section(root_data, "", problems)
-    sec = _Section(root.table(SECTION), SECTION, problems)
-    local_as = sec.require("local_as", _int_in(1, 2**32 - 1), ASN)
+    root = Section(root_data, "", problems)
+    sec = Section(root.table(SECTION), SECTION, problems)
+    local_as = sec.require("local_as", ck.int_in(1, 2**32 - 1), ASN)
     defaults = BgpSettings(0, ())
-    router_id = sec.get("router_id", _address, None, "an IPv4 address (BGP identifier)")
-    daemon = sec.get("routing_daemon", _choice(ROUTING_DAEMONS), "bird", 'one of "bird" (BIRD 2)')
+    router_id = sec.get("router_id", ck.address, None, "an IPv4 address (BGP identifier)")
+    daemon = sec.get("routing_daemon", ck.choice(ROUTING_DAEMONS), "bird", 'one of "bird" (BIRD 2)')
     include = sec.get("include_file", _path, defaults.include_file, "an absolute file path")
     socket = sec.get("control_socket", _path, defaults.control_socket, "an absolute file path")
     liveness = sec.get(
@@ -144,13 +138,13 @@ def read_bgp(root_data: dict[str, Any], problems: list[Problem]) -> BgpSettings 
     next_hop = sec.get("next_hop", _next_hop, None, '"self" or an IPv4 or IPv6 address')
     communities = sec.get("communities", _communities, defaults.communities, COMMUNITY)
     threshold = sec.get(
-        "healthy_threshold", _int_in(1, 65535), 1, "an integer >= 1 (real servers in service)"
+        "healthy_threshold", ck.int_in(1, 65535), 1, "an integer >= 1 (real servers in service)"
     )
-    drain = _read_drain(_Section(sec.table("drain"), "bgp.drain", problems))
-    bsec = _Section(sec.table("bfd"), "bgp.bfd", problems)
+    drain = _read_drain(Section(sec.table("drain"), "bgp.drain", problems))
+    bsec = Section(sec.table("bfd"), "bgp.bfd", problems)
     bfd = Bfd(
-        interval=bsec.get("interval", _duration, Bfd().interval, DURATION + " (10ms or more)"),
-        multiplier=bsec.get("multiplier", _int_in(1, 255), Bfd().multiplier, "an integer 1..255"),
+        interval=bsec.get("interval", ck.duration, Bfd().interval, DURATION + " (10ms or more)"),
+        multiplier=bsec.get("multiplier", ck.int_in(1, 255), Bfd().multiplier, "an integer 1..255"),
     )
     if bfd.interval < 0.01:
         bsec.error("interval", f"{bfd.interval:g}s is below BIRD's 10ms minimum")
@@ -179,23 +173,23 @@ def read_bgp(root_data: dict[str, Any], problems: list[Problem]) -> BgpSettings 
     )
 
 
-def _read_drain(sec: _Section) -> Drain:
+def _read_drain(sec: Section) -> Drain:
     d = Drain()
-    period = sec.get("period", _duration, d.period, DURATION)
-    med = sec.get("med", _int_in(0, 2**32 - 1), d.med, "an integer MED 0..4294967295")
-    prepend = sec.get("prepend", _int_in(0, 16), 0, "an integer 0..16 (times the local AS)")
+    period = sec.get("period", ck.duration, d.period, DURATION)
+    med = sec.get("med", ck.int_in(0, 2**32 - 1), d.med, "an integer MED 0..4294967295")
+    prepend = sec.get("prepend", ck.int_in(0, 16), 0, "an integer 0..16 (times the local AS)")
     communities = sec.get("communities", _communities, d.communities, COMMUNITY)
     sec.check_unknown()
     return Drain(period, med, prepend, communities)
 
 
-def _read_peers(sec: _Section) -> tuple[Peer, ...]:
+def _read_peers(sec: Section) -> tuple[Peer, ...]:
     peers: list[Peer] = []
     seen: dict[object, int] = {}
     for i, data in enumerate(sec.tables("peer"), start=1):
         raw = data.get("name")
         label = raw if isinstance(raw, str) and raw else str(i)
-        psec = _Section(data, f"bgp.peer[{label}]", sec.problems)
+        psec = Section(data, f"bgp.peer[{label}]", sec.problems)
         peer = _read_peer(psec)
         if peer is None:
             continue
