@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.netns.topology import PYTHON, REPO, Proc, run, wait_for
+from tests.netns.topology import PYTHON, REPO, Proc, Scene, run, wait_for
 
 HERE = Path(__file__).resolve().parent
 VIP = "192.0.2.100"
@@ -134,7 +134,7 @@ class FleetDirector:
 
 
 @dataclass
-class Fleet:
+class Fleet(Scene):
     n_directors: int = 3
     tag: str = field(default_factory=lambda: f"{os.getpid() % 10000}{secrets.token_hex(2)}")
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lvsmon-bgp-")))
@@ -154,17 +154,8 @@ class Fleet:
 
     # --- life cycle ---
 
-    def __enter__(self) -> Fleet:
+    def __post_init__(self) -> None:
         self.directors = [FleetDirector(self, f"d{i}", i) for i in range(1, self.n_directors + 1)]
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.down()
 
     def up(self) -> None:
         for host in self.hosts:
@@ -377,13 +368,17 @@ class Fleet:
         return {d.name for d in self.directors if d.address in hops}
 
     def wait_next_hops(self, want: set[str], prefix: str = VIP, timeout: float = 20) -> None:
+        """Until the router's kernel forwards `prefix` to exactly `want`; fails at once when
+        the lvsmon of a director in `want` has exited."""
+
+        def reached() -> bool:
+            for d in self.directors:
+                if d.name in want and d.lvsmon is not None and not d.lvsmon.alive():
+                    raise AssertionError(f"{d.name}'s lvsmon exited:\n{d.lvsmon.output()}")
+            return self.next_hops(prefix) == want
+
         try:
-            wait_for(
-                f"router routes {prefix} via {sorted(want)}",
-                lambda: self.next_hops(prefix) == want,
-                timeout,
-                0.02,
-            )
+            wait_for(f"router routes {prefix} via {sorted(want)}", reached, timeout, 0.02)
         except AssertionError as exc:
             raise AssertionError(
                 f"{exc}; now {sorted(self.next_hops(prefix))}\n"

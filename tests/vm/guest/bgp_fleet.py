@@ -33,7 +33,7 @@ from tests.netns.fleet import (
     Fleet,
 )
 from tests.netns.topology import PYTHON, Proc, wait_for
-from tests.vm.guest.ipvs_topology import in_netns, rst_close, sh
+from tests.vm.guest.ipvs_topology import greeting, in_netns, rst_close, sh
 
 CONNECTIONS = 200
 IPVS_DAEMON = """\
@@ -82,13 +82,7 @@ def _connect(fleet: Fleet, sport: int) -> tuple[str, socket.socket]:
     sock = in_netns(fleet.ns("client"), make)
     sock.settimeout(30)
     sock.connect((VIP, PORT))
-    greeting = b""
-    while not greeting.endswith(b"\n"):
-        chunk = sock.recv(64)
-        if not chunk:
-            raise AssertionError(f"source port {sport}: closed before the greeting")
-        greeting += chunk
-    return greeting.decode().strip(), sock
+    return greeting(sock, f"source port {sport}"), sock
 
 
 def _echoes(sock: socket.socket, payload: bytes, timeout: float) -> bool:
