@@ -184,6 +184,7 @@ class Director:
             failover_groups=[g.to_json() for g in self.ha_status()],
             weight_parts=self._weight_parts() if weight_columns else None,
             sync_daemons=self._sync_daemons() if weight_columns else None,
+            bgp=self.bgp.rows() if weight_columns else None,
         )
 
     def _sync_daemons(self) -> list[dict[str, Any]] | None:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from lvsmon.bgp.liveness import LivenessDevice, LivenessError
 from lvsmon.bgp.plan import Plan, RoutingDaemon, RoutingDaemonError, Session, plan_of
@@ -63,6 +64,35 @@ class BgpStatus:
     applies: int
     errors: int
     last_error: str
+
+
+def status_rows(status: BgpStatus, settings: BgpSettings) -> list[dict[str, Any]]:
+    """One row per VIP for /status.json's "bgp" list (the status page's BGP section):
+    prefix, state (announced, draining, withdrawn), next hop, the sessions, and why."""
+    addresses = {p.name: str(p.address) for p in settings.peers}
+    peers = [
+        {"name": s.peer, "address": addresses.get(s.peer, ""), "state": s.state}
+        for s in status.sessions
+    ]
+    rows = []
+    for v in status.vips:
+        if not v.announced:
+            state = "withdrawn"
+        elif status.phase is Phase.DRAINING:
+            state = "draining"
+        else:
+            state = "announced"
+        why = v.verdict.reason.value
+        rows.append(
+            {
+                "prefix": f"{v.address}/{v.address.max_prefixlen}",
+                "state": state,
+                "next_hop": str(settings.next_hop) if settings.next_hop else "self",
+                "peers": peers,
+                "why": f"{why}: {v.verdict.detail} ({v.virtual_server})",
+            }
+        )
+    return rows
 
 
 class Announcer:

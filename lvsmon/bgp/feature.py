@@ -11,8 +11,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
+from typing import Any
 
-from lvsmon.bgp.announcer import Announcer, BgpStatus, Phase
+from lvsmon.bgp.announcer import Announcer, BgpStatus, Phase, status_rows
 from lvsmon.bgp.fingerprint import fingerprint
 from lvsmon.bgp.plan import RoutingDaemon
 from lvsmon.dataplane.base import Snapshot
@@ -93,6 +94,11 @@ class BgpFeature:
         """At once, no drain (a start that failed)."""
         if self.announcer is not None:
             await self.announcer.withdraw()
+
+    def rows(self) -> list[dict[str, Any]] | None:
+        """The status page's BGP section (/status.json "bgp"); None without [bgp]."""
+        a = self.announcer
+        return status_rows(a.status(), a.settings) if a is not None else None
 
     def status(self) -> BgpStatus | None:
         return self.announcer.status() if self.announcer is not None else None

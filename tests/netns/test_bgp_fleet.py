@@ -7,6 +7,7 @@ One fleet for the module; the tests run in order and each leaves it healthy
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -45,6 +46,7 @@ from tests.netns.fleet_prometheus import FleetPrometheus
 from tests.netns.topology import PYTHON, REPO, wait_for
 
 ALL = {"d1", "d2", "d3"}
+FETCH = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())"
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +91,12 @@ def test_routes_appear_only_when_healthy(
     for d in fleet.directors:
         assert reason(d, "serving")
         assert d.sample("lvsmon_bgp_vip_announced", vip=VIP) == 1
+    # the status page's BGP section: /status.json "bgp"
+    d1 = fleet.directors[0]
+    doc = json.loads(fleet.in_ns("d1", FETCH, f"http://{d1.address}:{d1.metrics_port}/status.json"))
+    (row,) = doc["bgp"]
+    assert (row["prefix"], row["state"]) == (f"{VIP}/32", "announced"), row
+    assert row["peers"][0]["state"] == "established" and row["why"].startswith("serving")
     # ECMP with L4 hashing spreads one client's connections over every director ...
     proc = fleet.flows(workers=8, count=600, hold_ms=0)
     results = fleet.results(proc)

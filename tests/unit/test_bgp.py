@@ -258,3 +258,21 @@ def test_announced_on_ipvs_needs_sloppy_tcp() -> None:
     fixed = ipvs + "[daemon.ipvs.sysctl]\nsloppy_tcp = true\n" + BASE + BGP
     cfg = config.loads(fixed, "f.toml", capabilities_of("proxy"))
     assert cfg.daemon.ipvs.sysctl.sloppy_tcp
+
+
+def test_status_rows_for_the_status_page() -> None:
+    from lvsmon.bgp.announcer import BgpStatus, Phase, VipStatus, status_rows
+    from lvsmon.bgp.plan import Session
+
+    settings = _settings()
+    serving = VipStatus(VIP, "web", Verdict(Reason.SERVING, "2 of 2 in service"), True)
+    v6 = ipaddress.ip_address("2001:db8::100")
+    held = VipStatus(v6, "web6", Verdict(Reason.TOO_FEW_REAL_SERVERS, "0 of 2"), False)
+    sessions = (Session("tor1", "established", True), Session("tor-v6", "active"))
+    status = BgpStatus(Phase.DRAINING, 1.0, sessions, (serving, held), "bird", True, 1, 0, "")
+    rows = status_rows(status, settings)
+    assert [r["prefix"] for r in rows] == ["192.0.2.100/32", "2001:db8::100/128"]
+    assert [r["state"] for r in rows] == ["draining", "withdrawn"]
+    assert rows[1]["why"] == "too_few_real_servers: 0 of 2 (web6)"
+    assert rows[0]["next_hop"] == "self"
+    assert rows[0]["peers"][0] == {"name": "tor1", "address": "10.0.0.1", "state": "established"}
