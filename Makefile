@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test setup test-deps lint bench dashboards docs panel-png page-png clean
+.PHONY: demo test setup test-deps lint bench dashboards docs panel-png page-png fleet-png clean
 
 demo: setup
 	$(VENV)/bin/lvsmon demo -c config/demo.toml
@@ -43,6 +43,10 @@ panel-png: setup test-deps
 # The status page's README picture, from the browser test against a real daemon
 page-png: setup test-deps
 	LVSMON_PAGE_PNG=docs/img/status-page.png $(PY) -m pytest -q tests/integration/test_status_page.py
+
+# The README's "Scaling out" picture, drawn from a run of the BGP fleet's netns test (root).
+fleet-png: setup test-deps
+	LVSMON_FLEET_PNG=docs/img/fleet.png $(PY) -m pytest -q tests/netns/test_bgp_fleet.py
 
 bench: setup test-deps
 	$(PY) bench/proxy.py

@@ -1,5 +1,7 @@
-"""lvsmon directors: failover roles, adverts, transitions, reloads, data plane health."""
+"""lvsmon directors: failover roles, adverts, transitions, reloads, data plane health,
+and the fleet row (active-active over BGP): connection share per director, announcements."""
 
+from fleet import fleet_row
 from lib import INSTANCE, q, timeline, timeseries
 from lib import templating as _templating
 from grafanalib.core import Dashboard
@@ -87,5 +89,6 @@ dashboard = Dashboard(
             (12, 22, 12, 8),
             unit="ops",
         ),
+        *fleet_row(30),
     ],
 ).auto_panel_ids()

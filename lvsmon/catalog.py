@@ -29,7 +29,7 @@ class MetricSpec:
     labels: tuple[str, ...]
     help: str
     dataplanes: str = BOTH  # which data planes produce it ("-" = independent of the data plane)
-    feature: str = "core"  # core, health, failover, adaptive, ipvs, proxy, admin
+    feature: str = "core"  # core, health, failover, adaptive, ipvs, proxy, admin, bgp
 
 
 CATALOG: tuple[MetricSpec, ...] = (
@@ -270,6 +270,81 @@ CATALOG: tuple[MetricSpec, ...] = (
         "Adaptive weight changes programmed",
         BOTH,
         "adaptive",
+    ),
+    MetricSpec(
+        "lvsmon_bgp_session_up",
+        "gauge",
+        ("peer",),
+        "1 while the BGP session to the peer is established",
+        "-",
+        "bgp",
+    ),
+    MetricSpec(
+        "lvsmon_bgp_session_state",
+        "gauge",
+        ("peer", "state"),
+        "1 for the BGP session's current state (RFC 4271, lower case; down: not running)",
+        "-",
+        "bgp",
+    ),
+    MetricSpec(
+        "lvsmon_bgp_vip_announced",
+        "gauge",
+        ("vip",),
+        "1 while the routing daemon announces the VIP from this director",
+        "-",
+        "bgp",
+    ),
+    MetricSpec(
+        "lvsmon_bgp_vip_reason",
+        "gauge",
+        ("vip", "virtual_server", "reason"),
+        "1 for why the VIP is (serving) or is not announced "
+        "(not_programmed, too_few_real_servers, drained), naming the virtual server",
+        "-",
+        "bgp",
+    ),
+    MetricSpec(
+        "lvsmon_bgp_drain_state",
+        "gauge",
+        ("state",),
+        "1 for the director's announcement phase: active, draining (less preferred), withdrawn",
+        "-",
+        "bgp",
+    ),
+    MetricSpec(
+        "lvsmon_bgp_drain_state_since_timestamp_seconds",
+        "gauge",
+        (),
+        "Unix time the current announcement phase began",
+        "-",
+        "bgp",
+    ),
+    MetricSpec(
+        "lvsmon_bgp_routing_daemon_up",
+        "gauge",
+        ("routing_daemon",),
+        "1 if the routing daemon (BIRD) answered lvsmon's last request",
+        "-",
+        "bgp",
+    ),
+    MetricSpec(
+        "lvsmon_bgp_routing_daemon_errors_total",
+        "counter",
+        ("routing_daemon",),
+        "Requests to the routing daemon that failed (each is retried)",
+        "-",
+        "bgp",
+    ),
+    MetricSpec(
+        "lvsmon_scheduling_table_fingerprint",
+        "gauge",
+        VS,
+        "48-bit hash of an announced virtual server's programmed scheduling table (mh/sh/dh "
+        "lookup table, else real servers and weights): equal on directors that pick the same "
+        "real server for a flow",
+        BOTH,
+        "bgp",
     ),
     MetricSpec(
         "lvsmon_weight_source_up",

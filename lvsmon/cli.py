@@ -19,7 +19,7 @@ from lvsmon.client import PASSWORD_ENV, StatusClient, basic_authorization, tls_c
 from lvsmon.configkit import format_duration
 from lvsmon.dataplane.base import snapshot_of
 from lvsmon.desired import desired_table
-from lvsmon.model import Endpoint
+from lvsmon.model import Config, Endpoint
 from lvsmon.model.web import TlsServer
 from lvsmon.status import build_view, render_save, render_table
 
@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--json", action="store_true", help="the raw /status document")
             c.add_argument("--watch", type=float, metavar="SECONDS", help="refresh every SECONDS")
     cmd("reload", "ask the running director to reload its config (SIGHUP via the pid file)")
+    cmd(
+        "drain",
+        "take the director out of a BGP fleet and stop it: routes less preferred, "
+        "bgp.drain.period, withdrawn, then the usual stop (SIGTERM via the pid file; waits)",
+    )
     demo = cmd("demo", "start local real servers, the director and traffic; show balancing")
     demo.set_defaults(config="config/demo.toml")
     demo.add_argument("--duration", type=float, default=0, help="stop after SECONDS (0 = Ctrl-C)")
@@ -108,6 +113,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if args.command == "reload":
         return _reload(args.config)
+    if args.command == "drain":
+        return _drain(args.config)
     if args.command == "demo":
         from lvsmon.demo import run_demo
 
@@ -129,6 +136,8 @@ def _check(path: str) -> int:
         )
         for address in g.addresses:
             print(f"  address {address}")
+    if cfg.bgp is not None:
+        print(describe_bgp(cfg))
     if cfg.daemon.web is not None:
         print(f"Metrics endpoint {cfg.daemon.metrics_listen}: {cfg.daemon.web.describe()}")
     counts = [_plural(len(cfg.virtual_servers), "virtual server")]
@@ -136,6 +145,32 @@ def _check(path: str) -> int:
         counts.append(_plural(len(cfg.failover_groups), "failover group"))
     print(f"{path}: configuration is valid ({', '.join(counts)})")
     return 0
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (exited, not yet reaped by its parent)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def describe_bgp(cfg: Config) -> str:
+    """`lvsmon check`'s lines for [bgp]: what would be announced, to whom."""
+    bgp = cfg.bgp
+    assert bgp is not None
+    vips = sorted({f"{vs.address} ({vs.name})" for vs in cfg.virtual_servers if vs.announce})
+    lines = [
+        f"BGP AS{bgp.local_as} via {bgp.routing_daemon} ({bgp.include_file}), "
+        f"liveness device {bgp.liveness_interface}, announce with >= {bgp.healthy_threshold} "
+        f"real server(s) in service; drain {format_duration(bgp.drain.period)}"
+    ]
+    lines += [f"  announce {v}" for v in vips] or ["  announce nothing (no announce = true)"]
+    for p in bgp.peers:
+        bfd = ", bfd" if p.bfd else ""
+        lines.append(f"  peer {p.name}: {p.address} AS{p.remote_as}{bfd}")
+    return "\n".join(lines)
 
 
 def _plural(n: int, word: str) -> str:
@@ -225,20 +260,45 @@ def _status(args: argparse.Namespace) -> int:
 
 def _reload(path: str) -> int:
     cfg = configmod.load(path)  # a file that would be rejected is reported here, not in a log
+    pid = _signal(path, cfg, signal.SIGHUP)
+    return 0 if pid else 1
+
+
+def _signal(path: str, cfg: Config, sig: signal.Signals) -> int | None:
+    """Send `sig` to the daemon named by daemon.pid_file; its pid, or None (reported)."""
     pid_file = cfg.daemon.pid_file
     if not pid_file:
         print(
             f"lvsmon: {path}: daemon.pid_file is not set; cannot find the daemon", file=sys.stderr
         )
-        return 1
+        return None
     try:
         pid = int(Path(pid_file).read_text().strip())
-        os.kill(pid, signal.SIGHUP)
+        os.kill(pid, sig)
     except (OSError, ValueError) as exc:
         print(f"lvsmon: cannot signal the daemon via {pid_file}: {exc}", file=sys.stderr)
+        return None
+    print(f"lvsmon: sent {sig.name} to pid {pid}")
+    return pid
+
+
+def _drain(path: str) -> int:
+    """SIGTERM, then wait for the daemon to finish its drain and exit."""
+    cfg = configmod.load(path)
+    pid = _signal(path, cfg, signal.SIGTERM)
+    if pid is None:
         return 1
-    print(f"lvsmon: sent SIGHUP to pid {pid}")
-    return 0
+    period = cfg.bgp.drain.period if cfg.bgp is not None else 0.0
+    budget = period + cfg.daemon.shutdown_grace + 30.0
+    print(f"lvsmon: draining for {format_duration(period)}, then withdrawing and stopping")
+    started = time.monotonic()
+    while time.monotonic() - started < budget:
+        if not _running(pid):
+            print(f"lvsmon: pid {pid} drained and stopped in {time.monotonic() - started:.1f}s")
+            return 0
+        time.sleep(0.2)
+    print(f"lvsmon: pid {pid} still running after {budget:.0f}s", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lvsmon import config as configmod
+from lvsmon.bgp.feature import BgpFeature
+from lvsmon.bgp.metrics import BgpCollector
 from lvsmon.dataplane import registry
 from lvsmon.dataplane.base import (
     Configurable,
@@ -55,6 +57,7 @@ SYNC_INTERVAL = 1.0
 # A settled table (see Director.sync) is still read and reconciled this often, so a
 # change by another tool is repaired even when nothing reads the table in between.
 FULL_RESYNC_INTERVAL = 30.0
+ANNOUNCE_INTERVAL = 5.0  # BGP verdicts re-read from a settled table this often
 
 
 class StartupError(Exception):
@@ -127,6 +130,9 @@ class Director:
         self._reload_trigger = "signal"
         self.page = StatusPage(self)
         self.registry.register(AdminCollector(self.page))
+        self.bgp = BgpFeature()  # announces VIPs through the routing daemon ([bgp])
+        self.registry.register(BgpCollector(self.bgp.status, self.bgp.fingerprints))
+        self._announced_at = 0.0  # monotonic time of the last BGP verdicts
         self.http = StatusServer(self.registry, self.status_view, config.daemon.web, self.page)
         self._sampler: asyncio.Task[None] | None = None
         self._operator_changed = asyncio.Event()
@@ -178,6 +184,7 @@ class Director:
             failover_groups=[g.to_json() for g in self.ha_status()],
             weight_parts=self._weight_parts() if weight_columns else None,
             sync_daemons=self._sync_daemons() if weight_columns else None,
+            bgp=self.bgp.rows() if weight_columns else None,
         )
 
     def _sync_daemons(self) -> list[dict[str, Any]] | None:
@@ -243,11 +250,14 @@ class Director:
         await self.weights.start()
         await self._configure_ha()
         await self._follow_ha_role()
+        await self.bgp.configure(self.config)
+        await self._announce()
         listen = self.config.daemon.metrics_listen
         try:
             await self.http.start(str(listen.address), listen.port)
         except OSError as exc:
             await self._stop_ha()
+            await self.bgp.withdraw()
             await self.health.stop()
             await self.weights.stop()
             await self.dataplane.stop(0)
@@ -265,6 +275,7 @@ class Director:
         await self._main_loop()
         grace = self.config.daemon.shutdown_grace
         log.warning("shutting down", extra=fields(grace_seconds=grace))
+        await self.bgp.leave(self._tick)  # less preferred, drain period, withdrawn
         self._sampler.cancel()
         await self.http.stop()
         await self._stop_ha()  # hands over first: the data plane serves until the backup is master
@@ -306,6 +317,27 @@ class Director:
                 await self.reload()
             else:
                 await self.sync()
+            await self._announce()
+
+    async def _tick(self) -> None:
+        """One turn of the loop while draining out: table kept current, VIPs re-judged."""
+        if self.health.changed.is_set() or self.health.ramping():
+            self.health.changed.clear()
+            self.desired_changed()
+        await self.sync()
+        await self._announce()
+
+    async def _announce(self) -> None:
+        """[bgp]: the VIPs this director can serve, from the table as programmed: after
+        every change, and every ANNOUNCE_INTERVAL while the table is settled (a snapshot
+        of a large IPVS table is not free)."""
+        if self.config.bgp is None:
+            return
+        now = time.monotonic()
+        if self._settled is not None and now - self._announced_at < ANNOUNCE_INTERVAL:
+            return
+        self._announced_at = now
+        await self.bgp.tick(self.config, self.dataplane.snapshot(), self.health.down())
 
     def desired_changed(self) -> None:
         """Anything that changes the desired table without a new config must call this."""
@@ -380,6 +412,7 @@ class Director:
         self.health.configure(targets_of(new.virtual_servers))
         self._configure_weights()
         await self._configure_ha()
+        await self.bgp.configure(new)
         configured = True
         if isinstance(self.dataplane, Configurable):
             try:

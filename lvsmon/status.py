@@ -92,6 +92,8 @@ class DirectorView:
     # the IPVS connection-sync daemons running now: state, interface, syncid (ipvs only)
     sync_daemons: list[dict[str, Any]] = field(default_factory=list)
     sync_follows: str = ""  # daemon.ipvs.sync_daemon.follow: the failover group they follow
+    # [bgp]: one row per VIP (prefix, state, next_hop, peers, why); None without [bgp]
+    bgp: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -117,6 +119,7 @@ def build_view(
     failover_groups: list[dict[str, Any]] | None = None,
     sync_daemons: list[dict[str, Any]] | None = None,
     weight_parts: Mapping[tuple[ServiceKey, DestKey], WeightParts] | None = None,
+    bgp: list[dict[str, Any]] | None = None,
 ) -> DirectorView:
     """`down`: real servers the health checks currently hold out of service.
     `weight_parts`: each configured server's weight factor by factor (the daemon's
@@ -211,6 +214,7 @@ def build_view(
         failover_groups=failover_groups or [],
         sync_daemons=sync_daemons or [],
         sync_follows=config.daemon.ipvs.sync_daemon.follow if sync_daemons is not None else "",
+        bgp=bgp,
     )
 
 

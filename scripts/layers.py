@@ -70,11 +70,14 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.dataplane.nft_flow",
             "lvsmon.dataplane.nft_sched",
             "lvsmon.dataplane.nft_plan",
+            "lvsmon.serving",
+            "lvsmon.bgp.plan",
+            "lvsmon.bgp.fingerprint",
         ),
     ),
     (
         "edges",
-        "I/O: data planes, probes, VRRP on the wire, load sources, HTTP",
+        "I/O: data planes, probes, VRRP on the wire, load sources, HTTP, BGP via BIRD",
         (
             "lvsmon.dataplane",
             "lvsmon.health",
@@ -85,6 +88,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.httpd",
             "lvsmon.webauth",
             "lvsmon.statuspage",
+            "lvsmon.bgp",
         ),
     ),
     (

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lvsmon import configkit as ck
-from lvsmon.config import daemon, failover, virtual_servers
+from lvsmon.config import bgp, daemon, failover, virtual_servers
 from lvsmon.config.readout import Readout
 from lvsmon.configkit import ConfigError, Problem
 from lvsmon.model import Config
@@ -45,6 +45,7 @@ SECTIONS: tuple[SectionReader, ...] = (
         (daemon.check_adopted_names,),
     ),
     SectionReader("failover_group", "failover_groups", failover.read, (daemon.check_sync_follow,)),
+    SectionReader("bgp", "bgp", bgp.read, (bgp.check,)),
 )
 
 

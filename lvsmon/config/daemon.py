@@ -119,6 +119,8 @@ def _read_ipvs(sec: ck.Section) -> IpvsSettings:
         conn_reuse_mode=ksec.get(
             "conn_reuse_mode", ck.int_in(0, 3), kd.conn_reuse_mode, "an integer 0..3 (a bitmap)"
         ),
+        sloppy_tcp=ksec.get("sloppy_tcp", ck.boolean, kd.sloppy_tcp, "true or false"),
+        sloppy_sctp=ksec.get("sloppy_sctp", ck.boolean, kd.sloppy_sctp, "true or false"),
     )
     ksec.check_unknown()
     ssec = sec.child("sync_daemon")

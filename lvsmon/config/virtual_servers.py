@@ -106,6 +106,7 @@ def _read_virtual_server(
         seen[rs.key] = i
         reals.append(rs)
     adaptive_spec = _read_adaptive(sec, reals)
+    announce = sec.get("announce", ck.boolean, False, "true or false (announce the VIP over BGP)")
     sec.check_unknown()
     if name is None or (address is None and not fwmark):
         return None
@@ -124,6 +125,7 @@ def _read_virtual_server(
         sorry_server=sorry,
         real_servers=tuple(reals),
         adaptive_weights=adaptive_spec,
+        announce=announce,
     )
     _check_semantics(sec, vs, forwarding, readout.capabilities())
     return vs

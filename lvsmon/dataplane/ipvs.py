@@ -492,6 +492,8 @@ class IpvsDataPlane:
             "expire_quiescent_template": int(want.expire_quiescent_template),
             "conntrack": int(want.conntrack),
             "conn_reuse_mode": want.conn_reuse_mode,
+            "sloppy_tcp": int(want.sloppy_tcp),
+            "sloppy_sctp": int(want.sloppy_sctp),
         }
         for name, value in values.items():
             path = self._sysctl_dir / name

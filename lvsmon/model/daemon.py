@@ -6,6 +6,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from lvsmon.model.bgp import BgpSettings
 from lvsmon.model.failover import FailoverGroup
 from lvsmon.model.table import Endpoint, IPAddress, ServiceKey, VirtualServer
 from lvsmon.model.web import WebConfig
@@ -57,6 +58,10 @@ class IpvsSysctls:
     expire_quiescent_template: bool = True
     conntrack: bool = False  # true when netfilter rules on the director need IPVS flows
     conn_reuse_mode: int = 1  # the kernel default
+    # a director that did not see the SYN still forwards mid-stream packets: needed when
+    # ECMP moves established flows between directors (announced virtual servers)
+    sloppy_tcp: bool = False
+    sloppy_sctp: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +141,7 @@ class Config:
     virtual_servers: tuple[VirtualServer, ...]
     source: str = "<memory>"
     failover_groups: tuple[FailoverGroup, ...] = ()
+    bgp: BgpSettings | None = None
 
     def table(self) -> dict[ServiceKey, VirtualServer]:
         return {vs.key: vs for vs in self.virtual_servers}

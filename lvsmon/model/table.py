@@ -121,6 +121,8 @@ class VirtualServer:
     real_servers: tuple[RealServer, ...] = ()
     # [virtual_server.adaptive_weights]; compare=False: the data plane never sees it
     adaptive_weights: AdaptiveSpec | None = field(default=None, compare=False)
+    # announce the address over BGP while this director can serve it (lvsmon.bgp)
+    announce: bool = field(default=False, compare=False)
 
     @property
     def key(self) -> ServiceKey:

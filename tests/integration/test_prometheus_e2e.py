@@ -43,12 +43,21 @@ VARIABLES = render.grafana_intervals(scrape=SCRAPE, step=1.0, span=300.0)
 # (dashboard, panel title) -> why this run cannot feed it. Their queries must still
 # evaluate without error here; tests/netns/test_prometheus_ha.py asserts they return data.
 NEEDS_FAILOVER = "needs a failover group (root, raw sockets): data asserted in the netns tier"
+NEEDS_BGP = "needs a BGP fleet (root, BIRD): data asserted in tests/netns/test_bgp_fleet.py"
+FLEET_BGP_PANELS = (
+    "VIP announced",
+    "Why not announced",
+    "BGP sessions",
+    "Draining",
+    "Distinct scheduling tables",
+)
 EXEMPT: dict[tuple[str, str], str] = {
     ("director.json", "Role"): NEEDS_FAILOVER,
     ("director.json", "Priority"): NEEDS_FAILOVER,
     ("director.json", "Adverts"): NEEDS_FAILOVER,
     ("director.json", "Adverts rejected"): NEEDS_FAILOVER,
     ("director.json", "Role transitions"): NEEDS_FAILOVER,
+    **{("director.json", title): NEEDS_BGP for title in FLEET_BGP_PANELS},
 }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -18,7 +18,7 @@ from lvsmon.dataplane.base import Counters, DestStats, ServiceStats, Snapshot
 from lvsmon.ha.status import GroupStatus
 from lvsmon.health.state import HealthDetail
 from lvsmon.model import DestKey, StatusPageSettings
-from lvsmon.status import DirectorView, build_view
+from lvsmon.status import build_view
 from lvsmon.statuspage.admin import Override
 from lvsmon.statuspage.document import AdminAccess, build_document
 from lvsmon.statuspage.history import RateHistory
@@ -47,13 +47,6 @@ address = "10.0.0.4"
 WEB = CFG.virtual_servers[0]
 UP, DRAINED, DOWN = ((WEB.key, rs.key) for rs in WEB.real_servers)
 GONE, SORRY = DestKey("10.0.0.5", 80), DestKey("10.0.0.9", 80)  # removed: draining; sorry
-
-
-@dataclass(frozen=True)
-class ViewWithBgp(DirectorView):
-    """The view as the BGP announcer will extend it."""
-
-    bgp: list[dict[str, Any]] = field(default_factory=list)
 
 
 def document(*, bgp: bool) -> bytes:
@@ -87,7 +80,6 @@ def document(*, bgp: bool) -> bytes:
         failover_groups=groups,
     )
     if bgp:
-        fields = {f: getattr(view, f) for f in view.__dataclass_fields__}
         route = {
             "prefix": "192.0.2.10/32",
             "state": "announced",
@@ -95,7 +87,7 @@ def document(*, bgp: bool) -> bytes:
             "peers": [{"address": "10.1.1.1", "state": "established"}],
             "why": "3 of 3 real servers up",
         }
-        view = ViewWithBgp(**fields, bgp=[route])
+        view = replace(view, bgp=[route])
     failure = HealthDetail("tcp", False, 1.7e9, "timeout", "no answer in 1s", 1.7e9, 4)
     doc = build_document(
         view,

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -95,19 +95,16 @@ class Proc:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-@dataclass
-class Topology:
-    tag: str = field(default_factory=lambda: f"{os.getpid() % 10000}{secrets.token_hex(2)}")
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lvsmon-ha-")))
-    procs: list[Proc] = field(default_factory=list)
-    with_real_servers: bool = True
+class Scene:
+    """Namespaces and processes that `with` builds and always tears down."""
 
-    def ns(self, host: str) -> str:
-        return f"lvha{self.tag}-{host}"
+    def up(self) -> None:
+        raise NotImplementedError
 
-    # --- life cycle ---
+    def down(self) -> None:
+        raise NotImplementedError
 
-    def __enter__(self) -> Topology:
+    def __enter__(self) -> Self:
         try:
             self.up()
         except BaseException:
@@ -117,6 +114,19 @@ class Topology:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+@dataclass
+class Topology(Scene):
+    tag: str = field(default_factory=lambda: f"{os.getpid() % 10000}{secrets.token_hex(2)}")
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="lvsmon-ha-")))
+    procs: list[Proc] = field(default_factory=list)
+    with_real_servers: bool = True
+
+    def ns(self, host: str) -> str:
+        return f"lvha{self.tag}-{host}"
+
+    # --- life cycle (Scene: up, and down even when up fails) ---
 
     def up(self) -> None:
         hosts = [h for h in HOSTS if self.with_real_servers or not h.startswith("rs")]

@@ -58,9 +58,9 @@ MISTAKES = {
         MINIMAL.replace("scheduler =", "schedular ="),
         [
             'lvsmon.toml: virtual_server[web].schedular: unknown key (did you mean "scheduler"?); '
-            "known keys here: adaptive_weights, address, forwarding, fwmark, health_check, name, "
-            "on_failure, persistence_netmask, persistence_timeout, port, protocol, real_server, "
-            "scheduler, scheduler_flags, slow_start, sorry_server",
+            "known keys here: adaptive_weights, address, announce, forwarding, fwmark, "
+            "health_check, name, on_failure, persistence_netmask, persistence_timeout, port, "
+            "protocol, real_server, scheduler, scheduler_flags, slow_start, sorry_server",
         ],
     ),
     "weight out of range": (

@@ -65,6 +65,8 @@ def test_dashboards_have_the_template_variables_and_panels() -> None:
         variables = {v["name"] for v in board["templating"]["list"]}
         assert {"datasource", "instance"} <= variables, name
         for panel in board["panels"]:
+            if panel["type"] == "row":  # a heading (the Fleet row), no query of its own
+                continue
             assert panel["datasource"] == "${datasource}", (name, panel["title"])
             assert panel["targets"], (name, panel["title"])
     assert "virtual_server" in {
@@ -106,3 +108,27 @@ def test_failover_metrics_match_the_catalog() -> None:
                 assert set(sample.labels) == set(spec.labels), (name, sample.labels)
     failover = {m.name for m in catalog.CATALOG if m.feature == "failover"}
     assert failover <= {f.name + ("_total" if f.type == "counter" else "") for f in families}
+
+
+def test_bgp_metrics_match_the_catalog() -> None:
+    import ipaddress
+
+    from lvsmon.bgp.announcer import BgpStatus, Phase, VipStatus
+    from lvsmon.bgp.metrics import BgpCollector
+    from lvsmon.bgp.plan import Session
+    from lvsmon.serving import Reason, Verdict
+
+    vip = VipStatus(ipaddress.ip_address("192.0.2.1"), "web", Verdict(Reason.SERVING), True)
+    status = BgpStatus(
+        Phase.ACTIVE, 1.0, (Session("tor1", "established", True),), (vip,), "bird", True, 3, 1, ""
+    )
+    specs = {m.name: m for m in catalog.CATALOG}
+    families = list(BgpCollector(lambda: status, lambda: {"web": 7}).collect())
+    for family in families:
+        name = family.name + ("_total" if family.type == "counter" else "")
+        spec = specs.get(name)
+        assert spec is not None and spec.type == family.type, name
+        for sample in family.samples:
+            assert set(sample.labels) == set(spec.labels), (name, sample.labels)
+    bgp = {m.name for m in catalog.CATALOG if m.feature == "bgp"}
+    assert bgp == {f.name + ("_total" if f.type == "counter" else "") for f in families}

@@ -87,7 +87,7 @@ syncid = 300
         "(a bitmap)",
         "t.toml: daemon.ipvs.sysctl.expire_nodest: unknown key (did you mean "
         '"expire_nodest_conn"?); known keys here: conn_reuse_mode, conntrack, '
-        "expire_nodest_conn, expire_quiescent_template",
+        "expire_nodest_conn, expire_quiescent_template, sloppy_sctp, sloppy_tcp",
         't.toml: daemon.ipvs.sync_daemon.state: "primary" is not valid: expected one of '
         '"none", "master", "backup"',
         "t.toml: daemon.ipvs.sync_daemon.syncid: 300 is not valid: expected an integer 0..255",

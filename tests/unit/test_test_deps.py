@@ -32,6 +32,8 @@ PROGRAMS = {
     "xz": "xz-utils",
     "chromium": "chromium",  # the status page's browser tests (tests/browser.py)
     "chromedriver": "chromium-driver",
+    "bird": "bird2",  # the BGP fleet (tests/netns/test_bgp_fleet.py, the VM tier)
+    "birdc": "bird2",
 }
 
 

@@ -70,6 +70,17 @@ def in_netns(ns: str | None, fn: Callable[[], T]) -> T:
     return box[0]
 
 
+def greeting(sock: socket.socket, what: str) -> str:
+    """The real server's first line: its name."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = sock.recv(64)
+        if not chunk:
+            raise AssertionError(f"{what} closed before greeting")
+        line += chunk
+    return line.decode().strip()
+
+
 def rst_close(sock: socket.socket) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     sock.close()
@@ -218,13 +229,7 @@ class Topology:
         sock = in_netns(ns, make)
         sock.settimeout(timeout)
         sock.connect((address, port))
-        greeting = b""
-        while not greeting.endswith(b"\n"):
-            chunk = sock.recv(64)
-            if not chunk:
-                raise AssertionError(f"{address}:{port} closed before greeting")
-            greeting += chunk
-        return greeting.decode().strip(), sock
+        return greeting(sock, f"{address}:{port}"), sock
 
     def request(self, address: str, port: int, payload: bytes = b"", *, dr: bool = False) -> str:
         """One short connection: greeting, optional echo of `payload`, RST close."""
