@@ -51,6 +51,9 @@ def _parser() -> argparse.ArgumentParser:
     demo = cmd("demo", "start local real servers, the director and traffic; show balancing")
     demo.set_defaults(config="config/demo.toml")
     demo.add_argument("--duration", type=float, default=0, help="stop after SECONDS (0 = Ctrl-C)")
+    from lvsmon.importers.cli import add_parser
+
+    add_parser(sub)
     return p
 
 
@@ -108,6 +111,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if args.command == "reload":
         return _reload(args.config)
+    if args.command == "import":
+        from lvsmon.importers.cli import run as run_import
+
+        return run_import(args)
     if args.command == "demo":
         from lvsmon.demo import run_demo
 
