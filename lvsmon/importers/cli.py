@@ -50,9 +50,7 @@ def run(args: argparse.Namespace) -> int:
             configmod.loads(result.toml, "<import>")
         except configmod.ConfigError as exc:
             for problem in exc.problems:
-                report.error(
-                    Origin(path, 0), problem.path or "lvsmon check", f"{problem.message}"
-                )
+                report.error(Origin(path, 0), problem.path or "lvsmon check", f"{problem.message}")
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(result.toml)

@@ -6,7 +6,8 @@
 The kernel keeps real servers newest first and `ipvsadm -S` lists them so;
 they are written here in the order they were added (the listing reversed),
 so lvsmon, adding them in config order, rebuilds the same list and
-`ipvsadm -S -n` reads the same before and after.
+`ipvsadm -S -n` reads the same before and after. (A hand-written script is read
+the same way: as a listing. Only tie-breaks of some schedulers see the order.)
 """
 
 from __future__ import annotations
@@ -26,25 +27,68 @@ from lvsmon.importers.values import Reader
 from lvsmon.schedulers import IPVS_SCHEDULERS
 
 SERVICE_KINDS = {
-    "-t": "tcp", "--tcp-service": "tcp", "-u": "udp", "--udp-service": "udp",
-    "--sctp-service": "sctp", "-f": "fwmark", "--fwmark-service": "fwmark",
-}  # fmt: skip
+    "-t": "tcp",
+    "--tcp-service": "tcp",
+    "-u": "udp",
+    "--udp-service": "udp",
+    "--sctp-service": "sctp",
+    "-f": "fwmark",
+    "--fwmark-service": "fwmark",
+}
 COMMANDS = {
-    "-A": "add-service", "--add-service": "add-service", "-E": "edit-service",
-    "--edit-service": "edit-service", "-D": "delete-service", "--delete-service": "delete-service",
-    "-a": "add-server", "--add-server": "add-server", "-e": "edit-server",
-    "--edit-server": "edit-server", "-d": "delete-server", "--delete-server": "delete-server",
-    "-C": "clear", "--clear": "clear", "--set": "set", "--start-daemon": "start-daemon",
-}  # fmt: skip
+    "-A": "add-service",
+    "--add-service": "add-service",
+    "-E": "edit-service",
+    "--edit-service": "edit-service",
+    "-D": "delete-service",
+    "--delete-service": "delete-service",
+    "-a": "add-server",
+    "--add-server": "add-server",
+    "-e": "edit-server",
+    "--edit-server": "edit-server",
+    "-d": "delete-server",
+    "--delete-server": "delete-server",
+    "-C": "clear",
+    "--clear": "clear",
+    "--set": "set",
+    "--start-daemon": "start-daemon",
+}
 FORWARD = {
-    "-g": "dr", "--gatewaying": "dr", "-m": "nat", "--masquerading": "nat",
-    "-i": "tunnel", "--ipip": "tunnel",
-}  # fmt: skip
+    "-g": "dr",
+    "--gatewaying": "dr",
+    "-m": "nat",
+    "--masquerading": "nat",
+    "-i": "tunnel",
+    "--ipip": "tunnel",
+}
 WITH_VALUE = {
-    "-s", "--scheduler", "-M", "--netmask", "-b", "--sched-flags", "-r", "--real-server",
-    "-w", "--weight", "-x", "--u-threshold", "-y", "--l-threshold", "--pe", "--tun-type",
-    "--tun-port", "--tun-nocsum", "--mcast-interface", "--syncid",
-}  # fmt: skip
+    "-s",
+    "--scheduler",
+    "-M",
+    "--netmask",
+    "-b",
+    "--sched-flags",
+    "-r",
+    "--real-server",
+    "-w",
+    "--weight",
+    "-x",
+    "--u-threshold",
+    "-y",
+    "--l-threshold",
+    "--pe",
+    "--tun-type",
+    "--tun-port",
+    "--tun-nocsum",
+    "--mcast-interface",
+    "--syncid",
+}
+THRESHOLDS = {
+    "-x": "upper_threshold",
+    "--u-threshold": "upper_threshold",
+    "-y": "lower_threshold",
+    "--l-threshold": "lower_threshold",
+}
 FLAG_NAMES = {"sh": ("sh-fallback", "sh-port"), "mh": ("mh-fallback", "mh-port")}
 
 
@@ -91,7 +135,9 @@ class Translator:
             self._sync(words[1:], opts, origin)
             return
         if service is None:
-            self.report.error(origin, words[0], "names no virtual service (-t, -u, --sctp-service, -f)")
+            self.report.error(
+                origin, words[0], "names no virtual service (-t, -u, --sctp-service, -f)"
+            )
             return
         if command in ("add-service", "edit-service"):
             self._service(service, opts, origin, words[0])
@@ -133,7 +179,9 @@ class Translator:
             i += 1
         return opts, service
 
-    def _service_key(self, kind: str, text: str, origin: Origin) -> tuple[str, str, int, int] | None:
+    def _service_key(
+        self, kind: str, text: str, origin: Origin
+    ) -> tuple[str, str, int, int] | None:
         if kind == "fwmark":
             mark = self.read.integer(origin, "-f", text, 1, 2**32 - 1)
             return None if mark is None else ("fwmark", "", 0, mark)
@@ -144,7 +192,9 @@ class Translator:
         number = self.read.integer(origin, f"-{kind[0]}", port, 0, 65535) if port else 0
         if not number:
             self.report.error(
-                origin, f"-{kind[0]} {text}", "a port-less service: lvsmon needs a port (or a fwmark)"
+                origin,
+                f"-{kind[0]} {text}",
+                "a port-less service: lvsmon needs a port (or a fwmark)",
             )
             return None
         return (kind, address, number, 0)
@@ -158,9 +208,12 @@ class Translator:
             vs = VirtualServerDraft(name=name, origin=origin, fwmark=mark, protocol="tcp")
         else:
             vs = VirtualServerDraft(
-                name=service_name(kind, address, port), origin=origin, address=address,
-                port=port, protocol=kind,
-            )  # fmt: skip
+                name=service_name(kind, address, port),
+                origin=origin,
+                address=address,
+                port=port,
+                protocol=kind,
+            )
         vs.name = self.draft.unique_name(vs.name)
         old = self.services.get(key)
         if old is not None:
@@ -208,21 +261,26 @@ class Translator:
         if command == "delete-server":
             vs.real_servers = [rs for rs in vs.real_servers if rs not in existing]
             return
-        rs = existing[0] if existing else RealServerDraft(address=address, port=port, origin=origin, forwarding="dr")
+        rs = (
+            existing[0]
+            if existing
+            else RealServerDraft(address=address, port=port, origin=origin, forwarding="dr")
+        )
         for flag, fwd in FORWARD.items():
             if flag in opts:
                 rs.forwarding = fwd
         for flag in ("-w", "--weight"):
             if flag in opts:
                 rs.weight = self.read.integer(origin, flag, opts[flag], 0, 65535) or 0
-        for flag, attr in (("-x", "upper_threshold"), ("--u-threshold", "upper_threshold"),
-                           ("-y", "lower_threshold"), ("--l-threshold", "lower_threshold")):  # fmt: skip
+        for flag, attr in THRESHOLDS.items():
             if flag in opts:
                 setattr(rs, attr, self.read.integer(origin, flag, opts[flag], 0, 2**31 - 1) or 0)
         if opts.get("--tun-type", "ipip") != "ipip":
-            self.report.error(origin, "--tun-type", f"{opts['--tun-type']}: lvsmon tunnels with IP-in-IP only")
+            self.report.error(
+                origin, "--tun-type", f"{opts['--tun-type']}: lvsmon tunnels with IP-in-IP only"
+            )
         if not existing:
-            vs.real_servers.insert(0, rs)  # the kernel's order: newest first
+            vs.real_servers.append(rs)  # listing order: the kernel's, newest first
         if len({r.forwarding for r in vs.real_servers}) == 1:
             vs.forwarding = rs.forwarding
 

@@ -30,9 +30,20 @@ MAX_DEPTH = 32  # include nesting and substitution recursion
 MAX_REPEAT = 65536  # lines one ~SEQ/~LST may produce
 _DEFINITION = re.compile(r"\s*\$([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
 _CONDITIONAL = re.compile(r"\s*@(\^?)(\S*)\s*(.*)\Z", re.S)
-_PARAM = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\s+([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)(?=\s|\Z)")
+_PARAM = re.compile(
+    r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\s+([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)(?=\s|\Z)"
+)
 _REPEAT = re.compile(r"\s*~(SEQx?|LST)\(")
-_ESCAPES = {"a": "\a", "b": "\b", "E": "\x1b", "f": "\f", "n": "\n", "r": "\r", "t": "\t", "v": "\v"}
+_ESCAPES = {
+    "a": "\a",
+    "b": "\b",
+    "E": "\x1b",
+    "f": "\f",
+    "n": "\n",
+    "r": "\r",
+    "t": "\t",
+    "v": "\v",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +221,9 @@ class Parser:
         base = posixpath.dirname(path)
         found: list[str] = []
         for alternative in _braces(pattern):
-            full = alternative if posixpath.isabs(alternative) else posixpath.join(base, alternative)
+            full = (
+                alternative if posixpath.isabs(alternative) else posixpath.join(base, alternative)
+            )
             if any(c in full for c in "*?["):
                 found.extend(self.source.glob(full))
             else:
@@ -237,6 +250,12 @@ def tokenize(text: str) -> list[str]:
             word = (word or []) + [part]
             i = end
             continue
+        if c == "$" and text.startswith("${", i):  # an undefined ${NAME} stays one word
+            end = text.find("}", i)
+            if end > 0:
+                word = (word or []) + [text[i : end + 1]]
+                i = end + 1
+                continue
         if c.isspace() or c in "{}":
             if word is not None:
                 tokens.append("".join(word))

@@ -140,7 +140,9 @@ class Translator:
                 self._virtual(item, forwarding)
             else:
                 self.report.error(
-                    item.origin, f"{item.key} {item.value}", "failover services (fos) are not translated"
+                    item.origin,
+                    f"{item.key} {item.value}",
+                    "failover services (fos) are not translated",
                 )
         self._failover()
         return self.draft
@@ -155,7 +157,9 @@ class Translator:
             return "nat"
         fwd = FORWARDING.get(item.value.lower())
         if fwd is None:
-            self.report.error(item.origin, "network", f'"{item.value}" is not nat, direct or tunnel')
+            self.report.error(
+                item.origin, "network", f'"{item.value}" is not nat, direct or tunnel'
+            )
             return "nat"
         return fwd
 
@@ -166,13 +170,25 @@ class Translator:
         elif k in ("tcp_timeout", "tcpfin_timeout", "udp_timeout"):
             value = self.read.timer(o, k, item.value)
             if value:
-                self.draft.timeouts[{"tcpfin_timeout": "tcp_fin"}.get(k, k.removesuffix("_timeout"))] = value
+                self.draft.timeouts[
+                    {"tcpfin_timeout": "tcp_fin"}.get(k, k.removesuffix("_timeout"))
+                ] = value
         elif k in NOTES:
             self.report.note(o, k, NOTES[k])
         elif k not in (
-            "service", "primary", "backup", "backup_active", "keepalive", "deadtime", "network",
-            "nat_router", "nat_nmask", "syncdaemon", "syncd_iface", "syncd_id",
-        ):  # fmt: skip
+            "service",
+            "primary",
+            "backup",
+            "backup_active",
+            "keepalive",
+            "deadtime",
+            "network",
+            "nat_router",
+            "nat_nmask",
+            "syncdaemon",
+            "syncd_iface",
+            "syncd_id",
+        ):
             self.report.warning(o, k, "unknown lvs.cf setting: not translated")
 
     def _virtual(self, item: Item, forwarding: str) -> None:
@@ -182,7 +198,9 @@ class Translator:
         if active is not None and active.value.strip() == "0":
             self.report.note(item.origin, f"virtual {item.value}", "active = 0: not translated")
             return
-        vs = VirtualServerDraft(name=self.draft.unique_name(name), origin=item.origin, forwarding=forwarding)
+        vs = VirtualServerDraft(
+            name=self.draft.unique_name(name), origin=item.origin, forwarding=forwarding
+        )
         address_item = keys.get("address")
         if address_item is None:
             self.report.error(item.origin, f"virtual {item.value}", "has no address")
@@ -196,10 +214,16 @@ class Translator:
         prefix = self._prefix(keys.get("vip_nmask"), address)
         self.vips.append((address, prefix, device, address_item.origin))
         port_item = keys.get("port")
-        port = self.read.integer(port_item.origin, "port", port_item.value, 0, 65535) if port_item else 0
+        port = (
+            self.read.integer(port_item.origin, "port", port_item.value, 0, 65535)
+            if port_item
+            else 0
+        )
         mark_item = keys.get("fwmark")
         if mark_item is not None and mark_item.value.strip() not in ("", "0"):
-            vs.fwmark = self.read.integer(mark_item.origin, "fwmark", mark_item.value, 1, 2**32 - 1) or 0
+            vs.fwmark = (
+                self.read.integer(mark_item.origin, "fwmark", mark_item.value, 1, 2**32 - 1) or 0
+            )
         if not vs.fwmark and not port:
             self.report.error(item.origin, f"virtual {item.value}", "has no port (and no fwmark)")
             return
@@ -262,8 +286,19 @@ class Translator:
                 )
         elif k == "vip_nmask" and not vs.fwmark:
             pass
-        elif k not in ("active", "address", "port", "fwmark", "send", "expect", "use_regex",
-                       "send_program", "timeout", "reentry", "vip_nmask"):  # fmt: skip
+        elif k not in (
+            "active",
+            "address",
+            "port",
+            "fwmark",
+            "send",
+            "expect",
+            "use_regex",
+            "send_program",
+            "timeout",
+            "reentry",
+            "vip_nmask",
+        ):
             self.report.warning(o, k, "unknown virtual server setting: not translated")
 
     def _sorry(self, vs: VirtualServerDraft, c: Item) -> None:
@@ -277,8 +312,16 @@ class Translator:
             self.report.error(c.origin, c.key, "has no port; lvsmon needs one")
 
     def _check(self, item: Item, keys: dict[str, Item], vs: VirtualServerDraft) -> Check:
-        timeout = self.read.timer(keys["timeout"].origin, "timeout", keys["timeout"].value) if "timeout" in keys else None
-        reentry = self.read.timer(keys["reentry"].origin, "reentry", keys["reentry"].value) if "reentry" in keys else None
+        timeout = (
+            self.read.timer(keys["timeout"].origin, "timeout", keys["timeout"].value)
+            if "timeout" in keys
+            else None
+        )
+        reentry = (
+            self.read.timer(keys["reentry"].origin, "reentry", keys["reentry"].value)
+            if "reentry" in keys
+            else None
+        )
         interval = max(timeout or 6.0, 0.2)
         rise = max(1, math.ceil((reentry if reentry is not None else 15.0) / interval))
         spec: dict[str, object] = {}
@@ -312,21 +355,34 @@ class Translator:
                 self.report.warning(
                     program.origin, "send_program", f"review: lvsmon runs {argv} without a shell"
                 )
-        elif (send is not None and send.value) or (expect is not None and expect.value) or vs.protocol == "udp":
+        elif (
+            (send is not None and send.value)
+            or (expect is not None and expect.value)
+            or vs.protocol == "udp"
+        ):
             spec = {"type": "send_expect", "protocol": vs.protocol}
             if send is not None and send.value:
                 spec["send"] = unescape(send.value)
             if expect is not None and expect.value:
                 use_regex = regex is not None and regex.value.strip() == "1"
-                spec["expect"] = expect.value if use_regex else "^" + re.escape(unescape(expect.value))
+                spec["expect"] = (
+                    expect.value if use_regex else "^" + re.escape(unescape(expect.value))
+                )
             elif vs.protocol == "udp":
                 spec["expect"] = "*"
-                self.report.warning(item.origin, "expect", "UDP checks need an answer: any answer is accepted")
+                self.report.warning(
+                    item.origin, "expect", "UDP checks need an answer: any answer is accepted"
+                )
         else:
             spec = {"type": "tcp"}
         check_timeout = min(interval / 2, 5.0)
         spec.update(
-            {"interval": seconds(interval), "timeout": seconds(round(check_timeout, 3)), "rise": rise, "fall": 1}
+            {
+                "interval": seconds(interval),
+                "timeout": seconds(round(check_timeout, 3)),
+                "rise": rise,
+                "fall": 1,
+            }
         )
         if spec.get("enabled") is False:
             spec = {"type": spec.pop("type"), "enabled": spec.pop("enabled"), **spec}
@@ -366,14 +422,22 @@ class Translator:
         active = self.globals.get("backup_active")
         if backup is None or (active is not None and active.value.strip() == "0"):
             if self.draft.virtual_servers:
-                self.report.note(Origin(self.path, 0), "backup", "no active backup director: no failover group")
+                self.report.note(
+                    Origin(self.path, 0), "backup", "no active backup director: no failover group"
+                )
             return
         devices = [d for _, _, d, _ in self.vips if d]
         interface = devices[0] if devices else ""
         if not interface:
-            self.report.error(backup.origin, "backup", "no virtual server address names its device (address = IP DEV)")
+            self.report.error(
+                backup.origin,
+                "backup",
+                "no virtual server address names its device (address = IP DEV)",
+            )
             return
-        group = GroupDraft(name="lvs", origin=backup.origin, vrid=1, interface=interface, priority=150)
+        group = GroupDraft(
+            name="lvs", origin=backup.origin, vrid=1, interface=interface, priority=150
+        )
         seen: set[str] = set()
         for address, prefix, device, _origin in self.vips:
             if address not in seen:
@@ -386,7 +450,9 @@ class Translator:
             mask = self._prefix(self.globals.get("nat_nmask"), router or "")
             if router and router not in seen:
                 group.addresses.append(
-                    GroupAddressDraft(f"{router}/{mask}", words[1].split(":")[0] if len(words) > 1 else "")
+                    GroupAddressDraft(
+                        f"{router}/{mask}", words[1].split(":")[0] if len(words) > 1 else ""
+                    )
                 )
         keepalive = self.globals.get("keepalive")
         if keepalive is not None:
@@ -403,7 +469,7 @@ class Translator:
         self.report.warning(
             backup.origin,
             "primary/backup",
-            f"pulse's heartbeat becomes VRRPv3 failover group \"lvs\" (vrid 1) on {interface}, "
+            f'pulse\'s heartbeat becomes VRRPv3 failover group "lvs" (vrid 1) on {interface}, '
             f"priority 150 on this director; on the backup ({backup.value}) set priority = 100; "
             "run lvsmon on both directors",
         )

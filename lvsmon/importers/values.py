@@ -8,7 +8,14 @@ import shlex
 from lvsmon.importers.report import Origin, Report
 
 BOOLS = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
-FORWARDING = {"nat": "nat", "masq": "nat", "dr": "dr", "direct": "dr", "tun": "tunnel", "tunnel": "tunnel"}
+FORWARDING = {
+    "nat": "nat",
+    "masq": "nat",
+    "dr": "dr",
+    "direct": "dr",
+    "tun": "tunnel",
+    "tunnel": "tunnel",
+}
 
 
 class Reader:
@@ -72,7 +79,7 @@ def split_command(text: str) -> list[str]:
 
 def hex_payload(text: str) -> str:
     """keepalived's free-form hex ("Ab12f 3 456" = AB 12 0F 03 45 06) as plain hex."""
-    out = []
+    out: list[str] = []
     for group in text.split():
         digits = group.lower()
         pairs = [digits[i : i + 2] for i in range(0, len(digits), 2)]
