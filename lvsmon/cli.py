@@ -57,11 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = cmd("demo", "start local real servers, the director and traffic; show balancing")
     demo.set_defaults(config="config/demo.toml")
     demo.add_argument("--duration", type=float, default=0, help="stop after SECONDS (0 = Ctrl-C)")
+    from lvsmon.assets import add_parser as add_assets
     from lvsmon.importers.cli import add_parser as add_import
     from lvsmon.service.install import add_parser as add_install_unit
 
     add_import(sub)
     add_install_unit(sub)
+    add_assets(sub)
     return p
 
 
@@ -119,6 +121,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _status(args)
     if args.command == "reload":
         return _reload(args.config)
+    if args.command == "assets":
+        from lvsmon.assets import run as assets
+
+        return assets(args)
     if args.command == "install-unit":
         from lvsmon.service.install import run as install_unit
 
