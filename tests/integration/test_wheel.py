@@ -36,8 +36,8 @@ def test_wheel_installs_a_working_lvsmon_with_its_assets(tmp_path: Path) -> None
     src = tmp_path / "src"
     shutil.copytree(REPO, src, ignore=SKIP)
     dist = tmp_path / "dist"
-    run(sys.executable, "-m", "pip", "wheel", ".", "--no-deps", "--no-build-isolation",
-        "-q", "-w", dist, cwd=src)  # fmt: skip
+    build = ["wheel", ".", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist)]
+    run(sys.executable, "-m", "pip", *build, cwd=src)
     (wheel,) = dist.glob("lvsmon-*.whl")
 
     venv = tmp_path / "venv"
@@ -52,8 +52,8 @@ def test_wheel_installs_a_working_lvsmon_with_its_assets(tmp_path: Path) -> None
     assert Path(where.strip()).is_relative_to(fresh_site)  # the wheel's, not the checkout's
     assert run(lvsmon, "--version").startswith("lvsmon ")
 
-    paths = {kind: Path(run(lvsmon, "assets", kind).strip()) for kind in
-             ("dashboards", "alerts", "config", "docs", "man", "unit")}  # fmt: skip
+    kinds = ("dashboards", "alerts", "config", "docs", "man", "unit")
+    paths = {kind: Path(run(lvsmon, "assets", kind).strip()) for kind in kinds}
     for kind, path in paths.items():
         assert path.is_relative_to(fresh_site) and path.exists(), (kind, path)
     dashboards = sorted(p.name for p in paths["dashboards"].glob("*.json"))
