@@ -128,20 +128,18 @@ class Draft:
 
     def unique_name(self, wanted: str) -> str:
         """`wanted`, or `wanted-2`, `-3` ... when a virtual server already has it."""
-        taken = {vs.name for vs in self.virtual_servers}
-        name, n = wanted, 1
-        while name in taken:
-            n += 1
-            name = f"{wanted[:60]}-{n}"
-        return name
+        return _unique(wanted, {vs.name for vs in self.virtual_servers})
 
     def unique_group_name(self, wanted: str) -> str:
-        taken = {g.name for g in self.groups}
-        name, n = wanted, 1
-        while name in taken:
-            n += 1
-            name = f"{wanted[:60]}-{n}"
-        return name
+        return _unique(wanted, {g.name for g in self.groups})
+
+
+def _unique(wanted: str, taken: set[str]) -> str:
+    name, n = wanted, 1
+    while name in taken:
+        n += 1
+        name = f"{wanted[:60]}-{n}"
+    return name
 
 
 def family_of(address: str) -> int:

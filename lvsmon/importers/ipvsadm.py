@@ -23,7 +23,7 @@ from lvsmon.importers.draft import (
 )
 from lvsmon.importers.report import Origin, Report
 from lvsmon.importers.source import Source
-from lvsmon.importers.values import Reader
+from lvsmon.importers.values import Reader, read_main
 from lvsmon.schedulers import IPVS_SCHEDULERS
 
 SERVICE_KINDS = {
@@ -313,10 +313,8 @@ def _split_endpoint(text: str) -> tuple[str, str]:
 
 def translate(path: str, source: Source) -> tuple[Draft, Report]:
     report = Report()
-    try:
-        text = source.read(path)
-    except OSError as exc:
-        report.error(Origin(path, 0), "file", f"cannot read: {exc.strerror}")
+    text = read_main(path, source, report)
+    if text is None:
         return Draft("ipvsadm", path), report
     draft = Translator(path, report).run(text)
     for vs in draft.virtual_servers:

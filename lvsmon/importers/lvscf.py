@@ -35,7 +35,7 @@ from lvsmon.importers.draft import (
 )
 from lvsmon.importers.report import Origin, Report
 from lvsmon.importers.source import Source
-from lvsmon.importers.values import FORWARDING, Reader, split_command
+from lvsmon.importers.values import FORWARDING, Reader, read_main, split_command
 from lvsmon.schedulers import IPVS_SCHEDULERS
 
 _LINE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*\Z")
@@ -482,9 +482,7 @@ class Translator:
 
 def translate(path: str, source: Source) -> tuple[Draft, Report]:
     report = Report()
-    try:
-        text = source.read(path)
-    except OSError as exc:
-        report.error(Origin(path, 0), "file", f"cannot read: {exc.strerror}")
+    text = read_main(path, source, report)
+    if text is None:
         return Draft("lvs.cf", path), report
     return Translator(path, source, report).run(parse(text, path, report)), report

@@ -6,6 +6,7 @@ import ipaddress
 import shlex
 
 from lvsmon.importers.report import Origin, Report
+from lvsmon.importers.source import Source
 
 BOOLS = {"on": True, "true": True, "yes": True, "off": False, "false": False, "no": False}
 FORWARDING = {
@@ -85,3 +86,12 @@ def hex_payload(text: str) -> str:
         pairs = [digits[i : i + 2] for i in range(0, len(digits), 2)]
         out.extend(p if len(p) == 2 else "0" + p for p in pairs)
     return "".join(out)
+
+
+def read_main(path: str, source: Source, report: Report) -> str | None:
+    """The file being imported; None (and an error) when it cannot be read."""
+    try:
+        return source.read(path)
+    except OSError as exc:
+        report.error(Origin(path, 0), "file", f"cannot read: {exc.strerror}")
+        return None
