@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
             configmod.loads(result.toml, "<import>")
         except configmod.ConfigError as exc:
             for problem in exc.problems:
-                report.error(Origin(path, 0), problem.path or "lvsmon check", f"{problem.message}")
+                where = result.origin_of(problem.path, Origin(path, 0))
+                report.error(where, problem.path or "lvsmon check", problem.message)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:
             f.write(result.toml)

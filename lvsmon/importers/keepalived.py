@@ -537,7 +537,18 @@ class Translator:
             if not rs.address:
                 return None
             port = fixed_port if fixed_port is not None else vs_port
-            return replace(rs, port=port)
+            built = replace(rs, port=port)
+            check = built.check
+            portless = port == 0 and check is not None and "connect_port" not in check.keys
+            if portless and check is not None and check.keys.get("type") != "exec":
+                self.report.warning(
+                    check.origin,
+                    "connect_port",
+                    "the real server has no port (fwmark) and the checker names none: "
+                    "not translated, the real server is not checked",
+                )
+                built.check = None
+            return built
 
         return build
 

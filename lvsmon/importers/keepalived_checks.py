@@ -9,8 +9,11 @@ cascade from the virtual server to its real servers to the checker.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
+from lvsmon.health.dnswire import TYPES as DNS_TYPES
+from lvsmon.health.dnswire import encode_name
 from lvsmon.importers.draft import Check, seconds
 from lvsmon.importers.kaparse import Node
 from lvsmon.importers.report import Report
@@ -219,11 +222,7 @@ class Checkers:
             )
             return {"type": "send_expect", "protocol": "tcp", "expect": "^220"}
         if kind == "DNS_CHECK":
-            return {
-                "type": "dns",
-                "query_name": arg("name") or ".",
-                "query_type": (arg("type") or "SOA").upper(),
-            }
+            return self._dns(c, arg("name") or ".", (arg("type") or "SOA").upper())
         if kind == "UDP_CHECK":
             return self._udp(c, extra)
         if kind == "MISC_CHECK":
@@ -275,7 +274,13 @@ class Checkers:
             ]
             spec["expect_status"] = codes
         if regex and regex != "\x00dropped":
-            spec["expect_body"] = regex
+            try:
+                re.compile(regex.encode())
+                spec["expect_body"] = regex
+            except re.error as exc:
+                self.report.warning(
+                    c.origin, "regex", f"{regex!r}: not a Python regex ({exc}): dropped"
+                )
         if kind == "SSL_GET":
             spec["tls_verify"] = False
             if host and "enable_sni" not in extra:
@@ -296,6 +301,17 @@ class Checkers:
                 assert isinstance(node, Node)
                 self.report.note(node.origin, name, NO_EFFECT)
         return spec
+
+    def _dns(self, c: Node, name: str, qtype: str) -> dict[str, object] | None:
+        try:
+            encode_name(name)
+        except ValueError:
+            self.report.error(c.origin, "name", f'"{name}" is not a domain name')
+            return None
+        if qtype not in DNS_TYPES:
+            self.report.error(c.origin, "type", f'"{qtype}" is not a query type lvsmon sends')
+            return None
+        return {"type": "dns", "query_name": name, "query_type": qtype}
 
     def _udp(self, c: Node, extra: dict[str, object]) -> dict[str, object]:
         spec: dict[str, object] = {"type": "send_expect", "protocol": "udp"}

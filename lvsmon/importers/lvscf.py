@@ -429,12 +429,12 @@ class Translator:
         devices = [d for _, _, d, _ in self.vips if d]
         interface = devices[0] if devices else ""
         if not interface:
-            self.report.error(
+            interface = "eth0"
+            self.report.warning(
                 backup.origin,
                 "backup",
-                "no virtual server address names its device (address = IP DEV)",
+                'no virtual server address names its device (address = IP DEV): "eth0"',
             )
-            return
         group = GroupDraft(
             name="lvs", origin=backup.origin, vrid=1, interface=interface, priority=150
         )

@@ -62,3 +62,24 @@ def test_ipvsadm_from_standard_input() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert 'scheduler = "rr"' in result.stdout and 'forwarding = "dr"' in result.stdout
+
+
+def test_what_the_checker_still_rejects_is_an_error_at_its_virtual_server(tmp_path: Path) -> None:
+    conf = tmp_path / "keepalived.conf"
+    conf.write_text(
+        "# a path lvsmon cannot send\n"
+        "virtual_server 192.0.2.1 80 {\n"
+        "  real_server 10.0.0.1 80 {\n"
+        '    HTTP_GET { url { path "/a b" } }\n'
+        "  }\n"
+        "}\n"
+    )
+    result = lvsmon("import", "keepalived", str(conf))
+    assert result.returncode == 1
+    errors = [
+        m
+        for line in result.stderr.splitlines()
+        if (m := FINDING.match(line)) and m["sev"] == "error"
+    ]
+    assert [(m["file"], int(m["line"])) for m in errors] == [(str(conf), 2)], result.stderr
+    assert "health_check.path" in errors[0]["rest"]
