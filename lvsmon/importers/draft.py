@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from lvsmon import __version__
-from lvsmon.config import format_duration
+from lvsmon.configkit import format_duration
 from lvsmon.importers.report import Origin
 from lvsmon.importers.toml_writer import Table, Value, document
 
