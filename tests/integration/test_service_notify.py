@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from tests.integration.harness import REPO, Backend, Daemon, wait_for
+from tests.ports import free_port
 
 WATCHDOG_USEC = 3_000_000
 
@@ -45,17 +46,19 @@ class Supervisor:
             message = dict(line.split("=", 1) for line in data.split("\n") if line)
             self.messages.append((time.monotonic(), message))
 
-    def next(self, field: str, timeout: float = 20.0) -> dict[str, str]:
+    def next(self, field: str, daemon: Daemon, timeout: float = 60.0) -> dict[str, str]:
         """The next message carrying `field` after the last one returned."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if daemon.proc is not None and daemon.proc.poll() is not None and field != "STOPPING":
+                raise AssertionError(f"daemon exited {daemon.proc.returncode}:\n{daemon.log()}")
             while self._read < len(self.messages):
                 message = self.messages[self._read][1]
                 self._read += 1
                 if field in message:
                     return message
             time.sleep(0.01)
-        raise AssertionError(f"no {field}= within {timeout}s: {self.messages}")
+        raise AssertionError(f"no {field}= within {timeout}s: {self.messages}\n{daemon.log()}")
 
     def times(self, field: str) -> list[float]:
         return [t for t, m in self.messages if field in m]
@@ -65,10 +68,10 @@ class Supervisor:
         self.sock.close()
 
 
-def body(backend: Backend, weight: int, env_file: Path) -> str:
+def body(backend: Backend, weight: int, env_file: Path, port: int) -> str:
     return (
         '[[virtual_server]]\nname = "web"\naddress = "127.0.0.1"\n'
-        f'port = {backend.port + 1}\nscheduler = "wrr"\n\n'
+        f'port = {port}\nscheduler = "wrr"\n\n'
         '[virtual_server.health_check]\ntype = "exec"\nprogram = "/bin/sh"\n'
         f'args = ["-c", "env > {env_file}"]\ninterval = "1s"\n\n' + backend.toml(weight)
     )
@@ -78,7 +81,8 @@ def test_ready_reloading_watchdog_stopping(tmp_path: Path) -> None:
     backend = Backend("a")
     sup = Supervisor(tmp_path / "notify")
     env_file = tmp_path / "check.env"
-    daemon = Daemon(tmp_path, body(backend, 3, env_file))
+    vip_port = free_port()
+    daemon = Daemon(tmp_path, body(backend, 3, env_file, vip_port))
     proc = subprocess.Popen(
         [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(daemon.path), "--log-format", "json"],
         stdout=subprocess.DEVNULL,
@@ -92,7 +96,7 @@ def test_ready_reloading_watchdog_stopping(tmp_path: Path) -> None:
     )
     daemon.proc = proc
     try:
-        ready = sup.next("READY")
+        ready = sup.next("READY", daemon)
         assert ready["STATUS"] == "1 virtual server on proxy"
         # no retry: the table is programmed by the time READY=1 is sent
         assert daemon.real_servers("web")[f"127.0.0.1:{backend.port}"]["weight"] == 3
@@ -102,11 +106,11 @@ def test_ready_reloading_watchdog_stopping(tmp_path: Path) -> None:
         assert len(pings) >= 3, sup.messages
         assert all(b - a < WATCHDOG_USEC / 1e6 for a, b in itertools.pairwise(pings)), pings
 
-        daemon.write(body(backend, 7, env_file))
+        daemon.write(body(backend, 7, env_file, vip_port))
         proc.send_signal(signal.SIGHUP)
-        reloading = sup.next("RELOADING")
+        reloading = sup.next("RELOADING", daemon)
         assert int(reloading["MONOTONIC_USEC"]) > 0
-        assert sup.next("READY")["READY"] == "1"
+        assert sup.next("READY", daemon)["READY"] == "1"
         assert daemon.real_servers("web")[f"127.0.0.1:{backend.port}"]["weight"] == 7
 
         wait_for(env_file.exists, 10, "the exec check to run")
@@ -114,7 +118,7 @@ def test_ready_reloading_watchdog_stopping(tmp_path: Path) -> None:
         assert "LVSMON_LOG_FORMAT=json" in env_file.read_text()
 
         proc.send_signal(signal.SIGTERM)
-        assert sup.next("STOPPING")["STOPPING"] == "1"
+        assert sup.next("STOPPING", daemon)["STOPPING"] == "1"
         assert proc.wait(30) == 0
         records = [json.loads(line) for line in daemon.log().splitlines() if line.strip()]
         assert {"lvsmon started", "reload applied", "shutting down"} <= {r["msg"] for r in records}
