@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test setup test-deps lint bench dashboards docs panel-png page-png fleet-png clean
+.PHONY: demo test setup test-deps lint bench dashboards docs man panel-png page-png fleet-png clean
 
 demo: setup
 	$(VENV)/bin/lvsmon demo -c config/demo.toml
@@ -34,6 +34,10 @@ dashboards: setup
 
 docs: setup
 	$(PY) -m lvsmon.catalog > docs/metrics.md
+
+# lvsmon(8) from the argparse definitions (tests/unit/test_manpage.py keeps it in sync)
+man: setup
+	$(PY) -m lvsmon.manpage > docs/lvsmon.8
 
 # The README picture, redrawn from a real run: the end-to-end test (a real Prometheus
 # scraping the daemon while a real server is killed) renders two panels from its data.

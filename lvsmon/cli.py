@@ -36,7 +36,13 @@ def _parser() -> argparse.ArgumentParser:
         c.add_argument("-c", "--config", default=DEFAULT_CONFIG, help="config file (TOML)")
         return c
 
-    cmd("run", "run the director in the foreground (SIGHUP reloads, SIGTERM stops)")
+    run = cmd("run", "run the director in the foreground (SIGHUP reloads, SIGTERM stops)")
+    run.add_argument(
+        "--log-format",
+        choices=("logfmt", "json"),
+        default=None,
+        help="log lines on stderr as logfmt (default) or JSON objects, one per event",
+    )
     cmd("check", "validate the config and print the table it would program")
     for name, text in (
         ("status", "show the running director's table, ipvsadm -Ln style"),
@@ -56,6 +62,13 @@ def _parser() -> argparse.ArgumentParser:
     demo = cmd("demo", "start local real servers, the director and traffic; show balancing")
     demo.set_defaults(config="config/demo.toml")
     demo.add_argument("--duration", type=float, default=0, help="stop after SECONDS (0 = Ctrl-C)")
+    from lvsmon.assets import add_parser as add_assets
+    from lvsmon.importers.cli import add_parser as add_import
+    from lvsmon.service.install import add_parser as add_install_unit
+
+    add_import(sub)
+    add_install_unit(sub)
+    add_assets(sub)
     return p
 
 
@@ -102,7 +115,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from lvsmon.daemon import StartupError, run
 
         try:
-            run(args.config)
+            run(args.config, args.log_format)
         except StartupError as exc:
             print(f"lvsmon: cannot start: {exc}", file=sys.stderr)
             return 1
@@ -115,6 +128,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _reload(args.config)
     if args.command == "drain":
         return _drain(args.config)
+    if args.command == "assets":
+        from lvsmon.assets import run as assets
+
+        return assets(args)
+    if args.command == "install-unit":
+        from lvsmon.service.install import run as install_unit
+
+        return install_unit(args)
+    if args.command == "import":
+        from lvsmon.importers.cli import run as run_import
+
+        return run_import(args)
     if args.command == "demo":
         from lvsmon.demo import run_demo
 

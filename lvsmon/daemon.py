@@ -42,6 +42,7 @@ from lvsmon.logs import fields
 from lvsmon.metrics import DirectorCollector
 from lvsmon.model import Config, DestKey, ServiceKey, SyncDaemon
 from lvsmon.reconcile import Table, reconcile
+from lvsmon.sdnotify import Notifier
 from lvsmon.status import DirectorView, build_view
 from lvsmon.statuspage.admin import AdminState
 from lvsmon.statuspage.document import RELOADS_KEPT, ReloadRecord
@@ -97,8 +98,15 @@ def _alive(pid: int) -> bool:
 
 
 class Director:
-    def __init__(self, config_path: str, config: Config, dataplane: DataPlane):
+    def __init__(
+        self,
+        config_path: str,
+        config: Config,
+        dataplane: DataPlane,
+        notifier: Notifier | None = None,
+    ):
         self.config_path = config_path
+        self.notify = notifier or Notifier({})  # systemd's READY/RELOADING/STOPPING/WATCHDOG
         self.config = config
         self.dataplane = dataplane
         self.reload_ok = True
@@ -272,7 +280,9 @@ class Director:
             ),
         )
         self._sampler = asyncio.create_task(self._sample_loop())
+        self.notify.ready(self._status_line())  # the table is programmed, /metrics answers
         await self._main_loop()
+        self.notify.stopping()
         grace = self.config.daemon.shutdown_grace
         log.warning("shutting down", extra=fields(grace_seconds=grace))
         await self.bgp.leave(self._tick)  # less preferred, drain period, withdrawn
@@ -295,7 +305,9 @@ class Director:
                 self._operator_changed,
             )
             waiters = [asyncio.ensure_future(e.wait()) for e in events]
-            await asyncio.wait(waiters, timeout=SYNC_INTERVAL, return_when="FIRST_COMPLETED")
+            tick = min(SYNC_INTERVAL, self.notify.watchdog_interval or SYNC_INTERVAL)
+            await asyncio.wait(waiters, timeout=tick, return_when="FIRST_COMPLETED")
+            self.notify.heartbeat()  # WATCHDOG=1: the main loop turns
             for w in waiters:
                 w.cancel()
             if self._stop.is_set():
@@ -314,7 +326,9 @@ class Director:
             await self._follow_ha_role()  # a comparison unless the role or a setting changed
             if self._reload.is_set():
                 self._reload.clear()
+                self.notify.reloading()
                 await self.reload()
+                self.notify.ready(self._status_line())
             else:
                 await self.sync()
             await self._announce()
@@ -338,6 +352,12 @@ class Director:
             return
         self._announced_at = now
         await self.bgp.tick(self.config, self.dataplane.snapshot(), self.health.down())
+
+    def _status_line(self) -> str:
+        """systemd's STATUS= line."""
+        n = len(self.config.virtual_servers)
+        reload = "" if self.reload_ok else ", last reload failed"
+        return f"{n} virtual server{'s' if n != 1 else ''} on {self.dataplane.name}{reload}"
 
     def desired_changed(self) -> None:
         """Anything that changes the desired table without a new config must call this."""
@@ -556,25 +576,27 @@ def _check_reloadable(old: Config, new: Config) -> None:
         )
 
 
-async def serve(config_path: str) -> None:
+async def serve(config_path: str, log_format: str | None = None) -> None:
     """`lvsmon run`: load, start, run until SIGTERM. Raises ConfigError/StartupError."""
+    notifier = Notifier()  # read (and cleared from the environment) before any child starts
     cfg = configmod.load(config_path)
     from lvsmon import logs
 
-    logs.setup(cfg.daemon.log_level)
+    logs.setup(cfg.daemon.log_level, log_format)
     pid = PidFile(cfg.daemon.pid_file)
     pid.acquire()
     try:
-        director = Director(config_path, cfg, registry.create(cfg.daemon))
+        director = Director(config_path, cfg, registry.create(cfg.daemon), notifier)
         await director.run()
     finally:
         pid.release()
+        notifier.close()
 
 
-def run(config_path: str) -> None:
+def run(config_path: str, log_format: str | None = None) -> None:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(serve(config_path))
+        asyncio.run(serve(config_path, log_format))
     else:
-        uvloop.run(serve(config_path))
+        uvloop.run(serve(config_path, log_format))

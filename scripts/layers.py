@@ -89,6 +89,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.webauth",
             "lvsmon.statuspage",
             "lvsmon.bgp",
+            "lvsmon.sdnotify",
         ),
     ),
     (
@@ -99,8 +100,19 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("wiring", "the daemon: config -> desired -> reconcile -> plane.apply", ("lvsmon.daemon",)),
     (
         "faces",
-        "what operators run: CLI, demo, status client, the VRRP process entry",
-        ("lvsmon.cli", "lvsmon.demo", "lvsmon.client", "lvsmon.ha.__main__", "lvsmon.__main__"),
+        "what operators run: CLI, demo, status client, the VRRP process entry, importers, "
+        "the systemd unit, packaged assets, the man page",
+        (
+            "lvsmon.cli",
+            "lvsmon.demo",
+            "lvsmon.client",
+            "lvsmon.ha.__main__",
+            "lvsmon.__main__",
+            "lvsmon.importers",
+            "lvsmon.service",
+            "lvsmon.assets",
+            "lvsmon.manpage",
+        ),
     ),
 )
 RANK = {name: i for i, (name, _, _) in enumerate(LAYERS)}

@@ -355,7 +355,10 @@ class Topology(Scene):
             director.listener = self.listener(host, group_of=proc)
         return director
 
-    def keepalived(self, host: str, config: str, *, listener: bool = True) -> Director:
+    def keepalived(
+        self, host: str, config: str, *, listener: bool = True, config_id: str = ""
+    ) -> Director:
+        """keepalived --vrrp on `config`; `config_id` is its -i (for @ID conditional lines)."""
         path = self.workdir / f"{host}.keepalived.conf"
         path.write_text(config)
         # Fresh pid files per start: a SIGKILLed keepalived's VRRP child lingers as a
@@ -373,6 +376,7 @@ class Topology(Scene):
             str(self.workdir / f"{host}.{n}.ka.pid"),
             "--vrrp_pid",
             str(self.workdir / f"{host}.{n}.vrrp.pid"),
+            *(["--config-id", config_id] if config_id else []),
         ]
         proc = self.spawn(host, "keepalived", argv)
         director = Director(self, host, proc)
