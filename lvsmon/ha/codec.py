@@ -52,6 +52,7 @@ REASONS = (
     "auth_missing",  # auth on, but the advert carries no authentication trailer
     "auth_bad",  # the HMAC does not verify: wrong key or altered in flight
     "replay",  # the auth counter did not increase (receiver)
+    "overflow",  # dropped by the kernel, unread, on a full receive queue (a flood)
 )
 
 

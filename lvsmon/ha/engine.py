@@ -177,7 +177,11 @@ class Engine:
         if sock is None:
             return
         here = [g for g in self._groups.values() if (g.cfg.interface, g.cfg.family) == key]
+        seen = sock.overflows
         grams, more = sock.receive(READ_BATCH)
+        if sock.overflows > seen:  # dropped unread: whose they were is unknown, so each group's
+            for g in here:
+                g.reject("overflow", f"{sock.overflows - seen} dropped", sock.overflows - seen)
         for gram in grams:
             vrid = gram.payload[1] if len(gram.payload) >= 2 else None
             match = [g for g in here if g.cfg.vrid == vrid]

@@ -149,8 +149,8 @@ class GroupRuntime:
         self.peer, self.peer_priority, self.peer_last = gram.source, adv.priority, time.time()
         self.handle(machine.Received(adv.priority, adv.interval, gram.source), at=gram.arrived)
 
-    def reject(self, reason: str, detail: str = "") -> None:
-        self.rejected[reason] += 1
+    def reject(self, reason: str, detail: str = "", count: int = 1) -> None:
+        self.rejected[reason] += count
         now = time.monotonic()
         if now - self._reject_logged.get(reason, -REJECT_LOG_EVERY) >= REJECT_LOG_EVERY:
             self._reject_logged[reason] = now

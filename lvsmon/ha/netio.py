@@ -36,6 +36,7 @@ MAX_PACKET = 2048  # a VRRP advert is at most 1,068 bytes (255 IPv4 addresses + 
 # peer's adverts while the loop works through it (the kernel doubles the value).
 RCVBUF = 1 << 20
 SO_TIMESTAMPNS = 35  # also the cmsg type (SCM_TIMESTAMPNS)
+SO_RXQ_OVFL = 40  # each datagram carries the socket's count of drops on a full queue
 
 
 class AdvertSocket:
@@ -44,6 +45,7 @@ class AdvertSocket:
         self.family = family
         self.source = source  # what our adverts carry as the IP source
         self.ifindex = socket.if_nametoindex(interface)
+        self.overflows = 0  # datagrams the kernel dropped on a full receive queue, so far
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         self.sock = socket.socket(af, socket.SOCK_RAW, codec.PROTO)
         try:
@@ -58,6 +60,7 @@ class AdvertSocket:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
         s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        s.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if self.family == 4:
             mreqn = struct.pack("4s4si", codec.GROUP_V4.packed, b"\0" * 4, self.ifindex)
             s.setsockopt(SOL_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
@@ -98,6 +101,7 @@ class AdvertSocket:
             except (BlockingIOError, InterruptedError):
                 return out, False
             arrived = _arrival(ancdata)
+            self.overflows = max(self.overflows, _overflows(ancdata))
             if self.family == 4:
                 gram = self._parse_v4(data, arrived)
             else:
@@ -136,6 +140,13 @@ class AdvertSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _overflows(ancdata: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, value in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+            return int(struct.unpack_from("@I", value)[0])
+    return 0
 
 
 def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float:

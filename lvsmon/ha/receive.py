@@ -48,6 +48,7 @@ def accept(gram: Datagram, expect: Expect, replay: dict[IPAddress, int]) -> code
         raise codec.Rejected("length", f"over {len(gram.payload)} bytes from {source}")
     if source == expect.own:
         # Our own adverts never come back (multicast loop is off): someone uses our address.
+        # (IPv4 drops a local source before us, as a martian; IPv6 link-local does not.)
         raise codec.Rejected("own_address", f"from {source}")
     try:
         adv = codec.decode(gram.payload, source, gram.destination, expect.auth_key)

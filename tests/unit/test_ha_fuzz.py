@@ -174,7 +174,8 @@ def test_replayed_counter_is_rejected_and_a_fresh_one_accepted() -> None:
 
 def test_every_reason_is_reachable() -> None:
     """A reason no check produces would be a dead series on the dashboards."""
-    seen = {WANT.get(c, c) for c in HOSTILE} | {"replay", "vrid"}  # vrid: the engine's dispatch
+    # vrid and overflow: the engine's (dispatch by VRID, the socket's drop count)
+    seen = {WANT.get(c, c) for c in HOSTILE} | {"replay", "vrid", "overflow"}
     assert seen == set(codec.REASONS)
 
 
