@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 
 from lvsmon.logs import fields
@@ -95,7 +96,8 @@ async def run_program(argv: Sequence[str], env: dict[str, str], timeout: float) 
     try:
         code = await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the hook and its children
         await proc.wait()
         log.error("notify program timed out", extra=fields(argv=" ".join(argv), timeout=timeout))
         return
