@@ -20,6 +20,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lvsmon import config as configmod
+from lvsmon import privilege
 from lvsmon.dataplane import registry
 from lvsmon.dataplane.base import (
     Configurable,
@@ -34,6 +35,7 @@ from lvsmon.ha.process import HAProcess
 from lvsmon.ha.status import GroupStatus
 from lvsmon.health.metrics import HealthCollector
 from lvsmon.health.monitor import HealthMonitor
+from lvsmon.health.probes import exec as exec_probe
 from lvsmon.health.targets import targets_of
 from lvsmon.httpd import StatusServer
 from lvsmon.logs import fields
@@ -79,7 +81,8 @@ class PidFile:
 
     def release(self) -> None:
         if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
+            # PermissionError: the daemon became daemon.user and the file is in root's /run
+            with contextlib.suppress(FileNotFoundError, PermissionError):
                 self.path.unlink()
 
 
@@ -112,6 +115,7 @@ class Director:
         self._ha_changed = asyncio.Event()  # ... set when one of them changes
         self._sync_role: SyncDaemon | None = None  # what _follow_ha_role last set
         self._sync_error = ""
+        _scripts_as(config)
         self.health.configure(targets_of(config.virtual_servers))
         self.registry.register(DirectorCollector(self.view))
         self.registry.register(HealthCollector(self.health))
@@ -377,6 +381,7 @@ class Director:
             (vs.key, rs.key) for vs in new.virtual_servers for rs in vs.real_servers
         )
         self.rates.resize(new.daemon.status_page.samples)
+        _scripts_as(new)
         self.health.configure(targets_of(new.virtual_servers))
         self._configure_weights()
         await self._configure_ha()
@@ -410,7 +415,10 @@ class Director:
             if not groups:
                 return
             self.ha = HAProcess(
-                groups, log_level=self.config.daemon.log_level, on_status=self._on_ha_status
+                groups,
+                log_level=self.config.daemon.log_level,
+                script_user=self.config.daemon.script_user,
+                on_status=self._on_ha_status,
             )
             await self.ha.start()
         else:
@@ -502,6 +510,34 @@ def is_settled(
     )
 
 
+def drop_privileges(config: Config) -> None:
+    """Started as root: keep only the capabilities the daemon will need (lvsmon.privilege),
+    as daemon.user if set. Done before anything else starts, because capabilities are
+    per thread: every thread created later (executors, libuv's pool) inherits the
+    reduced sets. What start does next (binding ports, programming the data plane,
+    raw sockets, the VRRP process at real-time priority) is within those."""
+    if os.geteuid() != 0:
+        return
+    d = config.daemon
+    user = privilege.Account.named(d.user) if d.user else None
+    if user is not None:
+        import encodings.idna  # noqa: F401 - getaddrinfo's codec, loaded late otherwise
+    others = bool(d.script_user) and d.script_user != (d.user or "root")
+    keep = privilege.needed(failover=bool(config.failover_groups), script_user=others)
+    try:
+        privilege.restrict(keep, user)
+    except (privilege.PrivilegeError, OSError) as exc:
+        raise StartupError(f"cannot give up privileges: {exc}") from None
+    log.warning(
+        "privileges dropped", extra=fields(user=d.user or "root", capabilities=",".join(keep))
+    )
+
+
+def _scripts_as(config: Config) -> None:
+    user = config.daemon.script_user
+    exec_probe.run_as(privilege.Account.named(user) if user else None)
+
+
 def _nothing_drains(desired: Table, actual: Table) -> bool:
     """With no operations left, anything `actual` holds beyond `desired` is draining."""
     return actual.keys() == desired.keys() and all(
@@ -532,7 +568,9 @@ async def serve(config_path: str) -> None:
     pid = PidFile(cfg.daemon.pid_file)
     pid.acquire()
     try:
-        director = Director(config_path, cfg, registry.create(cfg.daemon))
+        dataplane = registry.create(cfg.daemon)  # imports it while the files are readable
+        drop_privileges(cfg)
+        director = Director(config_path, cfg, dataplane)
         await director.run()
     finally:
         pid.release()

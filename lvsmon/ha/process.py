@@ -41,12 +41,14 @@ class HAProcess:
         groups: Sequence[FailoverGroup],
         *,
         log_level: str = "warning",
+        script_user: str = "",
         command_prefix: Sequence[str] = (),
         on_status: Callable[[tuple[GroupStatus, ...]], None] | None = None,
     ):
         """`command_prefix` runs the child under e.g. `ip netns exec NS` (tests, bench)."""
         self._groups = tuple(groups)
         self._log_level = log_level
+        self._script_user = script_user  # notify hooks run as this user ("": the child's)
         self._prefix = tuple(command_prefix)
         self._on_status = on_status
         self._status: dict[str, GroupStatus] = {}
@@ -76,6 +78,7 @@ class HAProcess:
             str(theirs.fileno()),
             "--log-level",
             self._log_level,
+            *(["--script-user", self._script_user] if self._script_user else []),
         ]
         try:
             self._proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(theirs.fileno(),))
