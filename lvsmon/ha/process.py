@@ -11,13 +11,15 @@ the daemon's loop busy).
 
 The child is in the caller's process group, so killing the group kills both;
 if the parent dies alone the child notices (EOF) and hands over. A child that
-dies unexpectedly is restarted after `RESTART_DELAY` (it comes back as backup).
+dies unexpectedly leaves addresses nobody answers for: the parent removes them at
+once, then restarts the child after `RESTART_DELAY` (it comes back as backup).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import pickle
 import socket
@@ -102,10 +104,37 @@ class HAProcess:
             log.error(
                 "VRRP process exited; restarting", extra=fields(exit=code, delay=RESTART_DELAY)
             )
+            self._orphaned()
             await asyncio.sleep(RESTART_DELAY)
             if self._stopping:
                 return
             await self._spawn()
+
+    def _orphaned(self) -> None:
+        """The child died without handing over: nothing answers for its addresses now.
+        Remove them at once (the restarted child would, as backup, a second later) so
+        the peer that takes over is the only one holding them, and stop reporting the
+        dead child's role. Not possible across a namespace prefix (tests, bench)."""
+        self._status = {
+            name: dataclasses.replace(s, state="initialize", priority=0)
+            for name, s in self._status.items()
+        }
+        if self._on_status is not None:
+            self._on_status(tuple(self._status.values()))
+        if self._prefix:
+            return
+        from lvsmon.ha.links import NetlinkLinks
+
+        try:
+            links = NetlinkLinks()
+        except OSError as exc:
+            log.error("cannot remove the failover addresses", extra=fields(error=str(exc)))
+            return
+        try:
+            for group in self._groups:
+                links.remove(group.addresses)
+        finally:
+            links.close()
 
     def status(self) -> tuple[GroupStatus, ...]:
         return tuple(self._status.values())
