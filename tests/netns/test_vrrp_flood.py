@@ -16,6 +16,7 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -58,11 +59,17 @@ def plain() -> Iterator[Pair]:
 
 
 def vrrp_child(topo: Topology, d: LvsmonDirector) -> int:
-    """The VRRP process: the director's other Python process (not the listener)."""
-    assert d.listener is not None
-    others = set(topo.run_ns_pids(d.host)) - {d.proc.pid, d.listener.pid}
-    assert len(others) == 1, others
-    return others.pop()
+    """The director's VRRP process (`python -m lvsmon.ha.child`)."""
+    found = []
+    for pid in set(topo.run_ns_pids(d.host)) - {d.proc.pid}:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        if b"lvsmon.ha.child" in cmdline:
+            found.append(pid)
+    assert len(found) == 1, found
+    return found[0]
 
 
 def cpu_seconds(pid: int) -> float:
