@@ -32,6 +32,7 @@ PROGRAMS = {
     "xz": "xz-utils",
     "chromium": "chromium",  # the status page's browser tests (tests/browser.py)
     "chromedriver": "chromium-driver",
+    "faketime": "faketime",  # its libfaketime: tests/integration/test_wall_clock_jump.py
 }
 
 
