@@ -31,7 +31,7 @@ from lvsmon.dataplane.base import (
 )
 from lvsmon.desired import desired_table
 from lvsmon.ha.metrics import HACollector
-from lvsmon.ha.process import HAProcess
+from lvsmon.ha.process import HAProcess, release_addresses
 from lvsmon.ha.status import GroupStatus
 from lvsmon.health.metrics import HealthCollector
 from lvsmon.health.monitor import HealthMonitor
@@ -567,6 +567,8 @@ async def serve(config_path: str) -> None:
     logs.setup(cfg.daemon.log_level)
     pid = PidFile(cfg.daemon.pid_file)
     pid.acquire()
+    if cfg.failover_groups:  # a crashed predecessor's: no VRRP process answers for them
+        release_addresses(cfg.failover_groups)
     try:
         dataplane = registry.create(cfg.daemon)  # imports it while the files are readable
         drop_privileges(cfg)

@@ -37,6 +37,23 @@ RESTART_DELAY = 1.0
 MAX_MESSAGE = 1 << 20
 
 
+def release_addresses(groups: Sequence[FailoverGroup]) -> None:
+    """Remove every address of `groups` from this namespace's interfaces: left by a VRRP
+    process that died without handing over, they would still answer ARP."""
+    from lvsmon.ha.links import NetlinkLinks
+
+    try:
+        links = NetlinkLinks()
+    except OSError as exc:
+        log.error("cannot remove the failover addresses", extra=fields(error=str(exc)))
+        return
+    try:
+        for group in groups:
+            links.remove(group.addresses)
+    finally:
+        links.close()
+
+
 class HAProcess:
     def __init__(
         self,
@@ -121,20 +138,8 @@ class HAProcess:
         }
         if self._on_status is not None:
             self._on_status(tuple(self._status.values()))
-        if self._prefix:
-            return
-        from lvsmon.ha.links import NetlinkLinks
-
-        try:
-            links = NetlinkLinks()
-        except OSError as exc:
-            log.error("cannot remove the failover addresses", extra=fields(error=str(exc)))
-            return
-        try:
-            for group in self._groups:
-                links.remove(group.addresses)
-        finally:
-            links.close()
+        if not self._prefix:
+            release_addresses(self._groups)
 
     def status(self) -> tuple[GroupStatus, ...]:
         return tuple(self._status.values())
