@@ -28,6 +28,7 @@ from lvsmon import privilege
 from lvsmon.ha import hooks
 from tests.integration.harness import REPO, Daemon, backends, connect, wait_for
 from tests.integration.test_daemon import service
+from tests.integration.test_health_exec import alive
 from tests.ports import free_port
 
 NOBODY = pwd.getpwnam("nobody")
@@ -215,7 +216,7 @@ def test_a_hook_that_times_out_dies_with_everything_it_started(shared: Path) -> 
     children = [int(p) for p in pids.read_text().split()]
     time.sleep(0.1)
     for pid in children:
-        assert not _alive(pid), f"{pid} outlived the hook's timeout"
+        assert not alive(pid), f"{pid} outlived the hook's timeout"
 
 
 def test_hooks_run_as_the_script_user(shared: Path) -> None:
@@ -229,11 +230,3 @@ def test_hooks_run_as_the_script_user(shared: Path) -> None:
     finally:
         hooks.run_as = None
     assert (out / "uid").read_text().strip() == str(NOBODY.pw_uid)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except FileNotFoundError:
-        return False
-    return state != "Z"
