@@ -7,21 +7,23 @@ daemon (`lvsmon run`: proxy data plane, tcp health checks, failover group,
 makes a new connection through the VIP every 10 ms (prober.py: a failed one is
 a failed request) and holds 8 long-lived connections that echo every 100 ms
 (holder.py: one that breaks is a lost connection). Each fault is applied to the
-master, then the pair must settle (dir1 master, dir2 backup, one VIP holder,
-requests answered); one line per fault:
+master, then the pair must settle (dir1 master, dir2 backup, one VIP holder;
+dir2 alone after a handover or a crash); one line per fault:
 
     fault=NAME planned=yes|no survived=yes|no failed_requests=F lost_connections=K
         double_master_s=S settle_s=T
 
 Planned operations (reload, SIGHUP storm, drain, graceful handover) must lose
-nothing. The same kill -9 of the master is then done to a keepalived pair (its
-VIP answered by a stand-in listener) with the same client: the anchor for what
-a crash failover costs. Then a soak of reloads (one a second) and connection
-churn (100 connections/s) on the master for --soak seconds (600 for the
-reported figure) and the daemon's resident memory growth. Last lines:
+nothing. Then a soak of reloads (one a second) and connection churn (100
+connections/s) on the master for --soak seconds (600 for the reported figure),
+and the daemon's resident memory growth after a warm-up. Last, --crashes rounds
+each (alternating) of a kill -9 of the master's whole process group, on fresh
+lvsmon pairs and on keepalived pairs (the VIP answered by a stand-in listener),
+with the same client: requests failed in the 3 s after the kill, medians
+compared (keepalived is the anchor). Last lines:
 
     faults=N survived=N lost_connections=K failed_requests=F double_master_s=S
-    crash_failed_requests lvsmon=A keepalived=B ratio=A/B
+    crash_failed_requests lvsmon=A keepalived=B ratio=A/B      (medians)
     rss_growth_pct=P
 
 Needs: root, keepalived, nftables (scripts/install-test-deps).
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -289,19 +292,34 @@ def soak(run: Run, seconds: float) -> float:
     return (end - base) / base * 100
 
 
-def keepalived_crash(topo: Topology) -> int:
-    """The anchor: the same kill -9 of a keepalived master, same client."""
-    d1 = topo.keepalived("dir1", keepalived_config(priority=150))
-    wait_for("keepalived dir1 master", d1.holds_vip, 10)
-    d2 = topo.keepalived("dir2", keepalived_config(priority=100))
-    time.sleep(2.0)
+def crash_once(topo: Topology, impl: str) -> int:
+    """A fresh pair of `impl`, a steady client, kill -9 of the master's whole process
+    group: the requests that fail in the CRASH_WINDOW after the kill."""
+    if impl == "lvsmon":
+        run = Run(topo)
+        run.start("dir1", 150)
+        wait_for("dir1 master", lambda: role(topo, "dir1") == "master", 10, every=0.1)
+        run.start("dir2", 100)
+        wait_for("settled", run.settled, 10, every=0.1)
+        master, backup = run.daemons["dir1"], run.daemons["dir2"]
+    else:  # keepalived, the VIP answered by a stand-in listener on each director
+        master = topo.keepalived("dir1", keepalived_config(priority=150))
+        wait_for("keepalived dir1 master", master.holds_vip, 10)
+        backup = topo.keepalived("dir2", keepalived_config(priority=100))
+        time.sleep(1.0)
     prober = topo.prober(interval=0.01, timeout=0.25)
     time.sleep(1.0)
     killed = time.monotonic()
-    d1.kill9()
-    wait_for("keepalived dir2 master", d2.holds_vip, 5)
+    master.kill9()
+    wait_for(f"{impl} dir2 takes over", backup.holds_vip, 5)
     time.sleep(max(0.0, killed + CRASH_WINDOW - time.monotonic()))
     attempts = prober.stop()
+    for d in (master, backup):
+        Topology._kill(d.proc)
+        if d.listener is not None:
+            Topology._kill(d.listener)
+    for host in ("dir1", "dir2"):  # what the killed one left behind
+        topo.ip(host, "addr", "del", f"{VIP}/24", "dev", "eth0", check=False)
     return sum(1 for t, ok, _ in attempts if killed <= t <= killed + CRASH_WINDOW and not ok)
 
 
@@ -309,6 +327,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--soak", type=float, default=600.0, help="soak seconds (0: none)")
     parser.add_argument("--flap", type=float, default=30.0, help="link flap seconds (5 Hz)")
+    parser.add_argument("--crashes", type=int, default=7, help="crash rounds per daemon")
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench/chaos.py needs root (network namespaces)")
@@ -339,7 +358,6 @@ def main() -> None:
         run.fault(f"link_flap_5hz_{args.flap:.0f}s", False, lambda: flap_link(run, args.flap))
         run.fault("graceful_handover", True, lambda: handover(run), master="dir2")
         run.fault("rejoin_and_preempt", False, lambda: rejoin(run))
-        crash_window = len(run.windows)
         run.fault("kill9_master_daemon", False, lambda: crash(run), master="dir2")
         run.fault("restart_after_crash", False, lambda: rejoin(run))
         growth = soak(run, args.soak) if args.soak > 0 else float("nan")
@@ -352,8 +370,7 @@ def main() -> None:
         fails = [(t, "fail") for t, ok, _ in attempts if not ok]
         why = [(t, reason) for t, ok, reason in attempts if not ok]
         totals = {"failed": 0, "lost": 0, "double": 0.0, "survived": 0}
-        crash_failed = 0
-        for i, w in enumerate(run.windows):
+        for w in run.windows:
             failed = count(fails, "fail", w.start, w.end)
             lost = count(held, "lost", w.start, w.end)
             double = run.double_master(w.start, w.end)
@@ -361,8 +378,6 @@ def main() -> None:
             totals["lost"] += lost
             totals["double"] += double
             totals["survived"] += w.survived
-            if i == crash_window:  # the anchor's window: from the kill, CRASH_WINDOW long
-                crash_failed = count(fails, "fail", w.start, w.start + CRASH_WINDOW)
             print(
                 f"fault={w.name} planned={'yes' if w.planned else 'no'} "
                 f"survived={'yes' if w.survived else 'no'} failed_requests={failed} "
@@ -373,16 +388,21 @@ def main() -> None:
                 print(f"  failed requests: {', '.join(reasons)}", file=sys.stderr)
         for d in run.daemons.values():
             Topology._kill(d.proc)
+        rounds: dict[str, list[int]] = {"lvsmon": [], "keepalived": []}
+        for i in range(args.crashes):  # alternating, so drift in the machine hits both
+            for impl in ("lvsmon", "keepalived") if i % 2 == 0 else ("keepalived", "lvsmon"):
+                rounds[impl].append(crash_once(topo, impl))
         for proc in echo.values():
             Topology._kill(proc)
-        anchor = keepalived_crash(topo)
     print(
         f"faults={len(run.windows)} survived={totals['survived']} "
         f"lost_connections={totals['lost']} failed_requests={totals['failed']} "
         f"double_master_s={totals['double']:.2f}"
     )
-    ratio = crash_failed / anchor if anchor else float("nan")
-    print(f"crash_failed_requests lvsmon={crash_failed} keepalived={anchor} ratio={ratio:.2f}")
+    ours, theirs = statistics.median(rounds["lvsmon"]), statistics.median(rounds["keepalived"])
+    print(f"crash_rounds lvsmon={rounds['lvsmon']} keepalived={rounds['keepalived']}")
+    ratio = ours / theirs if theirs else float("nan")
+    print(f"crash_failed_requests lvsmon={ours:g} keepalived={theirs:g} ratio={ratio:.2f}")
     print(f"rss_growth_pct={growth:.1f}")
 
 
