@@ -302,7 +302,7 @@ class Director:
                 self.desired_changed()
             self._ha_changed.clear()
             self._operator_changed.clear()
-            if self.admin.expire(time.time()):
+            if self.admin.expire(time.monotonic()):
                 self.desired_changed()  # a temporary weight from the status page lapsed
             await self._follow_ha_role()  # a comparison unless the role or a setting changed
             if self._reload.is_set():

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 from lvsmon.ha.netio import SO_TIMESTAMPNS, _arrival
+from lvsmon.model import DestKey, ServiceKey
+from lvsmon.statuspage.admin import Action, AdminState, override_for
 
 PACKAGE = Path(__file__).resolve().parents[2] / "lvsmon"
 WALL_CLOCK = re.compile(r"\btime\.time(_ns)?\(\)|\bdatetime\.(now|utcnow)\(|\bdate\.today\(")
@@ -22,6 +24,11 @@ ALLOWED = {
     ("ha/group.py", "self.peer_last"),  # lvsmon_ha_peer_last_advert_timestamp_seconds
     ("ha/group.py", "_auth_counter = time.time_ns()"),  # replay counter start, not a timer
     ("daemon.py", "self.reload_ok_at = time.time()"),  # ..._reload_success_timestamp_seconds
+    ("daemon.py", "ReloadRecord(time.time()"),  # the status page's list of reloads
+    ("health/monitor.py", "wall = time.time()"),  # the status page: since when a verdict holds
+    ("health/monitor.py", "probe.last_failure"),  # the status page: when a check last failed
+    ("statuspage/page.py", "now=time.time(),"),  # the page's clock, for "3 s ago"
+    ("statuspage/page.py", "override_for(action, user, time.time(), time.monotonic())"),
     ("status.py", "render(groups, time.time())"),  # `lvsmon status`: "since ... ago"
 }
 
@@ -50,3 +57,16 @@ def test_an_advert_stamped_an_hour_off_the_wall_clock_arrives_now() -> None:
     fresh = time.time() - 0.2  # an ordinary stamp: 200 ms ago is honoured
     anc = [(socket.SOL_SOCKET, SO_TIMESTAMPNS, struct.pack("@qq", int(fresh), 0))]
     assert _arrival(anc) < time.monotonic() - 0.1
+
+
+def test_a_temporary_weight_lapses_on_the_monotonic_clock() -> None:
+    """Found by the allow-list above: the status page's temporary weights expired on the
+    wall clock, so a step of the clock ended them early or kept them for hours."""
+    key = (ServiceKey("tcp", "192.0.2.1", 80), DestKey("10.0.0.2", 80))
+    state = AdminState()
+    wall, mono = 1.7e9, 50.0
+    state.set(key, override_for(Action("weight", "web", "10.0.0.2:80", 7, 60.0), "a", wall, mono))
+    override = state.get(key)
+    assert override is not None and override.until == wall + 60  # shown in Unix time
+    assert state.expire(mono + 59) == []  # whatever the wall clock says now
+    assert state.expire(mono + 60) == [key]
