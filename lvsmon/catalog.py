@@ -217,7 +217,7 @@ CATALOG: tuple[MetricSpec, ...] = (
         "lvsmon_ha_adverts_rejected_total",
         "counter",
         ("group", "reason"),
-        "Adverts rejected, by reason",
+        "Adverts dropped, by reason (keepalived's VRRP statistics: docs/reliability.md)",
         "-",
         "failover",
     ),

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 from lvsmon import config as configmod
 from lvsmon.bgp.feature import BgpFeature
 from lvsmon.bgp.metrics import BgpCollector
+from lvsmon import privilege
 from lvsmon.dataplane import registry
 from lvsmon.dataplane.base import (
     Configurable,
@@ -32,10 +33,11 @@ from lvsmon.dataplane.base import (
 )
 from lvsmon.desired import desired_table
 from lvsmon.ha.metrics import HACollector
-from lvsmon.ha.process import HAProcess
+from lvsmon.ha.process import HAProcess, release_addresses
 from lvsmon.ha.status import GroupStatus
 from lvsmon.health.metrics import HealthCollector
 from lvsmon.health.monitor import HealthMonitor
+from lvsmon.health.probes import exec as exec_probe
 from lvsmon.health.targets import targets_of
 from lvsmon.httpd import StatusServer
 from lvsmon.logs import fields
@@ -83,7 +85,8 @@ class PidFile:
 
     def release(self) -> None:
         if self.path is not None:
-            with contextlib.suppress(FileNotFoundError):
+            # PermissionError: the daemon became daemon.user and the file is in root's /run
+            with contextlib.suppress(FileNotFoundError, PermissionError):
                 self.path.unlink()
 
 
@@ -123,6 +126,7 @@ class Director:
         self._ha_changed = asyncio.Event()  # ... set when one of them changes
         self._sync_role: SyncDaemon | None = None  # what _follow_ha_role last set
         self._sync_error = ""
+        _scripts_as(config)
         self.health.configure(targets_of(config.virtual_servers))
         self.registry.register(DirectorCollector(self.view))
         self.registry.register(HealthCollector(self.health))
@@ -321,7 +325,7 @@ class Director:
                 self.desired_changed()
             self._ha_changed.clear()
             self._operator_changed.clear()
-            if self.admin.expire(time.time()):
+            if self.admin.expire(time.monotonic()):
                 self.desired_changed()  # a temporary weight from the status page lapsed
             await self._follow_ha_role()  # a comparison unless the role or a setting changed
             if self._reload.is_set():
@@ -429,6 +433,7 @@ class Director:
             (vs.key, rs.key) for vs in new.virtual_servers for rs in vs.real_servers
         )
         self.rates.resize(new.daemon.status_page.samples)
+        _scripts_as(new)
         self.health.configure(targets_of(new.virtual_servers))
         self._configure_weights()
         await self._configure_ha()
@@ -463,7 +468,10 @@ class Director:
             if not groups:
                 return
             self.ha = HAProcess(
-                groups, log_level=self.config.daemon.log_level, on_status=self._on_ha_status
+                groups,
+                log_level=self.config.daemon.log_level,
+                script_user=self.config.daemon.script_user,
+                on_status=self._on_ha_status,
             )
             await self.ha.start()
         else:
@@ -555,6 +563,34 @@ def is_settled(
     )
 
 
+def drop_privileges(config: Config) -> None:
+    """Started as root: keep only the capabilities the daemon will need (lvsmon.privilege),
+    as daemon.user if set. Done before anything else starts, because capabilities are
+    per thread: every thread created later (executors, libuv's pool) inherits the
+    reduced sets. What start does next (binding ports, programming the data plane,
+    raw sockets, the VRRP process at real-time priority) is within those."""
+    if os.geteuid() != 0:
+        return
+    d = config.daemon
+    user = privilege.Account.named(d.user) if d.user else None
+    if user is not None:
+        import encodings.idna  # noqa: F401 - getaddrinfo's codec, loaded late otherwise
+    others = bool(d.script_user) and d.script_user != (d.user or "root")
+    keep = privilege.needed(failover=bool(config.failover_groups), script_user=others)
+    try:
+        privilege.restrict(keep, user)
+    except (privilege.PrivilegeError, OSError) as exc:
+        raise StartupError(f"cannot give up privileges: {exc}") from None
+    log.warning(
+        "privileges dropped", extra=fields(user=d.user or "root", capabilities=",".join(keep))
+    )
+
+
+def _scripts_as(config: Config) -> None:
+    user = config.daemon.script_user
+    exec_probe.run_as(privilege.Account.named(user) if user else None)
+
+
 def _nothing_drains(desired: Table, actual: Table) -> bool:
     """With no operations left, anything `actual` holds beyond `desired` is draining."""
     return actual.keys() == desired.keys() and all(
@@ -585,8 +621,12 @@ async def serve(config_path: str, log_format: str | None = None) -> None:
     logs.setup(cfg.daemon.log_level, log_format)
     pid = PidFile(cfg.daemon.pid_file)
     pid.acquire()
+    if cfg.failover_groups:  # a crashed predecessor's: no VRRP process answers for them
+        release_addresses(cfg.failover_groups)
     try:
-        director = Director(config_path, cfg, registry.create(cfg.daemon), notifier)
+        dataplane = registry.create(cfg.daemon)  # imports it while the files are readable
+        drop_privileges(cfg)
+        director = Director(config_path, cfg, dataplane, notifier)
         await director.run()
     finally:
         pid.release()

@@ -37,6 +37,9 @@ log = logging.getLogger("lvsmon.http")
 MAX_HEAD = 8192
 READ_TIMEOUT = 10.0
 MAX_BODY = 4096  # POST /admin: a small JSON object
+# Connections still sending their request head (a scrape sends it at once). Beyond this
+# many the oldest is closed: slowloris clients cannot use up the daemon's descriptors.
+MAX_IDLE_CLIENTS = 64
 
 
 UNAUTHORIZED = Response(
@@ -65,6 +68,7 @@ class StatusServer:
         self._auth: BasicAuth | None = None
         self.configure(web)
         self._server: asyncio.Server | None = None
+        self._heading: dict[asyncio.StreamWriter, None] = {}  # oldest first
 
     def configure(self, web: WebConfig | None) -> bool:
         """Take a (re)loaded web config; users and headers apply to the next request.
@@ -96,11 +100,25 @@ class StatusServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         web = self._web
+        self._heading[writer] = None
+        if len(self._heading) > MAX_IDLE_CLIENTS:
+            oldest = next(iter(self._heading))
+            del self._heading[oldest]
+            oldest.transport.abort()
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
-            response = await self._respond(head, web, reader, writer)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
-            response = Response("400 Bad Request", "text/plain", b"bad request\n")
+            head = b""
+        except (ConnectionError, ssl.SSLError):
+            head = None
+        if self._heading.pop(writer, False) is False or head is None:
+            writer.transport.abort()  # evicted, the client went away, or its TLS failed
+            return
+        try:
+            if not head:
+                response = Response("400 Bad Request", "text/plain", b"bad request\n")
+            else:
+                response = await self._respond(head, web, reader, writer)
         except (ConnectionError, ssl.SSLError):
             writer.close()  # the client went away, or its TLS failed mid-request
             return

@@ -5,7 +5,9 @@ bcrypt is slow by design (~70 ms at cost 10), so, like exporter-toolkit, a verif
 once. The cache holds an HMAC of it under a per-process random key (no password is
 kept) and is compared with `hmac.compare_digest`. Uncached checks run one at a time on
 a thread of their own, off the event loop that also serves traffic and health checks,
-and a flood of guesses is turned away once MAX_PENDING wait.
+and a flood of guesses is turned away once MAX_PENDING different ones wait. Requests
+with the same credentials share one check in flight (many scrapers starting at once
+on a cold cache all get in: tests/integration/test_http_hostile.py).
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class BasicAuth:
         self.users = {name: hashed.encode() for name, hashed in users}
         self._key = secrets.token_bytes(32)
         self._verified: dict[str, bytes] = {}  # user -> digest of its last verified password
-        self._pending = 0
+        self._checking: dict[bytes, asyncio.Future[bool]] = {}  # digest -> its check in flight
 
     def _digest(self, user: str, password: bytes) -> bytes:
         hashed = self.users.get(user, _DUMMY_HASH)
@@ -79,14 +81,16 @@ class BasicAuth:
             return False
         if self.cached(*credentials):
             return True
-        if self._pending >= MAX_PENDING:
-            return False
-        self._pending += 1
-        try:
+        digest = self._digest(*credentials)
+        check = self._checking.get(digest)
+        if check is None:
+            if len(self._checking) >= MAX_PENDING:
+                return False
             loop = asyncio.get_running_loop()
-            return await loop.run_in_executor(_bcrypt_thread(), self.verify, *credentials)
-        finally:
-            self._pending -= 1
+            check = loop.run_in_executor(_bcrypt_thread(), self.verify, *credentials)
+            self._checking[digest] = check
+            check.add_done_callback(lambda _: self._checking.pop(digest, None))
+        return await asyncio.shield(check)  # one waiter going away must not cancel it
 
 
 def _bcrypt_thread() -> ThreadPoolExecutor:

@@ -45,6 +45,8 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.health.dnswire",
             "lvsmon.ha.codec",
             "lvsmon.dataplane.ipvs_codec",
+            "lvsmon.privilege",
+            "lvsmon.scriptsec",
         ),
     ),
     (
@@ -55,6 +57,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.reconcile",
             "lvsmon.desired",
             "lvsmon.ha.machine",
+            "lvsmon.ha.receive",
             "lvsmon.ha.timer",
             "lvsmon.ha.tracking",
             "lvsmon.ha.status",

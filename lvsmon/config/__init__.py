@@ -44,7 +44,12 @@ SECTIONS: tuple[SectionReader, ...] = (
         virtual_servers.read,
         (daemon.check_adopted_names,),
     ),
-    SectionReader("failover_group", "failover_groups", failover.read, (daemon.check_sync_follow,)),
+    SectionReader(
+        "failover_group",
+        "failover_groups",
+        failover.read,
+        (daemon.check_sync_follow, daemon.check_script_security),
+    ),
     SectionReader("bgp", "bgp", bgp.read, (bgp.check,)),
 )
 

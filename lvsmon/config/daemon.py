@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import pwd
 from typing import Any
 
 from lvsmon import configkit as ck
+from lvsmon import scriptsec
 from lvsmon.config import nft, status_page, web
 from lvsmon.config.readout import Readout
 from lvsmon.dataplane import registry
@@ -41,6 +43,11 @@ def read(root: ck.Section, readout: Readout) -> DaemonSettings:
     )
     web_file = sec.get("web_config_file", _path, "", "a file path (an exporter-toolkit web config)")
     web_config = _read_web_config(sec, web_file)
+    user = sec.get("user", _account, "", "the name of a user on this machine")
+    script_user = sec.get("script_user", _account, "", "the name of a user on this machine")
+    script_security = sec.get("script_security", ck.boolean, True, "true or false")
+    if user and dataplane == "ipvs":
+        sec.error("user", f'"{user}": the ipvs data plane writes sysctls as root: leave it unset')
     tsec = sec.child("timeouts")
     defaults = Timeouts()
     timeouts = Timeouts(
@@ -65,7 +72,29 @@ def read(root: ck.Section, readout: Readout) -> DaemonSettings:
         web_config_file=web_file,
         web=web_config,
         status_page=page,
+        user=user,
+        script_user=script_user,
+        script_security=script_security,
     )
+
+
+def _account(value: Any) -> str:
+    name = ck.text(value)
+    if not name:
+        return name  # "": none
+    try:
+        pwd.getpwnam(name)
+    except (KeyError, ValueError):  # ValueError: a NUL in the name
+        raise ValueError(ck.Hint("no such user")) from None
+    return name
+
+
+def check_script_security(readout: Readout) -> None:
+    """daemon.script_security: refuse exec checks and notify hooks others could change."""
+    if not readout.get("daemon", DaemonSettings).script_security:
+        return
+    found = scriptsec.problems(readout.virtual_servers(), readout.failover_groups())
+    readout.problems.extend(ck.Problem(key, message) for key, message in found)
 
 
 def _path(value: Any) -> str:

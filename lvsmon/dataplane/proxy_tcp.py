@@ -19,8 +19,10 @@ import contextlib
 import errno
 import logging
 import os
+import resource
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +49,11 @@ PRECONNECT_LIMIT = 256 * 1024
 CONNECT_TICK = 0.01
 # After EMFILE and the like, a listener rests this long before accepting again.
 ACCEPT_PAUSE = 0.5
+# Descriptors kept free for everything but new client connections: /metrics, health
+# checks, reloads, the real-server side of connections being set up. A client whose
+# descriptor lands in this reserve is refused at once (RST), not left in the backlog.
+FD_RESERVE = 64
+LINGER_RESET = struct.pack("ii", 1, 0)
 
 EPOLLIN = select.EPOLLIN
 EPOLLOUT = select.EPOLLOUT
@@ -195,6 +202,9 @@ class TcpListener:
         self.closed = False
         self._paused: asyncio.TimerHandle | None = None
         self._last_complaint = 0.0
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        # the kernel hands out the lowest free descriptor: one this high means few are left
+        self._ceiling = max(soft - FD_RESERVE, soft // 2) if soft > 0 else 1 << 30
         self._watch()
 
     def _watch(self) -> None:
@@ -227,7 +237,24 @@ class TcpListener:
                     self._pause(exc)
                     return
                 continue  # ECONNABORTED and the like: that client is gone
+            if fd >= self._ceiling:
+                self._refuse(fd)
+                continue
             TcpConnection(poller, svc, Socket(family, STREAM, 0, fd), fd, peer)
+
+    def _refuse(self, fd: int) -> None:
+        """Out of descriptors but the reserve: reset the client at once, say so (rarely)."""
+        with contextlib.suppress(OSError):
+            sock = Socket(self.family, STREAM, 0, fd)
+            sock.setsockopt(SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            sock.close()
+        now = time.monotonic()
+        if now - self._last_complaint >= 10:
+            self._last_complaint = now
+            log.warning(
+                "%s: refusing new connections: descriptors near the limit (ulimit -n)",
+                self.svc.key,
+            )
 
     def _pause(self, exc: OSError) -> None:
         """Out of descriptors or memory: stop accepting for a moment rather than spin."""

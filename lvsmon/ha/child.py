@@ -27,7 +27,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from lvsmon import logs
+from lvsmon import logs, privilege
+from lvsmon.ha import hooks
 from lvsmon.ha.engine import Engine
 from lvsmon.logs import fields
 
@@ -108,8 +109,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lvsmon.ha.child")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--script-user", default="", help="run notify hooks as this user")
     args = parser.parse_args(argv)
     logs.setup(args.log_level)
+    if args.script_user:
+        hooks.run_as = privilege.Account.named(args.script_user)
     chan = socket.socket(fileno=args.fd)
     try:
         asyncio.run(serve(chan))

@@ -40,10 +40,11 @@ TRAILER_SIZE = COUNTER.size + MAC_SIZE
 REASONS = (
     "truncated",  # shorter than its header or its address count says
     "ttl",  # TTL / hop limit != 255: not from this link (checked by the receiver)
+    "own_address",  # claims our own source address: spoofed, or an address clash (receiver)
     "version",  # not VRRP version 3
     "type",  # not an ADVERTISEMENT
     "checksum",  # bad checksum over the pseudo-header and the message
-    "length",  # longer than the address count says (or an auth trailer we don't expect)
+    "length",  # longer than the address count says, oversized, or an unexpected trailer
     "interval",  # Max Adver Int of zero
     "vrid",  # no group of this VRID on the receiving interface (checked by the receiver)
     "source",  # unicast mode: the sender is not a configured peer (receiver)
@@ -51,6 +52,7 @@ REASONS = (
     "auth_missing",  # auth on, but the advert carries no authentication trailer
     "auth_bad",  # the HMAC does not verify: wrong key or altered in flight
     "replay",  # the auth counter did not increase (receiver)
+    "overflow",  # dropped by the kernel, unread, on a full receive queue (a flood)
 )
 
 

@@ -29,6 +29,11 @@ log = logging.getLogger("lvsmon.ha")
 LINK_POLL = 0.05
 STATUS_EVERY = 0.25  # counters are pushed at most this often; state changes at once
 HOOK_DRAIN = 5.0
+# Adverts read per wake-up. A full batch means a flood (a peer sends a few per second):
+# reading then pauses FLOOD_PAUSE, which bounds the CPU a flood can take (the kernel
+# drops the excess) and lets the real-time process block, so RLIMIT_RTTIME never fires.
+READ_BATCH = 64
+FLOOD_PAUSE = 0.002
 
 SocketKey = tuple[str, int]
 Publish = Callable[[tuple[GroupStatus, ...]], None]
@@ -172,9 +177,12 @@ class Engine:
         if sock is None:
             return
         here = [g for g in self._groups.values() if (g.cfg.interface, g.cfg.family) == key]
-        for gram in sock.receive():
-            if gram.source == sock.source:
-                continue  # our own advert
+        seen = sock.overflows
+        grams, more = sock.receive(READ_BATCH)
+        if sock.overflows > seen:  # dropped unread: whose they were is unknown, so each group's
+            for g in here:
+                g.reject("overflow", f"{sock.overflows - seen} dropped", sock.overflows - seen)
+        for gram in grams:
             vrid = gram.payload[1] if len(gram.payload) >= 2 else None
             match = [g for g in here if g.cfg.vrid == vrid]
             if match:
@@ -182,6 +190,13 @@ class Engine:
                 continue
             for g in here:  # nobody's: each group on this link saw a stray advert
                 g.reject("truncated" if vrid is None else "vrid", f"vrid {vrid} from {gram.source}")
+        if more:  # a flood: rest a moment so timers run and the process blocks (RLIMIT_RTTIME)
+            self._loop.remove_reader(sock.fileno())
+            self._loop.call_later(FLOOD_PAUSE, self._resume, key, sock)
+
+    def _resume(self, key: SocketKey, sock: AdvertSocket) -> None:
+        if self._sockets.get(key) is sock:
+            self._loop.add_reader(sock.fileno(), self._readable, key)
 
     def _close_socket(self, key: SocketKey) -> None:
         sock = self._sockets.pop(key)

@@ -13,11 +13,12 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
-from lvsmon.ha import codec, machine
+from lvsmon.ha import codec, machine, receive
 from lvsmon.ha.announce import Announcer
 from lvsmon.ha.hooks import Serial, hook_job
 from lvsmon.ha.links import Links
-from lvsmon.ha.netio import AdvertSocket, Datagram
+from lvsmon.ha.netio import AdvertSocket
+from lvsmon.ha.receive import Datagram
 from lvsmon.ha.status import GroupStatus
 from lvsmon.ha.timer import PreciseTimer
 from lvsmon.logs import fields
@@ -139,28 +140,17 @@ class GroupRuntime:
 
     def on_datagram(self, gram: Datagram) -> None:
         cfg = self.cfg
-        if gram.ttl != codec.TTL:
-            return self.reject("ttl", f"{gram.ttl} from {gram.source}")
+        expect = receive.Expect(self.sock.source, cfg.advertised, cfg.unicast_peers, cfg.auth_key)
         try:
-            adv = codec.decode(gram.payload, gram.source, gram.destination, cfg.auth_key)
+            adv = receive.accept(gram, expect, self._replay)
         except codec.Rejected as exc:
-            return self.reject(exc.reason, f"{exc.detail} from {gram.source}")
-        if cfg.unicast_peers and gram.source not in cfg.unicast_peers:
-            return self.reject("source", str(gram.source))
-        if sorted(adv.addresses) != list(cfg.advertised):
-            listed = ",".join(map(str, adv.addresses))
-            return self.reject("addresses", f"{listed} from {gram.source}")
-        if adv.counter is not None:
-            last = self._replay.get(gram.source)
-            if last is not None and adv.counter <= last:
-                return self.reject("replay", f"{adv.counter} <= {last} from {gram.source}")
-            self._replay[gram.source] = adv.counter
+            return self.reject(exc.reason, exc.detail)
         self.received += 1
         self.peer, self.peer_priority, self.peer_last = gram.source, adv.priority, time.time()
         self.handle(machine.Received(adv.priority, adv.interval, gram.source), at=gram.arrived)
 
-    def reject(self, reason: str, detail: str = "") -> None:
-        self.rejected[reason] += 1
+    def reject(self, reason: str, detail: str = "", count: int = 1) -> None:
+        self.rejected[reason] += count
         now = time.monotonic()
         if now - self._reject_logged.get(reason, -REJECT_LOG_EVERY) >= REJECT_LOG_EVERY:
             self._reject_logged[reason] = now

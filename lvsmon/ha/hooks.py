@@ -10,7 +10,9 @@ and this environment added:
     LVSMON_HA_PRIORITY        the effective priority
 
 Hooks of one group run one at a time, in order, each killed after
-`notify.timeout`; they never delay adverts (they run beside the VRRP loop).
+`notify.timeout` (its whole process group: whatever it started dies with it);
+they never delay adverts (they run beside the VRRP loop). They run as
+`daemon.script_user` (else the daemon's user) with none of its capabilities.
 """
 
 from __future__ import annotations
@@ -19,14 +21,19 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Awaitable, Callable, Sequence
 
+from lvsmon import privilege
 from lvsmon.logs import fields
 from lvsmon.model.failover import FailoverGroup
 
 log = logging.getLogger("lvsmon.ha")
 
 STATE_NAMES = {"initialize": "stop"}
+# Whom hooks run as (daemon.script_user; None: this process's user): the VRRP process
+# sets it from its command line.
+run_as: privilege.Account | None = None
 
 
 class Serial:
@@ -85,7 +92,11 @@ def hook_job(
 async def run_program(argv: Sequence[str], env: dict[str, str], timeout: float) -> None:
     try:
         proc = await asyncio.create_subprocess_exec(
-            *argv, env=env, stdin=asyncio.subprocess.DEVNULL, start_new_session=True
+            *argv,
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            start_new_session=True,
+            **privilege.script_launcher(run_as),  # type: ignore[arg-type]
         )
     except OSError as exc:
         log.error(
@@ -95,7 +106,8 @@ async def run_program(argv: Sequence[str], env: dict[str, str], timeout: float) 
     try:
         code = await asyncio.wait_for(proc.wait(), timeout)
     except TimeoutError:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the hook and its children
         await proc.wait()
         log.error("notify program timed out", extra=fields(argv=" ".join(argv), timeout=timeout))
         return

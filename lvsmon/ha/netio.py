@@ -14,13 +14,14 @@ when Python got to it.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import socket
 import struct
 import time
-from dataclasses import dataclass
 
 from lvsmon.ha import codec
+from lvsmon.ha.receive import Datagram
 from lvsmon.model import IPAddress
 
 SOL_IP = socket.IPPROTO_IP
@@ -30,17 +31,12 @@ IPV6_PKTINFO = 50
 IPV6_RECVPKTINFO = 49
 IPV6_HOPLIMIT = 52
 IPV6_RECVHOPLIMIT = 51
-MAX_PACKET = 2048
+MAX_PACKET = 2048  # a VRRP advert is at most 1,068 bytes (255 IPv4 addresses + IP header)
+# Room for a burst of ~10^4 small datagrams: a flood of junk must not crowd out the
+# peer's adverts while the loop works through it (the kernel doubles the value).
+RCVBUF = 1 << 20
 SO_TIMESTAMPNS = 35  # also the cmsg type (SCM_TIMESTAMPNS)
-
-
-@dataclass(frozen=True, slots=True)
-class Datagram:
-    payload: bytes
-    source: IPAddress
-    destination: IPAddress
-    ttl: int
-    arrived: float  # time.monotonic() of the kernel's receive timestamp
+SO_RXQ_OVFL = 40  # each datagram carries the socket's count of drops on a full queue
 
 
 class AdvertSocket:
@@ -49,6 +45,7 @@ class AdvertSocket:
         self.family = family
         self.source = source  # what our adverts carry as the IP source
         self.ifindex = socket.if_nametoindex(interface)
+        self.overflows = 0  # datagrams the kernel dropped on a full receive queue, so far
         af = socket.AF_INET if family == 4 else socket.AF_INET6
         self.sock = socket.socket(af, socket.SOCK_RAW, codec.PROTO)
         try:
@@ -62,6 +59,8 @@ class AdvertSocket:
         s.setblocking(False)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self.interface.encode())
         s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+        s.setsockopt(socket.SOL_SOCKET, SO_RXQ_OVFL, 1)
         if self.family == 4:
             mreqn = struct.pack("4s4si", codec.GROUP_V4.packed, b"\0" * 4, self.ifindex)
             s.setsockopt(SOL_IP, socket.IP_ADD_MEMBERSHIP, mreqn)
@@ -92,21 +91,26 @@ class AdvertSocket:
             cmsg = [(SOL_IPV6, IPV6_PKTINFO, info)]
             self.sock.sendmsg([payload], cmsg, 0, (str(destination), 0, 0, self.ifindex))
 
-    def receive(self) -> list[Datagram]:
-        """Everything queued now (non-blocking); malformed IP framing is dropped."""
+    def receive(self, most: int) -> tuple[list[Datagram], bool]:
+        """Up to `most` queued datagrams (non-blocking), and whether more may be queued;
+        malformed IP framing is dropped. Oversized ones come back `clipped`."""
         out: list[Datagram] = []
-        while True:
+        for _ in range(most):
             try:
-                data, ancdata, _flags, addr = self.sock.recvmsg(MAX_PACKET, 256)
+                data, ancdata, flags, addr = self.sock.recvmsg(MAX_PACKET, 256)
             except (BlockingIOError, InterruptedError):
-                return out
+                return out, False
             arrived = _arrival(ancdata)
+            self.overflows = max(self.overflows, _overflows(ancdata))
             if self.family == 4:
                 gram = self._parse_v4(data, arrived)
             else:
                 gram = self._parse_v6(data, ancdata, addr, arrived)
             if gram is not None:
+                if flags & socket.MSG_TRUNC:
+                    gram = dataclasses.replace(gram, clipped=True)
                 out.append(gram)
+        return out, True
 
     @staticmethod
     def _parse_v4(data: bytes, arrived: float) -> Datagram | None:
@@ -136,6 +140,13 @@ class AdvertSocket:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def _overflows(ancdata: list[tuple[int, int, bytes]]) -> int:
+    for level, kind, value in ancdata:
+        if level == socket.SOL_SOCKET and kind == SO_RXQ_OVFL and len(value) >= 4:
+            return int(struct.unpack_from("@I", value)[0])
+    return 0
 
 
 def _arrival(ancdata: list[tuple[int, int, bytes]]) -> float:

@@ -11,13 +11,15 @@ the daemon's loop busy).
 
 The child is in the caller's process group, so killing the group kills both;
 if the parent dies alone the child notices (EOF) and hands over. A child that
-dies unexpectedly is restarted after `RESTART_DELAY` (it comes back as backup).
+dies unexpectedly leaves addresses nobody answers for: the parent removes them at
+once, then restarts the child after `RESTART_DELAY` (it comes back as backup).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import pickle
 import socket
@@ -35,18 +37,37 @@ RESTART_DELAY = 1.0
 MAX_MESSAGE = 1 << 20
 
 
+def release_addresses(groups: Sequence[FailoverGroup]) -> None:
+    """Remove every address of `groups` from this namespace's interfaces: left by a VRRP
+    process that died without handing over, they would still answer ARP."""
+    from lvsmon.ha.links import NetlinkLinks
+
+    try:
+        links = NetlinkLinks()
+    except OSError as exc:
+        log.error("cannot remove the failover addresses", extra=fields(error=str(exc)))
+        return
+    try:
+        for group in groups:
+            links.remove(group.addresses)
+    finally:
+        links.close()
+
+
 class HAProcess:
     def __init__(
         self,
         groups: Sequence[FailoverGroup],
         *,
         log_level: str = "warning",
+        script_user: str = "",
         command_prefix: Sequence[str] = (),
         on_status: Callable[[tuple[GroupStatus, ...]], None] | None = None,
     ):
         """`command_prefix` runs the child under e.g. `ip netns exec NS` (tests, bench)."""
         self._groups = tuple(groups)
         self._log_level = log_level
+        self._script_user = script_user  # notify hooks run as this user ("": the child's)
         self._prefix = tuple(command_prefix)
         self._on_status = on_status
         self._status: dict[str, GroupStatus] = {}
@@ -76,6 +97,7 @@ class HAProcess:
             str(theirs.fileno()),
             "--log-level",
             self._log_level,
+            *(["--script-user", self._script_user] if self._script_user else []),
         ]
         try:
             self._proc = await asyncio.create_subprocess_exec(*argv, pass_fds=(theirs.fileno(),))
@@ -99,10 +121,25 @@ class HAProcess:
             log.error(
                 "VRRP process exited; restarting", extra=fields(exit=code, delay=RESTART_DELAY)
             )
+            self._orphaned()
             await asyncio.sleep(RESTART_DELAY)
             if self._stopping:
                 return
             await self._spawn()
+
+    def _orphaned(self) -> None:
+        """The child died without handing over: nothing answers for its addresses now.
+        Remove them at once (the restarted child would, as backup, a second later) so
+        the peer that takes over is the only one holding them, and stop reporting the
+        dead child's role. Not possible across a namespace prefix (tests, bench)."""
+        self._status = {
+            name: dataclasses.replace(s, state="initialize", priority=0)
+            for name, s in self._status.items()
+        }
+        if self._on_status is not None:
+            self._on_status(tuple(self._status.values()))
+        if not self._prefix:
+            release_addresses(self._groups)
 
     def status(self) -> tuple[GroupStatus, ...]:
         return tuple(self._status.values())

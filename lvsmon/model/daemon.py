@@ -133,6 +133,12 @@ class DaemonSettings:
     web_config_file: str = ""
     web: WebConfig | None = None  # web_config_file, read and validated with the config
     status_page: StatusPageSettings = field(default_factory=StatusPageSettings)
+    # privileges (lvsmon.privilege): the user the daemon becomes after start ("" stays
+    # root, with only the capabilities it needs), the user exec checks and notify hooks
+    # run as ("": the daemon's), and whether unsafe scripts are refused (lvsmon.scriptsec)
+    user: str = ""
+    script_user: str = ""
+    script_security: bool = True
 
 
 @dataclass(frozen=True, slots=True)

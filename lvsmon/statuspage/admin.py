@@ -48,6 +48,9 @@ class Override:
     by: str  # the user who asked
     at: float  # Unix time
     until: float | None  # Unix time it lapses; None: until restored
+    # when it lapses on the monotonic clock: what expire() compares, so a wall clock
+    # step neither ends a temporary weight early nor keeps it for hours (until: display)
+    lapses: float | None = None
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -88,8 +91,9 @@ class AdminState:
         return self._overrides.pop(key, None) is not None
 
     def expire(self, now: float) -> list[Key]:
-        """Drop overrides whose time is up; returns their keys (the table must change)."""
-        gone = [k for k, o in self._overrides.items() if o.until is not None and o.until <= now]
+        """Drop overrides whose time is up (`now`: the clock override_for was given as
+        `clock`, time.monotonic() in the daemon); returns their keys."""
+        gone = [k for k, o in self._overrides.items() if _deadline(o) <= now]
         for key in gone:
             del self._overrides[key]
         return gone
@@ -113,12 +117,22 @@ class AdminState:
         return len(self._overrides)
 
 
-def override_for(action: Action, user: str, now: float) -> Override:
+def _deadline(o: Override) -> float:
+    if o.lapses is not None:
+        return o.lapses
+    return o.until if o.until is not None else float("inf")
+
+
+def override_for(action: Action, user: str, now: float, clock: float | None = None) -> Override:
+    """`now`: Unix time (shown); `clock`: the monotonic time expire() will be given
+    (default: `now`, for callers on one clock)."""
+    mono = now if clock is None else clock
     if action.action == "drain":
-        until = now + action.seconds if action.seconds else None
-        return Override("drain", 0, user, now, until)
+        if not action.seconds:
+            return Override("drain", 0, user, now, None)
+        return Override("drain", 0, user, now, now + action.seconds, mono + action.seconds)
     seconds = DEFAULT_SECONDS if action.seconds is None else action.seconds
-    return Override("weight", action.weight, user, now, now + seconds)
+    return Override("weight", action.weight, user, now, now + seconds, mono + seconds)
 
 
 def parse_action(body: bytes) -> Action | Refusal:

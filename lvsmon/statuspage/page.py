@@ -223,7 +223,7 @@ class StatusPage:
                 )
             host.operator_changed()
             return f"{where}: restored"
-        override = override_for(action, user, time.time())
+        override = override_for(action, user, time.time(), time.monotonic())
         host.admin.set(key, override)
         host.operator_changed()
         until = (

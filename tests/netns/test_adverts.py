@@ -68,11 +68,27 @@ def flip_checksum(data: bytes) -> bytes:
     return data[:6] + bytes([data[6] ^ 0xFF]) + data[7:]
 
 
+def fix_checksum(data: bytes, src: ipaddress.IPv4Address = ROGUE) -> bytes:
+    zeroed = data[:6] + b"\0\0" + data[8:]
+    total = codec.checksum(codec.pseudo_header(src, GROUP, len(zeroed)) + zeroed)
+    return data[:6] + total.to_bytes(2, "big") + data[8:]
+
+
 CASES: dict[str, Callable[[], dict[str, Any]]] = {
     "checksum": lambda: packet(flip_checksum(advert())),
     "ttl": lambda: packet(advert(), ttl=254),
     "vrid": lambda: packet(advert(vrid=52)),
     "truncated": lambda: packet(advert()[:10]),
+    "version": lambda: packet(fix_checksum(b"\x21" + advert()[1:])),
+    "type": lambda: packet(fix_checksum(b"\x33" + advert()[1:])),
+    "length": lambda: packet(fix_checksum(advert() + b"\0" * 8)),
+    "interval": lambda: packet(fix_checksum(advert()[:4] + b"\0\0" + advert()[6:])),
+}
+# more ways to earn the same reason: (reason, packet)
+ALSO: dict[str, tuple[str, Callable[[], dict[str, Any]]]] = {
+    "zero-length": ("truncated", lambda: packet(b"")),
+    # 3,000 bytes in two IP fragments: reassembled, larger than any advert can be
+    "oversized": ("length", lambda: packet(fix_checksum(advert() + b"\0" * 3000))),
 }
 
 
@@ -99,6 +115,13 @@ def check_rejected(
 def test_defective_adverts_are_rejected_and_counted(plain: Pair, reason: str) -> None:
     topo, d1, _ = plain
     check_rejected(topo, d1, reason, CASES[reason])
+
+
+@pytest.mark.parametrize("case", list(ALSO))
+def test_zero_length_and_oversized_adverts_are_rejected(plain: Pair, case: str) -> None:
+    topo, d1, _ = plain
+    reason, make = ALSO[case]
+    check_rejected(topo, d1, reason, make)
 
 
 def test_wrong_address_list_is_rejected(plain: Pair) -> None:

@@ -34,6 +34,7 @@ PROGRAMS = {
     "chromedriver": "chromium-driver",
     "bird": "bird2",  # the BGP fleet (tests/netns/test_bgp_fleet.py, the VM tier)
     "birdc": "bird2",
+    "faketime": "faketime",  # its libfaketime: tests/integration/test_wall_clock_jump.py
 }
 
 

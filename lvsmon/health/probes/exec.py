@@ -9,7 +9,8 @@ misc_dynamic), exit 2..255: up with weight exit-2 (so 2 = weight 0, quiesced
 but up; 255 = weight 253). Any other exit, a signal, or a program that cannot
 start: down (exec_failed).
 
-The program runs in its own session (so its own process group); on timeout
+The program runs as `daemon.script_user` (or the daemon's user), with no
+capability of the daemon's, and in its own session (so its own process group); on timeout
 the whole group is SIGKILLed and the program reaped, and after a normal exit
 whatever it left behind in its group is killed too: no strays, no zombies.
 Its stdout+stderr (capped at max_response_bytes) give the log line's detail.
@@ -24,7 +25,17 @@ import signal
 from asyncio.subprocess import DEVNULL, PIPE, STDOUT, Process
 from typing import Any
 
+from lvsmon import privilege
 from lvsmon.model.health import OK, ExecSpec, Reason, Result, fail
+
+# Whom programs run as (daemon.script_user; None: the daemon's own user). Set by the
+# daemon at start and on reload (run_as), read by every check it starts.
+_run_as: privilege.Account | None = None
+
+
+def run_as(user: privilege.Account | None) -> None:
+    global _run_as
+    _run_as = user
 
 
 class ExecChecker:
@@ -54,6 +65,7 @@ class ExecChecker:
                 stderr=STDOUT,
                 env=env,
                 start_new_session=True,
+                **privilege.script_launcher(_run_as),  # type: ignore[arg-type]
             )
         )
         try:
