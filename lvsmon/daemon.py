@@ -20,9 +20,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from lvsmon import config as configmod
+from lvsmon import privilege
 from lvsmon.bgp.feature import BgpFeature
 from lvsmon.bgp.metrics import BgpCollector
-from lvsmon import privilege
 from lvsmon.dataplane import registry
 from lvsmon.dataplane.base import (
     Configurable,
@@ -577,12 +577,24 @@ def drop_privileges(config: Config) -> None:
         import encodings.idna  # noqa: F401 - getaddrinfo's codec, loaded late otherwise
     others = bool(d.script_user) and d.script_user != (d.user or "root")
     keep = privilege.needed(failover=bool(config.failover_groups), script_user=others)
+    groups = []
+    if config.bgp is not None:
+        # Debian's BIRD runs as bird:bird with its control socket mode 0660: without
+        # CAP_DAC_OVERRIDE, birdc reaches it through that group
+        gid = privilege.socket_group(config.bgp.control_socket, fallback="bird")
+        if gid is not None:
+            groups.append(gid)
     try:
-        privilege.restrict(keep, user)
+        privilege.restrict(keep, user, groups)
     except (privilege.PrivilegeError, OSError) as exc:
         raise StartupError(f"cannot give up privileges: {exc}") from None
     log.warning(
-        "privileges dropped", extra=fields(user=d.user or "root", capabilities=",".join(keep))
+        "privileges dropped",
+        extra=fields(
+            user=d.user or "root",
+            capabilities=",".join(keep),
+            groups=",".join(str(g) for g in groups),
+        ),
     )
 
 

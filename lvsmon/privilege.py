@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import grp
 import os
 import pwd
 from collections.abc import Iterable
@@ -124,17 +125,25 @@ def needed(*, failover: bool, script_user: bool) -> tuple[str, ...]:
     return tuple(keep)
 
 
-def restrict(keep: Iterable[str], user: Account | None = None) -> None:
+def restrict(
+    keep: Iterable[str], user: Account | None = None, groups: Iterable[int] = ()
+) -> None:
     """Keep only `keep` (bounding, permitted, effective, inheritable; ambient too when
-    `user` is set, so a restarted VRRP process still has them), switching to `user`."""
+    `user` is set, so a restarted VRRP process still has them), switching to `user`.
+    `groups`: supplementary groups to hold from now on (added to root's, or the only
+    ones of `user`): without CAP_DAC_OVERRIDE, group permission is how the daemon (and
+    the birdc it runs) reaches a socket another daemon owns, such as BIRD's."""
     mask = mask_of(keep)
+    extra = sorted(set(groups))
     last = int(Path(_LAST_CAP_FILE).read_text())
+    if extra and user is None:
+        os.setgroups(sorted(set(os.getgroups()) | set(extra)))  # while CAP_SETGID is held
     for bit in range(last + 1):
         if not mask >> bit & 1:
             _prctl(PR_CAPBSET_DROP, bit)
     if user is not None:
         _prctl(PR_SET_KEEPCAPS, 1)
-        os.setgroups([])
+        os.setgroups(extra)
         os.setresgid(user.gid, user.gid, user.gid)
         os.setresuid(user.uid, user.uid, user.uid)  # glibc applies it to every thread
         _prctl(PR_SET_KEEPCAPS, 0)
@@ -173,3 +182,19 @@ def script_launcher(user: Account | None) -> dict[str, object]:
         clear_ambient()
 
     return {"preexec_fn": become}
+
+
+def socket_group(path: str, fallback: str = "") -> int | None:
+    """The group that owns the socket (or file) at `path`, or else the group named
+    `fallback` (the socket may not exist yet: BIRD is started after lvsmon); None when
+    neither exists."""
+    try:
+        return os.stat(path).st_gid
+    except OSError:
+        pass
+    if fallback:
+        try:
+            return grp.getgrnam(fallback).gr_gid
+        except KeyError:
+            return None
+    return None

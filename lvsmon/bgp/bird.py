@@ -117,6 +117,9 @@ def write_atomically(path: Path, text: str) -> bool:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}")
     tmp.write_text(text)
+    # BIRD runs as its own user (Debian: bird) and must read the fragment whatever the
+    # daemon's umask (a hardened unit sets 0077); it holds routes and ASNs, no secret
+    tmp.chmod(0o644)
     os.replace(tmp, path)
     return True
 

@@ -343,8 +343,17 @@ class Fleet(Scene):
         path = self.workdir / f"{d.name}.bird.conf"
         path.write_text(conf)
         d.bird_socket.unlink(missing_ok=True)
+        # As Debian runs it: user and group bird, the control socket bird:bird 0660. lvsmon
+        # runs as root without CAP_DAC_OVERRIDE (lvsmon.privilege) and reaches the socket
+        # through the bird group it joins at start (tests/netns/test_bgp_fleet.py).
+        self.workdir.chmod(0o755)  # bird reads its config and lvsmon's include here
+        for readable in (path, d.include_file):
+            readable.chmod(0o644)
         d.bird = self.spawn(
-            d.name, "bird", [*REALTIME, "bird", "-f", "-c", str(path), "-s", str(d.bird_socket)]
+            d.name,
+            "bird",
+            [*REALTIME, "bird", "-f", "-u", "bird", "-g", "bird", "-c", str(path)]
+            + ["-s", str(d.bird_socket)],
         )
         wait_for(f"{d.name} BIRD", lambda: d.bird_socket.exists(), 10)
 
