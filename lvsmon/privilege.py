@@ -125,9 +125,7 @@ def needed(*, failover: bool, script_user: bool) -> tuple[str, ...]:
     return tuple(keep)
 
 
-def restrict(
-    keep: Iterable[str], user: Account | None = None, groups: Iterable[int] = ()
-) -> None:
+def restrict(keep: Iterable[str], user: Account | None = None, groups: Iterable[int] = ()) -> None:
     """Keep only `keep` (bounding, permitted, effective, inheritable; ambient too when
     `user` is set, so a restarted VRRP process still has them), switching to `user`.
     `groups`: supplementary groups to hold from now on (added to root's, or the only

@@ -352,8 +352,17 @@ class Fleet(Scene):
         d.bird = self.spawn(
             d.name,
             "bird",
-            [*REALTIME, "bird", "-f", "-u", "bird", "-g", "bird", "-c", str(path)]
-            + ["-s", str(d.bird_socket)],
+            [
+                *REALTIME,
+                "bird",
+                "-f",
+                "-u",
+                "bird",
+                "-g",
+                "bird",
+                *("-c", str(path)),
+                *("-s", str(d.bird_socket)),
+            ],
         )
         wait_for(f"{d.name} BIRD", lambda: d.bird_socket.exists(), 10)
 
