@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from lvsmon import configkit as ck
-from lvsmon.config import bgp, daemon, failover, virtual_servers
+from lvsmon.config import announce_nat, bgp, daemon, failover, virtual_servers
 from lvsmon.config.readout import Readout
 from lvsmon.configkit import ConfigError, Problem
 from lvsmon.model import Config
@@ -50,7 +50,7 @@ SECTIONS: tuple[SectionReader, ...] = (
         failover.read,
         (daemon.check_sync_follow, daemon.check_script_security),
     ),
-    SectionReader("bgp", "bgp", bgp.read, (bgp.check,)),
+    SectionReader("bgp", "bgp", bgp.read, (bgp.check, announce_nat.check)),
 )
 
 
