@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.netns import fleet_gateway
 from tests.netns.topology import PYTHON, REPO, Proc, Scene, run, wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -144,6 +145,9 @@ class Fleet(Scene):
     hold_time: int = 3  # seconds, on both sides
     pin_flows: bool = True  # the proxy plane needs it; IPVS with mh + sloppy_tcp does not
     router_on_lan: bool = False  # direct routing: real servers answer clients via the router
+    # directors that also move the real servers' NAT gateway by VRRP, the first preferred
+    # (tests/netns/fleet_gateway.py)
+    gateway_pair: tuple[str, ...] = ()
 
     def ns(self, host: str) -> str:
         return f"lvbg{self.tag}-{host}"
@@ -189,6 +193,9 @@ class Fleet(Scene):
                 self.sysctl("router", f"net.ipv4.conf.{key}.rp_filter=0")
             for rs in REAL_SERVERS:
                 self.ip(rs, "route", "add", "default", "via", ROUTER_LAN)
+        elif self.gateway_pair:
+            for rs in REAL_SERVERS:
+                self.ip(rs, "route", "add", "default", "via", fleet_gateway.GATEWAY)
         self.start_router_bird()
         for d in self.directors:
             self.start_bird(d)
@@ -482,6 +489,7 @@ class Fleet(Scene):
             bfd = true
             hold_time = "{self.hold_time}s"
             """)
+            + fleet_gateway.failover_group(self.gateway_pair, d.name)
         )
 
     def flows(self, workers: int, count: int, hold_ms: int, seconds: float = 3600) -> Proc:

@@ -1,8 +1,10 @@
 """Active-active directors over BGP: three lvsmon directors, each with its own BIRD,
 a BIRD router merging their routes into one ECMP route (tests/netns/fleet.py).
+d1 and d2 also run a VRRP failover group for the real servers' NAT gateway
+(tests/netns/fleet_gateway.py), so every test runs the combination.
 
 One fleet for the module; the tests run in order and each leaves it healthy
-(all three directors announcing), except the last.
+(all three directors announcing, d1 holding the gateway).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tests.integration.test_prometheus_e2e import (
     until_clean,
     variable_settings,
 )
+from tests.netns import fleet_gateway as gw
 from tests.netns import fleet_picture
 from tests.netns.fleet import (
     BACK,
@@ -54,7 +57,7 @@ def fleet() -> Iterator[Fleet]:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if os.geteuid() != 0 or missing:
         pytest.fail(f"BGP fleet needs root and {missing} (scripts/install-test-deps)")
-    with Fleet() as f:
+    with Fleet(gateway_pair=("d1", "d2")) as f:
         for d in f.directors:  # real servers not started yet: nothing may be announced
             f.lvsmon(d, f.director_config(d))
         yield f
@@ -75,6 +78,10 @@ def reason(d: FleetDirector, why: str, vip: str = VIP, vs: str = "vs1") -> bool:
 
 def established(d: FleetDirector) -> bool:
     return d.sample("lvsmon_bgp_session_up", peer="router") == 1
+
+
+def vrrp_master(d: FleetDirector) -> bool:
+    return d.sample("lvsmon_ha_state", group=gw.GROUP, state="master") == 1
 
 
 def test_routes_appear_only_when_healthy(
@@ -238,3 +245,56 @@ def test_kill9_withdraws_and_a_routing_daemon_restart_announces_nothing(fleet: F
     assert d3.config_path is not None
     fleet.lvsmon(d3, d3.config_path.read_text())
     healthy(fleet)
+
+
+def test_vrrp_moves_the_gateway_while_bgp_announces_the_vips(fleet: Fleet) -> None:
+    """Issue 13, item 4: d1 (VRRP master of the gateway) killed: the gateway moves to d2
+    by VRRP, d1's route is withdrawn, clients keep connecting through d2 and d3."""
+    healthy(fleet)
+    d1, d2, _ = fleet.directors
+    for d in fleet.directors:
+        assert d.sample("lvsmon_bgp_vip_announced", vip=VIP) == 1, d.name
+    wait_for("d1 VRRP master", lambda: vrrp_master(d1), 10, 0.1)
+    assert not vrrp_master(d2) and gw.holders(fleet) == {"d1"}
+    mac1, mac2, rs1 = gw.mac(fleet, "d1"), gw.mac(fleet, "d2"), gw.mac(fleet, "rs1", "eth0")
+    assert gw.resolve(fleet, "rs1") == mac1, "rs1's ARP request for its gateway: d1 answers"
+    watch = gw.ArpWatch(fleet, "rs1")
+    try:
+        flows = fleet.flows(workers=8, count=1_000_000, hold_ms=20, seconds=120)
+        wait_for("flows running", lambda: len(parse_flows(flows.output())) >= 100, 60, 0.05)
+        killed = time.monotonic()
+        d1.kill9()  # lvsmon and its VRRP process; d1's BIRD keeps running
+        fleet.wait_next_hops({"d2", "d3"})
+        withdrawn = time.monotonic()
+        wait_for("d2's gratuitous ARP at rs1", lambda: watch.gratuitous(mac2), 5, 0.02)
+        wait_for("d2 VRRP master", lambda: vrrp_master(d2), 5, 0.1)
+        later = lambda: [f for f in parse_flows(flows.output()) if f[0] > withdrawn]  # noqa: E731
+        wait_for("connections after the withdrawal", lambda: len(later()) >= 200, 60, 0.1)
+        flows.popen.terminate()
+        flows.popen.wait(10)
+        print(
+            f"kill -9 of d1: route withdrawn after {withdrawn - killed:.3f}s, gateway "
+            f"announced by d2 after {watch.gratuitous(mac2)[0] - killed:.3f}s"
+        )
+        results = parse_flows(flows.output())
+        before = Counter(director_of(a) for t, ok, a in results if ok and t < killed)
+        assert set(before) == ALL, before
+        after = [(ok, a) for t, ok, a in results if t > withdrawn]
+        assert all(ok for ok, _ in after), Counter(a for ok, a in after if not ok)
+        assert {director_of(a) for _, a in after} == {"d2", "d3"}
+        # rs1 asked nothing: its entry moved with d2's gratuitous ARP
+        assert gw.neighbour(fleet, "rs1") == mac2
+        assert not [t for t, _ in watch.frames(rs1) if t > killed]
+        assert "d2" in gw.holders(fleet)  # (and d1's, left by its killed VRRP process)
+        assert d1.bird is not None and d1.bird.alive()
+        assert "Established" in fleet.routerc("show", "protocols", "d1")  # BIRD's session
+        assert VIP not in fleet.routerc("show", "route", "protocol", "d1")
+        # d1 back: it drops the address its killed VRRP process left, preempts, announces
+        assert d1.config_path is not None
+        fleet.lvsmon(d1, d1.config_path.read_text())
+        healthy(fleet)
+        wait_for("d1's gratuitous ARP at rs1", lambda: watch.gratuitous(mac1), 15, 0.05)
+        wait_for("d1 alone holds the gateway", lambda: gw.holders(fleet) == {"d1"}, 10, 0.1)
+        assert gw.neighbour(fleet, "rs1") == mac1
+    finally:
+        watch.stop()
