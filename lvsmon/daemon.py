@@ -197,6 +197,7 @@ class Director:
             weight_parts=self._weight_parts() if weight_columns else None,
             sync_daemons=self._sync_daemons() if weight_columns else None,
             bgp=self.bgp.rows() if weight_columns else None,
+            bgp_announcer=self.bgp.summary() if weight_columns else None,
         )
 
     def _sync_daemons(self) -> list[dict[str, Any]] | None:

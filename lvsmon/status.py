@@ -94,6 +94,8 @@ class DirectorView:
     sync_follows: str = ""  # daemon.ipvs.sync_daemon.follow: the failover group they follow
     # [bgp]: one row per VIP (prefix, state, next_hop, peers, why); None without [bgp]
     bgp: list[dict[str, Any]] | None = None
+    # [bgp]: the announcer's phase, sessions, errors (lvsmon.bgp.status.AnnouncerSummary)
+    bgp_announcer: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +122,7 @@ def build_view(
     sync_daemons: list[dict[str, Any]] | None = None,
     weight_parts: Mapping[tuple[ServiceKey, DestKey], WeightParts] | None = None,
     bgp: list[dict[str, Any]] | None = None,
+    bgp_announcer: dict[str, Any] | None = None,
 ) -> DirectorView:
     """`down`: real servers the health checks currently hold out of service.
     `weight_parts`: each configured server's weight factor by factor (the daemon's
@@ -215,6 +218,7 @@ def build_view(
         sync_daemons=sync_daemons or [],
         sync_follows=config.daemon.ipvs.sync_daemon.follow if sync_daemons is not None else "",
         bgp=bgp,
+        bgp_announcer=bgp_announcer,
     )
 
 
@@ -311,6 +315,13 @@ def render_table(view: DirectorView) -> str:
 
         groups = [GroupStatus.from_json(g) for g in view.failover_groups]
         lines.extend(["", *render(groups, time.time())])
+    if view.bgp is not None or view.bgp_announcer is not None:
+        from lvsmon.bgp.status import AnnouncerSummary
+        from lvsmon.bgp.status import render as render_bgp
+
+        summary = view.bgp_announcer
+        announcer = AnnouncerSummary.from_json(summary) if summary is not None else None
+        lines.extend(["", *render_bgp(announcer, view.bgp or [], time.time())])
     return "\n".join(lines)
 
 

@@ -76,6 +76,7 @@ LAYERS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
             "lvsmon.serving",
             "lvsmon.bgp.plan",
             "lvsmon.bgp.fingerprint",
+            "lvsmon.bgp.status",
         ),
     ),
     (

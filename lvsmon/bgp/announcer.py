@@ -26,6 +26,7 @@ from typing import Any
 
 from lvsmon.bgp.liveness import LivenessDevice, LivenessError
 from lvsmon.bgp.plan import Plan, RoutingDaemon, RoutingDaemonError, Session, plan_of
+from lvsmon.bgp.status import AnnouncerSummary
 from lvsmon.logs import fields
 from lvsmon.model import IPAddress
 from lvsmon.model.bgp import BgpSettings
@@ -66,14 +67,31 @@ class BgpStatus:
     last_error: str
 
 
-def status_rows(status: BgpStatus, settings: BgpSettings) -> list[dict[str, Any]]:
-    """One row per VIP for /status.json's "bgp" list (the status page's BGP section):
-    prefix, state (announced, draining, withdrawn), next hop, the sessions, and why."""
+def _peers(status: BgpStatus, settings: BgpSettings) -> list[dict[str, str]]:
     addresses = {p.name: str(p.address) for p in settings.peers}
-    peers = [
+    return [
         {"name": s.peer, "address": addresses.get(s.peer, ""), "state": s.state}
         for s in status.sessions
     ]
+
+
+def summary_of(status: BgpStatus, settings: BgpSettings) -> AnnouncerSummary:
+    """The announcer as a whole, for /status (`lvsmon status`): phase, sessions, errors."""
+    return AnnouncerSummary(
+        phase=status.phase.value,
+        phase_since=status.phase_since,
+        routing_daemon=status.routing_daemon,
+        routing_daemon_up=status.routing_daemon_up,
+        sessions=_peers(status, settings),
+        errors=status.errors,
+        last_error=status.last_error,
+    )
+
+
+def status_rows(status: BgpStatus, settings: BgpSettings) -> list[dict[str, Any]]:
+    """One row per VIP for /status.json's "bgp" list (the status page's BGP section):
+    prefix, state (announced, draining, withdrawn), next hop, the sessions, and why."""
+    peers = _peers(status, settings)
     rows = []
     for v in status.vips:
         if not v.announced:

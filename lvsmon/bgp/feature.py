@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any
 
-from lvsmon.bgp.announcer import Announcer, BgpStatus, Phase, status_rows
+from lvsmon.bgp.announcer import Announcer, BgpStatus, Phase, status_rows, summary_of
 from lvsmon.bgp.fingerprint import fingerprint
 from lvsmon.bgp.plan import RoutingDaemon
 from lvsmon.dataplane.base import Snapshot
@@ -99,6 +99,11 @@ class BgpFeature:
         """The status page's BGP section (/status.json "bgp"); None without [bgp]."""
         a = self.announcer
         return status_rows(a.status(), a.settings) if a is not None else None
+
+    def summary(self) -> dict[str, Any] | None:
+        """The announcer's phase, sessions and errors for /status; None without [bgp]."""
+        a = self.announcer
+        return summary_of(a.status(), a.settings).to_json() if a is not None else None
 
     def status(self) -> BgpStatus | None:
         return self.announcer.status() if self.announcer is not None else None

@@ -42,11 +42,12 @@ from tests.netns.fleet import (
     FleetDirector,
     director_back,
     director_of,
+    director_up,
     parse_flows,
 )
 from tests.netns.fleet_picture import DirectorFacts
 from tests.netns.fleet_prometheus import FleetPrometheus
-from tests.netns.topology import PYTHON, REPO, wait_for
+from tests.netns.topology import PYTHON, REPO, run, wait_for
 
 ALL = {"d1", "d2", "d3"}
 FETCH = "import sys, urllib.request as u; print(u.urlopen(sys.argv[1], timeout=5).read().decode())"
@@ -80,6 +81,13 @@ def established(d: FleetDirector) -> bool:
     return d.sample("lvsmon_bgp_session_up", peer="router") == 1
 
 
+def status_text(fleet: Fleet, d: FleetDirector) -> str:
+    """`lvsmon status -c` run on the director (its config names metrics_listen)."""
+    assert d.config_path is not None
+    argv = [PYTHON, "-m", "lvsmon.cli", "status", "-c", str(d.config_path)]
+    return run(*fleet.exec_argv(d.name, argv), check=False)
+
+
 def vrrp_master(d: FleetDirector) -> bool:
     return d.sample("lvsmon_ha_state", group=gw.GROUP, state="master") == 1
 
@@ -104,6 +112,12 @@ def test_routes_appear_only_when_healthy(
     (row,) = doc["bgp"]
     assert (row["prefix"], row["state"]) == (f"{VIP}/32", "announced"), row
     assert row["peers"][0]["state"] == "established" and row["why"].startswith("serving")
+    # ... and `lvsmon status`, the ipvsadm-style text: phase, session, VIP and why
+    text = status_text(fleet, d1)
+    assert "BGP via bird (answering): ACTIVE since" in text, text
+    assert f"  peer router {director_up(1)[0]}: established" in text, text
+    assert f"  {VIP}/32 announced: serving: 2 of 2 in service (vs1)" in text, text
+    assert f"Failover group {gw.GROUP} (vrid {gw.VRID} on {gw.BACK_IF}): MASTER" in text, text
     # ECMP with L4 hashing spreads one client's connections over every director ...
     proc = fleet.flows(workers=8, count=600, hold_ms=0)
     results = fleet.results(proc)
@@ -201,6 +215,8 @@ def test_graceful_drain_loses_no_connection(fleet: Fleet) -> None:
         cwd=REPO,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
+    wait_for("lvsmon status: d2 draining", lambda: "DRAINING since" in status_text(fleet, d2), 10)
+    assert f"{VIP}/32 draining: serving" in status_text(fleet, d2)
     # first less preferred: the router still has d2's route (MED 1000, AS path prepended)
     # but leaves it out of the ECMP set, while d2 keeps serving what it holds
     fleet.wait_next_hops({"d1", "d3"})
@@ -268,8 +284,11 @@ def test_vrrp_moves_the_gateway_while_bgp_announces_the_vips(fleet: Fleet) -> No
         withdrawn = time.monotonic()
         wait_for("d2's gratuitous ARP at rs1", lambda: watch.gratuitous(mac2), 5, 0.02)
         wait_for("d2 VRRP master", lambda: vrrp_master(d2), 5, 0.1)
-        later = lambda: [f for f in parse_flows(flows.output()) if f[0] > withdrawn]  # noqa: E731
-        wait_for("connections after the withdrawal", lambda: len(later()) >= 200, 60, 0.1)
+
+        def after_withdrawal() -> int:
+            return sum(1 for t, _, _ in parse_flows(flows.output()) if t > withdrawn)
+
+        wait_for("connections after the withdrawal", lambda: after_withdrawal() >= 200, 60, 0.1)
         flows.popen.terminate()
         flows.popen.wait(10)
         print(

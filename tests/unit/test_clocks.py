@@ -30,6 +30,7 @@ ALLOWED = {
     ("statuspage/page.py", "now=time.time(),"),  # the page's clock, for "3 s ago"
     ("statuspage/page.py", "override_for(action, user, time.time(), time.monotonic())"),
     ("status.py", "render(groups, time.time())"),  # `lvsmon status`: "since ... ago"
+    ("status.py", "render_bgp(announcer, view.bgp or [], time.time())"),  # BGP phase: since
     # lvsmon_bgp_drain_state_since_timestamp_seconds (the drain period waits on the loop)
     ("bgp/announcer.py", "self.phase_since = time.time()"),
     ("bgp/announcer.py", "self.phase, self.phase_since = phase, time.time()"),
