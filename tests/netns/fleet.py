@@ -528,6 +528,7 @@ class Fleet(Scene):
             ],
             "real_servers": REAL_SERVERS,
             "vip": VIP,
+            "gateway": fleet_gateway.GATEWAY if self.gateway_pair else None,
         }
 
 

@@ -23,6 +23,7 @@ class DirectorFacts:
     next_hop: bool  # in the router's ECMP route for the VIP
     session: bool  # lvsmon_bgp_session_up
     share: float  # of the connections measured
+    vrrp: str = ""  # its role in the failover group that moves the real servers' gateway
 
 
 def draw(layout: Mapping[str, Any], facts: list[DirectorFacts], out: Path, note: str = "") -> None:
@@ -67,12 +68,13 @@ def draw(layout: Mapping[str, Any], facts: list[DirectorFacts], out: Path, note:
         color = "#dff3e0" if d.next_hop else "#f6d6d6"
         state = "announced" if d.next_hop else "withdrawn"
         session = "BGP+BFD up" if d.session else "BGP down"
+        vrrp = f"\nVRRP gateway: {d.vrrp}" if d.vrrp else ""
         box(
             50,
-            y - 5,
+            y - 6,
             20,
-            10,
-            f"{d.name}: lvsmon + BIRD\n{session}, {state}\n{d.share:.0%} of connections",
+            12,
+            f"{d.name}: lvsmon + BIRD\n{session}, {state}\n{d.share:.0%} of connections{vrrp}",
             color,
         )
         line(
@@ -86,8 +88,11 @@ def draw(layout: Mapping[str, Any], facts: list[DirectorFacts], out: Path, note:
             ls="-" if d.next_hop else "--",
         )
         line(70, y, 80, 30, d.back)
-    reals = layout["real_servers"]
-    box(80, 22, 16, 16, "back LAN\n" + "\n".join(f"{k} {v}" for k, v in reals.items()), "#eee")
+    reals = "\n".join(f"{k} {v}" for k, v in layout["real_servers"].items())
+    gateway = layout.get("gateway")
+    if gateway:
+        reals += f"\n\ntheir gateway (VRRP)\n{gateway}"
+    box(80, 20, 16, 20, "back LAN\n" + reals, "#eee")
     ax.text(
         50,
         58,

@@ -143,6 +143,7 @@ def test_routes_appear_only_when_healthy(
             d.name in hops,
             established(d),
             share[d.name] / len(results),
+            ("master" if vrrp_master(d) else "backup") if d.name in fleet.gateway_pair else "",
         )
         for d in fleet.directors
     ]
