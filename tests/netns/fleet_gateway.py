@@ -2,11 +2,11 @@
 group that moves the real servers' NAT gateway on the back LAN, while every director
 announces the VIPs over BGP (README "Scaling out", config/bgp-vrrp-gateway.toml).
 
-    d1 (priority 150) ─┐
-    d2 (priority 100) ─┼── back LAN ── rs1, rs2   default via 198.51.100.254
-    d3 (no group)     ─┘
+    d1 ─┐  gateway_pair[0]: priority 150
+    d2 ─┼─ back LAN ── rs1, rs2   default via 198.51.100.254
+    d3 ─┘  gateway_pair[1]: 100; a director not in the pair: no group
 
-`Fleet(gateway_pair=("d1", "d2"))` adds the group to those directors' configs and
+`Fleet(gateway_pair=("d2", "d1"))` adds the group to those directors' configs and
 the default route to the real servers; the helpers here read who holds it.
 """
 

@@ -4,7 +4,7 @@ d1 and d2 also run a VRRP failover group for the real servers' NAT gateway
 (tests/netns/fleet_gateway.py), so every test runs the combination.
 
 One fleet for the module; the tests run in order and each leaves it healthy
-(all three directors announcing, d1 holding the gateway).
+(all three directors announcing, d2 holding the gateway).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def fleet() -> Iterator[Fleet]:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if os.geteuid() != 0 or missing:
         pytest.fail(f"BGP fleet needs root and {missing} (scripts/install-test-deps)")
-    with Fleet(gateway_pair=("d1", "d2")) as f:
+    with Fleet(gateway_pair=("d2", "d1")) as f:
         for d in f.directors:  # real servers not started yet: nothing may be announced
             f.lvsmon(d, f.director_config(d))
         yield f
@@ -117,7 +117,7 @@ def test_routes_appear_only_when_healthy(
     assert "BGP via bird (answering): ACTIVE since" in text, text
     assert f"  peer router {director_up(1)[0]}: established" in text, text
     assert f"  {VIP}/32 announced: serving: 2 of 2 in service (vs1)" in text, text
-    assert f"Failover group {gw.GROUP} (vrid {gw.VRID} on {gw.BACK_IF}): MASTER" in text, text
+    assert f"Failover group {gw.GROUP} (vrid {gw.VRID} on {gw.BACK_IF}): BACKUP" in text, text
     # ECMP with L4 hashing spreads one client's connections over every director ...
     proc = fleet.flows(workers=8, count=600, hold_ms=0)
     results = fleet.results(proc)
@@ -218,6 +218,7 @@ def test_graceful_drain_loses_no_connection(fleet: Fleet) -> None:
     )
     wait_for("lvsmon status: d2 draining", lambda: "DRAINING since" in status_text(fleet, d2), 10)
     assert f"{VIP}/32 draining: serving" in status_text(fleet, d2)
+    assert gw.holders(fleet) == {"d2"}  # the gateway's VRRP master: kept while it drains
     # first less preferred: the router still has d2's route (MED 1000, AS path prepended)
     # but leaves it out of the ECMP set, while d2 keeps serving what it holds
     fleet.wait_next_hops({"d1", "d3"})
@@ -225,6 +226,8 @@ def test_graceful_drain_loses_no_connection(fleet: Fleet) -> None:
     assert "BGP.med: 1000" in fleet.routerc("show", "route", "all", f"{VIP}/32", "protocol", "d2")
     said, _ = drain.communicate(timeout=60)
     assert drain.returncode == 0 and "drained and stopped" in said, said
+    # drained, then stopped: handed the gateway over (priority 0) before exiting
+    assert gw.holders(fleet) == {"d1"} and vrrp_master(fleet.directors[0])
     results = fleet.results(flows)
     failed = [a for _, ok, a in results if not ok]
     assert len(results) == 3000 and not failed, Counter(failed)
@@ -235,6 +238,7 @@ def test_graceful_drain_loses_no_connection(fleet: Fleet) -> None:
     assert "192.0.2.100" not in fleet.routerc("show", "route", "protocol", "d2")  # withdrawn
     fleet.lvsmon(d2, d2.config_path.read_text())
     healthy(fleet)
+    wait_for("d2 VRRP master again (preempts)", lambda: vrrp_master(d2), 10, 0.1)
 
 
 def test_kill9_withdraws_and_a_routing_daemon_restart_announces_nothing(fleet: Fleet) -> None:
@@ -265,26 +269,26 @@ def test_kill9_withdraws_and_a_routing_daemon_restart_announces_nothing(fleet: F
 
 
 def test_vrrp_moves_the_gateway_while_bgp_announces_the_vips(fleet: Fleet) -> None:
-    """Issue 13, item 4: d1 (VRRP master of the gateway) killed: the gateway moves to d2
-    by VRRP, d1's route is withdrawn, clients keep connecting through d2 and d3."""
+    """Issue 13, item 4: d2 (VRRP master of the gateway) killed: the gateway moves to d1
+    by VRRP, d2's route is withdrawn, clients keep connecting through d1 and d3."""
     healthy(fleet)
     d1, d2, _ = fleet.directors
     for d in fleet.directors:
         assert d.sample("lvsmon_bgp_vip_announced", vip=VIP) == 1, d.name
-    wait_for("d1 VRRP master", lambda: vrrp_master(d1), 10, 0.1)
-    assert not vrrp_master(d2) and gw.holders(fleet) == {"d1"}
-    mac1, mac2, rs1 = gw.mac(fleet, "d1"), gw.mac(fleet, "d2"), gw.mac(fleet, "rs1", "eth0")
-    assert gw.resolve(fleet, "rs1") == mac1, "rs1's ARP request for its gateway: d1 answers"
+    wait_for("d2 VRRP master", lambda: vrrp_master(d2), 10, 0.1)
+    assert not vrrp_master(d1) and gw.holders(fleet) == {"d2"}
+    mac2, mac1, rs1 = gw.mac(fleet, "d2"), gw.mac(fleet, "d1"), gw.mac(fleet, "rs1", "eth0")
+    assert gw.resolve(fleet, "rs1") == mac2, "rs1's ARP request for its gateway: d2 answers"
     watch = gw.ArpWatch(fleet, "rs1")
     try:
         flows = fleet.flows(workers=8, count=1_000_000, hold_ms=20, seconds=120)
         wait_for("flows running", lambda: len(parse_flows(flows.output())) >= 100, 60, 0.05)
         killed = time.monotonic()
-        d1.kill9()  # lvsmon and its VRRP process; d1's BIRD keeps running
-        fleet.wait_next_hops({"d2", "d3"})
+        d2.kill9()  # lvsmon and its VRRP process; d2's BIRD keeps running
+        fleet.wait_next_hops({"d1", "d3"})
         withdrawn = time.monotonic()
-        wait_for("d2's gratuitous ARP at rs1", lambda: watch.gratuitous(mac2), 5, 0.02)
-        wait_for("d2 VRRP master", lambda: vrrp_master(d2), 5, 0.1)
+        wait_for("d1's gratuitous ARP at rs1", lambda: watch.gratuitous(mac1), 5, 0.02)
+        wait_for("d1 VRRP master", lambda: vrrp_master(d1), 5, 0.1)
 
         def after_withdrawal() -> int:
             return sum(1 for t, _, _ in parse_flows(flows.output()) if t > withdrawn)
@@ -293,28 +297,28 @@ def test_vrrp_moves_the_gateway_while_bgp_announces_the_vips(fleet: Fleet) -> No
         flows.popen.terminate()
         flows.popen.wait(10)
         print(
-            f"kill -9 of d1: route withdrawn after {withdrawn - killed:.3f}s, gateway "
-            f"announced by d2 after {watch.gratuitous(mac2)[0] - killed:.3f}s"
+            f"kill -9 of d2: route withdrawn after {withdrawn - killed:.3f}s, gateway "
+            f"announced by d1 after {watch.gratuitous(mac1)[0] - killed:.3f}s"
         )
         results = parse_flows(flows.output())
         before = Counter(director_of(a) for t, ok, a in results if ok and t < killed)
         assert set(before) == ALL, before
         after = [(ok, a) for t, ok, a in results if t > withdrawn]
         assert all(ok for ok, _ in after), Counter(a for ok, a in after if not ok)
-        assert {director_of(a) for _, a in after} == {"d2", "d3"}
-        # rs1 asked nothing: its entry moved with d2's gratuitous ARP
-        assert gw.neighbour(fleet, "rs1") == mac2
-        assert not [t for t, _ in watch.frames(rs1) if t > killed]
-        assert "d2" in gw.holders(fleet)  # (and d1's, left by its killed VRRP process)
-        assert d1.bird is not None and d1.bird.alive()
-        assert "Established" in fleet.routerc("show", "protocols", "d1")  # BIRD's session
-        assert VIP not in fleet.routerc("show", "route", "protocol", "d1")
-        # d1 back: it drops the address its killed VRRP process left, preempts, announces
-        assert d1.config_path is not None
-        fleet.lvsmon(d1, d1.config_path.read_text())
-        healthy(fleet)
-        wait_for("d1's gratuitous ARP at rs1", lambda: watch.gratuitous(mac1), 15, 0.05)
-        wait_for("d1 alone holds the gateway", lambda: gw.holders(fleet) == {"d1"}, 10, 0.1)
+        assert {director_of(a) for _, a in after} == {"d1", "d3"}
+        # rs1 asked nothing: its entry moved with d1's gratuitous ARP
         assert gw.neighbour(fleet, "rs1") == mac1
+        assert not [t for t, _ in watch.frames(rs1) if t > killed]
+        assert "d1" in gw.holders(fleet)  # (and d2's, left by its killed VRRP process)
+        assert d2.bird is not None and d2.bird.alive()
+        assert "Established" in fleet.routerc("show", "protocols", "d2")  # BIRD's session
+        assert VIP not in fleet.routerc("show", "route", "protocol", "d2")
+        # d2 back: it drops the address its killed VRRP process left, preempts, announces
+        assert d2.config_path is not None
+        fleet.lvsmon(d2, d2.config_path.read_text())
+        healthy(fleet)
+        wait_for("d2's gratuitous ARP at rs1", lambda: watch.gratuitous(mac2), 15, 0.05)
+        wait_for("d2 alone holds the gateway", lambda: gw.holders(fleet) == {"d2"}, 10, 0.1)
+        assert gw.neighbour(fleet, "rs1") == mac2
     finally:
         watch.stop()
