@@ -185,8 +185,7 @@ async def serve_backends(args: argparse.Namespace) -> None:
 
 async def direct(args: argparse.Namespace) -> None:
     import ipaddress
-
-    import tomli
+    import tomllib
 
     from lvsmon.config.adaptive import read_adaptive
     from lvsmon.configkit import Problem
@@ -209,7 +208,7 @@ async def direct(args: argparse.Namespace) -> None:
     if args.mode == "adaptive":
         problems: list[Problem] = []
         text = ADAPTIVE % (args.exporter_port, SIGNALS[args.signal])
-        spec = read_adaptive(tomli.loads(text), "bench", problems)
+        spec = read_adaptive(tomllib.loads(text), "bench", problems)
         assert spec is not None, problems
         controller = WeightController()
         controller.configure([group_for(vs, spec)])

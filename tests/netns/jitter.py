@@ -17,10 +17,9 @@ import os
 import statistics
 import subprocess
 import time
+import tomllib
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
-
-import tomli
 
 from lvsmon.config.failover import read_failover_groups
 from lvsmon.configkit import Problem
@@ -45,7 +44,7 @@ class Jitter:
 
 def groups(config: str) -> tuple[FailoverGroup, ...]:
     problems: list[Problem] = []
-    result = read_failover_groups(tomli.loads(config), problems)
+    result = read_failover_groups(tomllib.loads(config), problems)
     assert not problems, problems
     return result
 

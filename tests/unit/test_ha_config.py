@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli
 
 from lvsmon.config.failover import read_failover_groups
 from lvsmon.configkit import Problem
@@ -29,7 +29,7 @@ address = "192.0.2.100/24"
 
 def read(text: str) -> tuple[tuple[FailoverGroup, ...], list[str]]:
     problems: list[Problem] = []
-    groups = read_failover_groups(tomli.loads(text), problems)
+    groups = read_failover_groups(tomllib.loads(text), problems)
     return groups, [p.render("lvsmon.toml") for p in problems]
 
 
@@ -55,7 +55,7 @@ def test_minimal_group_and_defaults() -> None:
     "path", sorted((ROOT / "config").glob("failover-*.toml")), ids=lambda p: p.name
 )
 def test_shipped_failover_examples_are_valid(path: Path) -> None:
-    doc: dict[str, Any] = tomli.loads(path.read_text())
+    doc: dict[str, Any] = tomllib.loads(path.read_text())
     (group,), problems = read(path.read_text())
     assert problems == []
     assert group.addresses

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import pytest
-import tomli
 
 from lvsmon.config.adaptive import check_real_servers, read_adaptive
 from lvsmon.configkit import Problem
@@ -19,7 +19,7 @@ PATH = "virtual_server[web].adaptive_weights"
 
 def read(text: str) -> tuple[AdaptiveSpec | None, list[str]]:
     problems: list[Problem] = []
-    spec = read_adaptive(tomli.loads(text), PATH, problems)
+    spec = read_adaptive(tomllib.loads(text), PATH, problems)
     return spec, [p.render("lvsmon.toml") for p in problems]
 
 
@@ -236,7 +236,7 @@ def test_weights_without_room_to_adapt_are_errors() -> None:
     "path", sorted((ROOT / "config").glob("adaptive-*.toml")), ids=lambda p: p.name
 )
 def test_shipped_adaptive_configs_are_valid(path: Path) -> None:
-    doc: dict[str, Any] = tomli.loads(path.read_text())
+    doc: dict[str, Any] = tomllib.loads(path.read_text())
     seen = 0
     for vs in doc["virtual_server"]:
         problems: list[Problem] = []
