@@ -85,11 +85,15 @@ def connect(
         (host, port), timeout=5, source_address=(source, 0) if source else None
     )
     name = b""
-    while not name.endswith(b"\n"):
-        chunk = sock.recv(1)
-        if not chunk:
-            raise ConnectionError(f"closed before greeting (got {name!r})")
-        name += chunk
+    try:
+        while not name.endswith(b"\n"):
+            chunk = sock.recv(1)
+            if not chunk:
+                raise ConnectionError(f"closed before greeting (got {name!r})")
+            name += chunk
+    except OSError:
+        sock.close()
+        raise
     return sock, name.decode().strip()
 
 
@@ -117,12 +121,13 @@ class Daemon:
         self.path.write_text(self.header() + body)
 
     def start(self) -> Daemon:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(self.path)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.log_path, "wb"),  # noqa: SIM115
-            cwd=REPO,
-        )
+        with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(self.path)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                cwd=REPO,
+            )
         wait_for(self._ready, 20, "the daemon to answer /status")
         return self
 

@@ -105,10 +105,15 @@ def test_quiesce_by_reload_keeps_existing_stream(
         on_b = next(s for s, n in streams if n == "b")
         d.reload(service(vip, a.toml(), b.toml(0), scheduler="rr"))
         assert d.real_servers("web")[f"127.0.0.1:{b.port}"]["weight"] == 0
-        assert {connect(vip)[1] for _ in range(6)} == {"a"}  # no new connections to b
+        new = [connect(vip) for _ in range(6)]
+        for sock, _ in new:
+            sock.close()
+        assert {name for _, name in new} == {"a"}  # no new connections to b
         on_b.sendall(b"still here")  # the established connection to b continues
         assert on_b.recv(100) == b"still here"
         assert d.sample("lvsmon_config_last_reload_successful") == 1
+        for sock, _ in streams:
+            sock.close()
 
 
 def test_reload_streams_every_byte_across_add_remove_reweight(

@@ -47,6 +47,7 @@ class LoopThread:
     def close(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
+        self.loop.close()
 
 
 class Misbehaving:
@@ -73,21 +74,75 @@ class Misbehaving:
         self.sent_bytes = 0
         self.cut_short = 0  # 10 MB answers the client reset before taking them all
         self._lt = LoopThread()
-        self._server: asyncio.Server | None = None
+        # Accepting by hand rather than with asyncio.start_server: closing an asyncio
+        # Server while a connection is being accepted leaks that connection's socket
+        # (CPython gh-109564: Server._attach asserts, the error is swallowed), and
+        # `refuse` closes the listener while probes connect.
+        self._listener: socket.socket | None = None
+        self._accepted: set[socket.socket] = set()  # not yet owned by a transport
+        self._tasks: set[asyncio.Task[None]] = set()
         self.port = 0
         self._lt.call(self._listen())
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self.port, ssl=self.ssl, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((self.host, self.port))
+        listener.listen(128)
+        listener.setblocking(False)
+        self.port = listener.getsockname()[1]
+        self._listener = listener
+        asyncio.get_running_loop().add_reader(listener, self._accept)
+
+    def _accept(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue
+            self._accepted.add(conn)
+            task = asyncio.get_running_loop().create_task(self._serve(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(lambda: protocol, conn, ssl=self.ssl)
+        except (ConnectionError, OSError):  # the client left during the TLS handshake
+            conn.close()
+            return
+        except BaseException:
+            conn.close()
+            raise
+        finally:
+            self._accepted.discard(conn)
+        await self._handle(reader, asyncio.StreamWriter(transport, protocol, reader, loop))
 
     async def _unlisten(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        await self._server.wait_closed()
-        self._server = None
+        assert self._listener is not None
+        asyncio.get_running_loop().remove_reader(self._listener)
+        self._listener.close()
+        self._listener = None
+
+    async def _shutdown(self) -> None:
+        """Stop listening and end every connection (a `hang` answer, a 10 MB one)."""
+        if self._listener is not None:
+            await self._unlisten()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for conn in self._accepted:  # accepted, but its task was cancelled before it ran
+            conn.close()
+        for _ in range(3):  # the transports the handlers aborted report connection_lost
+            await asyncio.sleep(0)
 
     @property
     def dest(self) -> DestKey:
@@ -150,9 +205,7 @@ class Misbehaving:
             writer.transport.abort()
 
     def close(self) -> None:
-        if self._server is not None:
-            with contextlib.suppress(Exception):
-                self._lt.call(self._unlisten())
+        self._lt.call(self._shutdown())
         self._lt.close()
 
 

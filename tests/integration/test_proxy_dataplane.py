@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gc
 import hashlib
 import ipaddress
@@ -106,6 +107,7 @@ class _BackendProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+        self.backend.transports.add(self.transport)
         self.backend.accepted += 1
         self.backend.open += 1
         self.transport.write(self.backend.name.encode() + b"\n")
@@ -135,6 +137,8 @@ class _BackendProtocol(asyncio.Protocol):
         self.transport.resume_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.backend.transports.discard(self.transport)
         self.backend.open -= 1
         if isinstance(exc, ConnectionResetError):
             self.backend.resets += 1
@@ -152,6 +156,7 @@ class Backend:
         self.resets = 0
         self.received = 0
         self.server: asyncio.AbstractServer | None = None
+        self.transports: set[asyncio.Transport] = set()  # accepted, not yet lost
 
     async def start(self) -> Backend:
         loop = asyncio.get_running_loop()
@@ -161,9 +166,14 @@ class Backend:
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
-    def close(self) -> None:
+    async def close(self) -> None:
+        """Stop listening and drop what a test left connected (as the test's end)."""
         if self.server is not None:
             self.server.close()
+            for transport in list(self.transports):
+                transport.abort()
+            await self.server.wait_closed()
+            self.server = None
 
     def rs(self, weight: int = 1, **kw: Any) -> RealServer:
         return RealServer(ipaddress.ip_address(self.host), self.port, weight, **kw)
@@ -244,8 +254,16 @@ async def proxy(
         await dp.stop(0.5)
 
 
-async def backends(*names: str, host: str = "127.0.0.1") -> list[Backend]:
-    return [await Backend(n, host).start() for n in names]
+@asynccontextmanager
+async def backends(*names: str, host: str = "127.0.0.1") -> AsyncIterator[list[Backend]]:
+    started: list[Backend] = []
+    try:
+        for n in names:
+            started.append(await Backend(n, host).start())
+        yield started
+    finally:
+        for b in started:
+            await b.close()
 
 
 def service_stats(dp: ProxyDataPlane, key: ServiceKey) -> ServiceStats:
@@ -280,8 +298,7 @@ def label(b: Backend) -> str:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_round_robin_walks_the_newest_first_list(loop: str) -> None:
     async def main() -> None:
-        a, b, c = await backends("a", "b", "c")
-        async with proxy() as dp:
+        async with backends("a", "b", "c") as (a, b, c), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs(), b.rs(), c.rs()))
             # IPVS keeps destinations newest first and rr starts at the head
@@ -300,8 +317,7 @@ def test_round_robin_walks_the_newest_first_list(loop: str) -> None:
 
 def test_weighted_least_connection_follows_weights() -> None:
     async def main() -> None:
-        a, b, c = await backends("a", "b", "c")
-        async with proxy() as dp:
+        async with backends("a", "b", "c") as (a, b, c), proxy() as dp:
             svc = vs(free_port(), "wlc")
             await dp.apply(add(svc, a.rs(1), b.rs(2), c.rs(3)))
             clients = [await connect(svc.port) for _ in range(60)]
@@ -316,8 +332,7 @@ def test_weighted_least_connection_follows_weights() -> None:
 
 def test_weight_zero_quiesces_new_connections_but_keeps_existing() -> None:
     async def main() -> None:
-        a, b = await backends("a", "b")
-        async with proxy() as dp:
+        async with backends("a", "b") as (a, b), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs(), b.rs()))
             first = await connect(svc.port)
@@ -334,8 +349,7 @@ def test_weight_zero_quiesces_new_connections_but_keeps_existing() -> None:
 
 def test_upper_threshold_overloads_a_real_server() -> None:
     async def main() -> None:
-        a, b = await backends("a", "b")
-        async with proxy() as dp:
+        async with backends("a", "b") as (a, b), proxy() as dp:
             svc = vs(free_port(), "wlc")
             await dp.apply(add(svc, a.rs(1), b.rs(100, upper_threshold=2)))
             # without the threshold b would take 9 of 10 (weight 100 against 1)
@@ -354,8 +368,7 @@ def test_upper_threshold_overloads_a_real_server() -> None:
 @pytest.mark.parametrize(("netmask", "same"), [(32, False), (8, True)])
 def test_persistence_groups_clients_by_netmask(netmask: int, same: bool) -> None:
     async def main() -> None:
-        backs = await backends("a", "b", "c")
-        async with proxy() as dp:
+        async with backends("a", "b", "c") as backs, proxy() as dp:
             svc = vs(free_port(), persistence_timeout=300, persistence_netmask=netmask)
             await dp.apply(add(svc, *(b.rs() for b in backs)))
             one = await names_of(svc.port, 4, src="127.0.0.1")
@@ -372,8 +385,7 @@ def test_persistence_template_expiry_and_control() -> None:
     async def main() -> None:
         clock = FakeClock()
         timeouts = Timeouts(tcp=10_000, tcp_fin=10, udp=30)
-        a, b, c = await backends("a", "b", "c")
-        async with proxy(timeouts, clock) as dp:
+        async with backends("a", "b", "c") as (a, b, c), proxy(timeouts, clock) as dp:
             svc = vs(free_port(), persistence_timeout=60)
             await dp.apply(add(svc, a.rs(), b.rs(), c.rs()))
             assert await names_of(svc.port, 1) == ["c"]
@@ -404,8 +416,7 @@ def test_persistence_template_expiry_and_control() -> None:
 
 def test_persistence_sticks_to_quiesced_and_drops_deleted_real_servers() -> None:
     async def main() -> None:
-        a, b = await backends("a", "b")
-        async with proxy() as dp:
+        async with backends("a", "b") as (a, b), proxy() as dp:
             svc = vs(free_port(), persistence_timeout=300)
             await dp.apply(add(svc, a.rs(), b.rs()))
             assert await names_of(svc.port, 1) == ["b"]
@@ -425,8 +436,8 @@ def test_persistence_sticks_to_quiesced_and_drops_deleted_real_servers() -> None
 def test_active_inactive_and_byte_accounting() -> None:
     async def main() -> None:
         clock = FakeClock()
-        (a,) = await backends("a")
-        async with proxy(Timeouts(tcp=900, tcp_fin=10, udp=30), clock) as dp:
+        timeouts = Timeouts(tcp=900, tcp_fin=10, udp=30)
+        async with backends("a") as (a,), proxy(timeouts, clock) as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs()))
 
@@ -458,8 +469,8 @@ def test_active_inactive_and_byte_accounting() -> None:
 def test_idle_established_connection_is_closed_after_tcp_timeout() -> None:
     async def main() -> None:
         clock = FakeClock()
-        (a,) = await backends("a")
-        async with proxy(Timeouts(tcp=100, tcp_fin=10, udp=30), clock) as dp:
+        timeouts = Timeouts(tcp=100, tcp_fin=10, udp=30)
+        async with backends("a") as (a,), proxy(timeouts, clock) as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs()))
             cl = await connect(svc.port)
@@ -472,6 +483,7 @@ def test_idle_established_connection_is_closed_after_tcp_timeout() -> None:
             clock.advance(101)
             with pytest.raises(ConnectionResetError):
                 await asyncio.wait_for(cl.reader.read(), 2)
+            cl.close()
             await eventually(lambda: a.open == 0)
 
     run(main())
@@ -479,8 +491,7 @@ def test_idle_established_connection_is_closed_after_tcp_timeout() -> None:
 
 def test_edit_service_changes_attributes_in_place() -> None:
     async def main() -> None:
-        a, b = await backends("a", "b")
-        async with proxy() as dp:
+        async with backends("a", "b") as (a, b), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs(), b.rs()))
             held = await connect(svc.port)
@@ -503,8 +514,7 @@ def test_edit_service_changes_attributes_in_place() -> None:
 
 def test_deleted_real_server_leaves_the_snapshot_but_its_connections_finish() -> None:
     async def main() -> None:
-        a, b = await backends("a", "b")
-        async with proxy() as dp:
+        async with backends("a", "b") as (a, b), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs(), b.rs()))
             cl = await connect(svc.port)
@@ -526,8 +536,7 @@ def test_deleted_real_server_leaves_the_snapshot_but_its_connections_finish() ->
 @pytest.mark.parametrize("loop", LOOPS)
 def test_half_close_lets_the_server_reply_fully(loop: str) -> None:
     async def main() -> None:
-        (a,) = await backends("a")
-        async with proxy() as dp:
+        async with backends("a") as (a,), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs()))
             cl = await connect(svc.port)
@@ -544,22 +553,21 @@ def test_half_close_lets_the_server_reply_fully(loop: str) -> None:
 @pytest.mark.parametrize("loop", LOOPS)
 def test_server_reset_reaches_the_client(loop: str) -> None:
     async def main() -> None:
-        (a,) = await backends("a")
-        async with proxy() as dp:
+        async with backends("a") as (a,), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs()))
             cl = await connect(svc.port)
             cl.writer.write(b"!RST")
             with pytest.raises(ConnectionResetError):
                 await asyncio.wait_for(cl.reader.read(), 3)
+            cl.close()
 
     run(main(), loop)
 
 
 def test_client_reset_reaches_the_server() -> None:
     async def main() -> None:
-        (a,) = await backends("a")
-        async with proxy() as dp:
+        async with backends("a") as (a,), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs()))
             cl = await connect(svc.port)
@@ -573,8 +581,7 @@ def test_client_reset_reaches_the_server() -> None:
 
 def test_backpressure_bounds_buffering_with_a_slow_reader() -> None:
     async def main() -> None:
-        (a,) = await backends("a")
-        async with proxy() as dp:
+        async with backends("a") as (a,), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs()))
             cl = await connect(svc.port)
@@ -600,9 +607,8 @@ def test_backpressure_bounds_buffering_with_a_slow_reader() -> None:
 
 def test_unreachable_real_server_is_skipped_and_counted() -> None:
     async def main() -> None:
-        (a,) = await backends("a")
         dead = dead_rs()
-        async with proxy() as dp:
+        async with backends("a") as (a,), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs(), dead))
             assert await names_of(svc.port, 6) == ["a"] * 6
@@ -642,13 +648,12 @@ def _blackhole() -> tuple[socket.socket, list[socket.socket]]:
 
 def test_connect_timeout_fails_over_and_client_leaving_cancels_connect() -> None:
     async def main() -> None:
-        (a,) = await backends("a")
         lsock, fillers = _blackhole()
         hole = RealServer(ipaddress.ip_address("127.0.0.1"), lsock.getsockname()[1])
         try:
             # 1 s: long enough that the client's reset below always beats the timeout,
             # even on a loaded machine (CI once counted the cancelled connect as failed)
-            async with proxy(connect_timeout=1.0) as dp:
+            async with backends("a") as (a,), proxy(connect_timeout=1.0) as dp:
                 svc = vs(free_port())
                 await dp.apply(add(svc, a.rs(), hole))
                 baseline = len(asyncio.all_tasks())
@@ -691,8 +696,7 @@ def test_connect_timeout_fails_over_and_client_leaving_cancels_connect() -> None
 
 def test_streaming_is_byte_exact_across_apply() -> None:
     async def main() -> None:
-        a, b, c = await backends("a", "b", "c")
-        async with proxy() as dp:
+        async with backends("a", "b", "c") as (a, b, c), proxy() as dp:
             svc = vs(free_port(), "wlc")
             await dp.apply(add(svc, a.rs()))
             cl = await connect(svc.port)
@@ -738,14 +742,14 @@ def test_streaming_is_byte_exact_across_apply() -> None:
             assert len(data) - 3 == total > 1024 * 1024
             assert received.hexdigest() == sent.hexdigest()
             assert [d.key for d in service_stats(dp, svc.key).dests] == [c.rs().key]
+            cl.close()
 
     run(main())
 
 
 def test_delete_service_stops_listening_but_lets_connections_finish() -> None:
     async def main() -> None:
-        (a,) = await backends("a")
-        async with proxy() as dp:
+        async with backends("a") as (a,), proxy() as dp:
             svc = vs(free_port())
             await dp.apply(add(svc, a.rs()))
             cl = await connect(svc.port)
@@ -764,8 +768,7 @@ def test_delete_service_stops_listening_but_lets_connections_finish() -> None:
 
 def test_ipv6_virtual_and_real_servers() -> None:
     async def main() -> None:
-        a, b = await backends("a6", "b6", host="::1")
-        async with proxy() as dp:
+        async with backends("a6", "b6", host="::1") as (a, b), proxy() as dp:
             svc = vs(free_port("::1"), host="::1")
             await dp.apply(add(svc, a.rs(), b.rs()))
             names = []
@@ -788,8 +791,7 @@ def test_ipv6_virtual_and_real_servers() -> None:
 
 def test_apply_rejects_what_the_proxy_cannot_do() -> None:
     async def main() -> None:
-        (a,) = await backends("a")
-        async with proxy() as dp:
+        async with backends("a") as (a,), proxy() as dp:
             fwm = VirtualServer(name="fw", address=None, port=0, fwmark=7)
             with pytest.raises(DataPlaneError, match="firewall-mark"):
                 await dp.apply([AddService(fwm)])
@@ -834,13 +836,22 @@ class _UdpEcho(asyncio.DatagramProtocol):
         self.transport.sendto(self.name + b":" + data, addr)
 
 
-async def udp_backend(name: str) -> tuple[_UdpEcho, RealServer]:
+@asynccontextmanager
+async def udp_backends(*names: str) -> AsyncIterator[list[tuple[_UdpEcho, RealServer]]]:
     loop = asyncio.get_running_loop()
-    transport, proto = await loop.create_datagram_endpoint(
-        lambda: _UdpEcho(name), local_addr=("127.0.0.1", 0)
-    )
-    port = transport.get_extra_info("sockname")[1]
-    return proto, RealServer(ipaddress.ip_address("127.0.0.1"), port)
+    started: list[tuple[_UdpEcho, RealServer]] = []
+    try:
+        for name in names:
+            transport, proto = await loop.create_datagram_endpoint(
+                functools.partial(_UdpEcho, name), local_addr=("127.0.0.1", 0)
+            )
+            port = transport.get_extra_info("sockname")[1]
+            started.append((proto, RealServer(ipaddress.ip_address("127.0.0.1"), port)))
+        yield started
+    finally:
+        for proto, _ in started:
+            if proto.transport is not None:
+                proto.transport.close()
 
 
 async def udp_ask(sock: socket.socket, data: bytes, timeout: float = 2.0) -> bytes:
@@ -853,8 +864,8 @@ async def udp_ask(sock: socket.socket, data: bytes, timeout: float = 2.0) -> byt
 def test_udp_flows_relay_and_expire(loop: str) -> None:
     async def main() -> None:
         clock = FakeClock()
-        (pa, a), (pb, b) = await udp_backend("a"), await udp_backend("b")
-        async with proxy(Timeouts(udp=30), clock) as dp:
+        udp = udp_backends("a", "b")
+        async with udp as ((pa, a), (pb, b)), proxy(Timeouts(udp=30), clock) as dp:
             svc = vs(free_port(kind=socket.SOCK_DGRAM), protocol=Protocol.UDP)
             await dp.apply(add(svc, a, b))
             fds = fd_count()
@@ -889,8 +900,7 @@ def test_udp_flows_relay_and_expire(loop: str) -> None:
 def test_udp_delete_service_keeps_flows_until_idle() -> None:
     async def main() -> None:
         clock = FakeClock()
-        (_, a) = await udp_backend("a")
-        async with proxy(Timeouts(udp=30), clock) as dp:
+        async with udp_backends("a") as ((_, a),), proxy(Timeouts(udp=30), clock) as dp:
             svc = vs(free_port(kind=socket.SOCK_DGRAM), protocol=Protocol.UDP)
             await dp.apply(add(svc, a))
             old = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -919,30 +929,31 @@ def test_udp_delete_service_keeps_flows_until_idle() -> None:
 
 def test_stop_waits_for_grace_then_resets() -> None:
     async def main() -> None:
-        (a,) = await backends("a")
-        dp = ProxyDataPlane(sweep_interval=SWEEP)
-        await dp.start()
-        baseline = len(asyncio.all_tasks())
-        svc = vs(free_port())
-        await dp.apply(add(svc, a.rs()))
-        quick = await connect(svc.port)
-        slow = await connect(svc.port)
+        async with backends("a") as (a,):
+            dp = ProxyDataPlane(sweep_interval=SWEEP)
+            await dp.start()
+            baseline = len(asyncio.all_tasks())
+            svc = vs(free_port())
+            await dp.apply(add(svc, a.rs()))
+            quick = await connect(svc.port)
+            slow = await connect(svc.port)
 
-        async def finish_quick() -> None:
-            await asyncio.sleep(0.1)
-            quick.writer.write_eof()
-            assert await quick.reader.read() == b"BYE"
-            quick.close()
+            async def finish_quick() -> None:
+                await asyncio.sleep(0.1)
+                quick.writer.write_eof()
+                assert await quick.reader.read() == b"BYE"
+                quick.close()
 
-        closer = asyncio.create_task(finish_quick())
-        t0 = time.monotonic()
-        await dp.stop(0.4)
-        assert 0.35 < time.monotonic() - t0 < 2
-        await closer
-        with pytest.raises(ConnectionResetError):
-            await asyncio.wait_for(slow.reader.read(), 2)
-        await eventually(lambda: a.open == 0)
-        assert len(asyncio.all_tasks()) == baseline
+            closer = asyncio.create_task(finish_quick())
+            t0 = time.monotonic()
+            await dp.stop(0.4)
+            assert 0.35 < time.monotonic() - t0 < 2
+            await closer
+            with pytest.raises(ConnectionResetError):
+                await asyncio.wait_for(slow.reader.read(), 2)
+            slow.close()
+            await eventually(lambda: a.open == 0)
+            assert len(asyncio.all_tasks()) == baseline
 
     run(main())
 
@@ -951,8 +962,7 @@ def test_stop_waits_for_grace_then_resets() -> None:
 def test_no_leaks_under_resets_clean_closes_and_dead_backends(loop: str) -> None:
     async def main() -> None:
         ev = asyncio.get_running_loop()
-        (a,) = await backends("a")
-        async with proxy() as dp:
+        async with backends("a") as (a,), proxy() as dp:
             svc = vs(free_port())
             dead = vs(free_port())
             await dp.apply(add(svc, a.rs()) + add(dead, dead_rs(), dead_rs()))
