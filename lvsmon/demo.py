@@ -112,10 +112,10 @@ async def _demo(cfg: Config, path: Path, duration: float) -> int:
     original = path.read_text()
     live.write_text(original)
     address = str(cfg.daemon.metrics_listen)
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(live)],
-        stderr=open(work / "daemon.log", "wb"),  # noqa: SIM115 - lives as long as the daemon
-    )
+    with open(work / "daemon.log", "wb") as log:  # the daemon keeps its own descriptor
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(live)], stderr=log
+        )
     stats: Counter[str] = Counter()
     stop = asyncio.Event()
     clients: list[asyncio.Task[None]] = []
