@@ -151,8 +151,8 @@ def test_partition_gives_two_masters_metrics_show_it_and_healing_leaves_one(
 def test_preemption_on_the_higher_priority_takes_over_and_hooks_run(topo: Topology) -> None:
     events = topo.workdir / "hook-events"
     code = (
-        "import os, sys; open(sys.argv[1], 'a').write(' '.join(os.environ[k] for k in "
-        "('LVSMON_HA_GROUP', 'LVSMON_HA_PREVIOUS_STATE', 'LVSMON_HA_STATE', "
+        "import os, sys\nwith open(sys.argv[1], 'a') as f: f.write(' '.join(os.environ[k] "
+        "for k in ('LVSMON_HA_GROUP', 'LVSMON_HA_PREVIOUS_STATE', 'LVSMON_HA_STATE', "
         "'LVSMON_HA_PRIORITY')) + chr(10))"
     )
     argv = json.dumps([PYTHON, "-c", code, str(events)])

@@ -173,12 +173,13 @@ class Director:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Director:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns(self.name), LVSMON, "run", "-c", str(self.path)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.log, "wb"),  # noqa: SIM115
-            start_new_session=True,
-        )
+        with open(self.log, "wb") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                ["ip", "netns", "exec", ns(self.name), LVSMON, "run", "-c", str(self.path)],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                start_new_session=True,
+            )
         return self
 
     def stop(self) -> None:
