@@ -3,9 +3,10 @@
 One listener per virtual server (TCP and UDP, NAT-like forwarding only),
 scheduling through `lvsmon.schedulers`, IPVS persistence templates and
 active/inactive accounting. Runs on whatever asyncio loop is running it
-(uvloop in the daemon), on plain non-blocking sockets: the TCP relays share
-one epoll instance the loop watches (`proxy_tcp`), UDP sockets are loop
-readers (`proxy_udp`). The socket-free state is in `proxy_state`.
+(uvloop in the daemon), on plain non-blocking sockets: TCP listeners
+(`proxy_accept`) and relays (`proxy_tcp`) share one epoll instance the loop
+watches (`proxy_poller`), UDP sockets are loop readers (`proxy_udp`). The
+socket-free state, scheduling and accounting included, is in `proxy_state`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from collections.abc import Callable, Sequence
 
 from lvsmon import schedulers
 from lvsmon.dataplane.base import DataPlaneError, Plane, Snapshot
+from lvsmon.dataplane.proxy_accept import TcpListener
+from lvsmon.dataplane.proxy_poller import Poller
 from lvsmon.dataplane.proxy_state import Runtime, ServiceState
-from lvsmon.dataplane.proxy_tcp import Poller, TcpListener
 from lvsmon.dataplane.proxy_udp import UdpListener
 from lvsmon.model import DaemonSettings, ServiceKey, Timeouts, VirtualServer
 from lvsmon.model.capabilities import Capabilities

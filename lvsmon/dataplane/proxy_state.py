@@ -69,6 +69,19 @@ class DestState(Dest):
         self.inactive -= 1
         self.refresh_overload()
 
+    # A TCP connection's state changes move it between the two counts and leave
+    # the thresholds alone, as IPVS's state transitions do.
+    def establish(self) -> None:
+        """The real server accepted: the connection counts active from now on."""
+        self.inactive -= 1
+        self.active += 1
+        self.connections += 1
+
+    def close_active(self) -> None:
+        """The first FIN or close on either side of an established connection."""
+        self.active -= 1
+        self.inactive += 1
+
     def stats(self) -> DestStats:
         return DestStats(
             key=self.real_server.key,

@@ -1,67 +1,42 @@
-"""The proxy's TCP relay: plain non-blocking sockets multiplexed by one epoll
-instance per data plane (`Poller`), which the running asyncio loop watches
-with a single add_reader. No transports, futures, tasks or timers per
-connection: a short connection makes about the system calls HAProxy makes
-for it, and a handful of Python calls per readiness event.
+"""The proxy's TCP relay: one client connection and, once scheduled, its real
+server, on plain non-blocking sockets registered with the data plane's epoll
+(`proxy_poller`). No transports, futures, tasks or timers per connection: a
+short connection makes about the system calls HAProxy makes for it, and a
+handful of Python calls per readiness event.
 
-A `TcpConnection` owns the client socket and, once scheduled, the socket to
-its real server. Accounting follows IPVS: a connection is inactive while its
-real server is being connected, active once connected, inactive again from
-the first FIN or close on either side, and stays counted inactive for
-tcp_fin after both sockets are closed (`Lingering`).
+Accounting follows IPVS (the counters and their transitions are `DestState`'s):
+a connection is inactive while its real server is being connected, active once
+connected, inactive again from the first FIN or close on either side, and
+stays counted inactive for tcp_fin after both sockets are closed (`Lingering`).
 """
 
 from __future__ import annotations
 
 import _socket
-import asyncio
-import contextlib
 import errno
 import logging
 import os
-import resource
-import select
 import socket
-import struct
-import time
-from collections.abc import Callable
 from typing import Any
 
-from lvsmon.dataplane.base import DataPlaneError
-from lvsmon.dataplane.proxy_net import bind_socket, parse_address, reset_socket
-from lvsmon.dataplane.proxy_state import DestState, Runtime, ServiceState
-from lvsmon.model import endpoint_label
+from lvsmon.dataplane.proxy_net import parse_address, reset_socket
+from lvsmon.dataplane.proxy_poller import (
+    EPOLLIN,
+    EPOLLOUT,
+    EPOLLRDHUP,
+    READ,
+    READ_SIZE,
+    TROUBLE,
+    UNREGISTERED,
+    Poller,
+)
+from lvsmon.dataplane.proxy_state import DestState, ServiceState
 
 log = logging.getLogger("lvsmon.proxy")
 
-BACKLOG = 4096
-# Connections accepted per readiness event of a listener, so one busy virtual
-# server cannot starve the others (or the loop).
-ACCEPT_BATCH = 64
-# Readiness events handled per loop callback; more wait for the next iteration.
-MAX_EVENTS = 512
-# One read per readiness event, into a buffer shared by all connections.
-READ_SIZE = 256 * 1024
 # Client bytes held while the real server is being connected; beyond this the
 # client is not read until the connect finishes.
 PRECONNECT_LIMIT = 256 * 1024
-# Connect timeouts fire at most this late; bounds the timer to 1/TICK per second.
-CONNECT_TICK = 0.01
-# After EMFILE and the like, a listener rests this long before accepting again.
-ACCEPT_PAUSE = 0.5
-# Descriptors kept free for everything but new client connections: /metrics, health
-# checks, reloads, the real-server side of connections being set up. A client whose
-# descriptor lands in this reserve is refused at once (RST), not left in the backlog.
-FD_RESERVE = 64
-LINGER_RESET = struct.pack("ii", 1, 0)
-
-EPOLLIN = select.EPOLLIN
-EPOLLOUT = select.EPOLLOUT
-EPOLLRDHUP = select.EPOLLRDHUP
-READ = EPOLLIN | EPOLLRDHUP
-TROUBLE = select.EPOLLERR | select.EPOLLHUP
-# Not in the epoll set. No event has this bit, so `mask & EPOLLIN` is false.
-UNREGISTERED = 1 << 40
 
 DONTWAIT = socket.MSG_DONTWAIT
 SHUT_WR = socket.SHUT_WR
@@ -72,204 +47,12 @@ TCP_NODELAY = socket.TCP_NODELAY
 STREAM = socket.SOCK_STREAM
 NONBLOCKING_STREAM = socket.SOCK_STREAM | socket.SOCK_NONBLOCK
 EINPROGRESS = errno.EINPROGRESS
-_ACCEPT_PAUSE_ERRORS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 # The relays use the C-level socket type: no Python __init__, enum properties,
 # close() wrapper or GC tracking per connection (socket.socket subclasses it).
 Socket = _socket.socket
 
 CONNECTING, ESTABLISHED, CLOSING = 0, 1, 2
-
-Handler = Callable[[int], None]
-
-
-class Poller:
-    """One level-triggered epoll instance for every TCP socket of a data plane.
-
-    Handlers are keyed by fd. A socket closed while a batch of events is being
-    dispatched puts its fd in `stale`, so an event fetched for it cannot reach
-    a new socket that reused the number within the same batch.
-    """
-
-    def __init__(self, rt: Runtime) -> None:
-        self.rt = rt
-        self.loop = rt.loop
-        self.ep = select.epoll()
-        self.handlers: dict[int, Handler] = {}
-        self.stale: set[int] = set()
-        self.dispatching = False
-        self.buf = bytearray(READ_SIZE)
-        self.view = memoryview(self.buf)
-        # connections waiting for their real server, oldest deadline first
-        self.connecting: dict[TcpConnection, float] = {}
-        self._timer: asyncio.TimerHandle | None = None
-        self.closed = False
-        self.loop.add_reader(self.ep.fileno(), self._dispatch)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.loop.remove_reader(self.ep.fileno())
-        self.ep.close()
-
-    def forget(self, fd: int) -> None:
-        """Before closing fd (closing takes it out of the epoll set)."""
-        del self.handlers[fd]
-        if self.dispatching:
-            self.stale.add(fd)
-
-    def _dispatch(self) -> None:
-        try:
-            events = self.ep.poll(0, MAX_EVENTS)
-        except InterruptedError:
-            return
-        handlers = self.handlers
-        stale = self.stale
-        self.dispatching = True
-        try:
-            for fd, ev in events:
-                if fd in stale:
-                    continue
-                handler = handlers.get(fd)
-                if handler is None:
-                    continue
-                try:
-                    handler(ev)
-                except Exception as exc:  # a bug: keep the loop and other relays going
-                    self._failed(handler, exc)
-        finally:
-            self.dispatching = False
-            stale.clear()
-
-    def _failed(self, handler: Handler, exc: Exception) -> None:
-        owner: Any = getattr(handler, "__self__", None)
-        self.loop.call_exception_handler(
-            {"message": f"proxy: unexpected error in {owner!r}", "exception": exc}
-        )
-        if isinstance(owner, TcpConnection):
-            with contextlib.suppress(Exception):  # reported already; do not loop on it
-                owner.reset()
-
-    # -- connect timeouts: one timer for all ---------------------------------------
-
-    def watch_connect(self, conn: TcpConnection) -> None:
-        self.connecting[conn] = deadline = self.loop.time() + self.rt.connect_timeout
-        if self._timer is None and not self.closed:
-            self._timer = self.loop.call_at(deadline, self._expire_connects)
-
-    def _expire_connects(self) -> None:
-        self._timer = None
-        now = self.loop.time()
-        connecting = self.connecting
-        expired = []
-        for conn, deadline in connecting.items():  # in deadline order
-            if deadline > now:
-                break
-            expired.append(conn)
-        for conn in expired:
-            del connecting[conn]
-        for conn in expired:
-            conn.connect_timed_out()
-        if connecting and self._timer is None and not self.closed:
-            first = next(iter(connecting.values()))
-            self._timer = self.loop.call_at(max(first, now + CONNECT_TICK), self._expire_connects)
-
-
-class TcpListener:
-    """A virtual server's listening socket."""
-
-    def __init__(self, poller: Poller, svc: ServiceState) -> None:
-        self.poller = poller
-        self.svc = svc
-        self.sock = sock = bind_socket(svc.vs.name, svc.address, svc.vs.port, socket.SOCK_STREAM)
-        try:
-            sock.listen(BACKLOG)
-        except OSError as exc:
-            sock.close()
-            where = endpoint_label(svc.address, svc.vs.port)
-            raise DataPlaneError(
-                f"virtual server {svc.vs.name!r}: cannot listen on tcp {where}: "
-                f"{exc.strerror or exc}"
-            ) from exc
-        self.fd = sock.fileno()
-        self.family = sock.family
-        # (fd, address) of the next client, without a socket.socket around it
-        self._accept: Callable[[], tuple[int, Any]] = sock._accept  # type: ignore[attr-defined]
-        self.closed = False
-        self._paused: asyncio.TimerHandle | None = None
-        self._last_complaint = 0.0
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        # the kernel hands out the lowest free descriptor: one this high means few are left
-        self._ceiling = max(soft - FD_RESERVE, soft // 2) if soft > 0 else 1 << 30
-        self._watch()
-
-    def _watch(self) -> None:
-        self.poller.handlers[self.fd] = self._readable
-        self.poller.ep.register(self.fd, EPOLLIN)
-
-    def close(self) -> None:
-        """Stop listening; accepted connections are left to finish."""
-        if self.closed:
-            return
-        self.closed = True
-        if self._paused is not None:
-            self._paused.cancel()
-        else:
-            self.poller.forget(self.fd)
-        self.sock.close()
-
-    def _readable(self, _events: int) -> None:
-        accept = self._accept
-        family = self.family
-        poller = self.poller
-        svc = self.svc
-        for _ in range(ACCEPT_BATCH):
-            try:
-                fd, peer = accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno in _ACCEPT_PAUSE_ERRORS:
-                    self._pause(exc)
-                    return
-                continue  # ECONNABORTED and the like: that client is gone
-            if fd >= self._ceiling:
-                self._refuse(fd)
-                continue
-            TcpConnection(poller, svc, Socket(family, STREAM, 0, fd), fd, peer)
-
-    def _refuse(self, fd: int) -> None:
-        """Out of descriptors but the reserve: reset the client at once, say so (rarely)."""
-        with contextlib.suppress(OSError):
-            sock = Socket(self.family, STREAM, 0, fd)
-            sock.setsockopt(SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-            sock.close()
-        now = time.monotonic()
-        if now - self._last_complaint >= 10:
-            self._last_complaint = now
-            log.warning(
-                "%s: refusing new connections: descriptors near the limit (ulimit -n)",
-                self.svc.key,
-            )
-
-    def _pause(self, exc: OSError) -> None:
-        """Out of descriptors or memory: stop accepting for a moment rather than spin."""
-        now = time.monotonic()
-        if now - self._last_complaint >= 10:
-            self._last_complaint = now
-            log.warning("%s: cannot accept connections: %s", self.svc.key, exc.strerror or exc)
-        self.poller.forget(self.fd)
-        self.poller.ep.unregister(self.fd)
-        self._paused = self.poller.loop.call_later(ACCEPT_PAUSE, self._resume)
-
-    def _resume(self) -> None:
-        self._paused = None
-        if not self.closed and not self.poller.closed:
-            self._watch()
 
 
 class TcpConnection:
@@ -418,9 +201,7 @@ class TcpConnection:
         """IPVS accounting: the real server accepted; `sent` client bytes went with it."""
         dest = self.dest
         assert dest is not None
-        dest.inactive -= 1  # connecting counted inactive; now established
-        dest.active += 1
-        dest.connections += 1
+        dest.establish()
         svc = self.svc
         svc.connections += 1
         if sent:
@@ -819,8 +600,7 @@ class TcpConnection:
             self.state = CLOSING
             dest = self.dest
             assert dest is not None
-            dest.active -= 1
-            dest.inactive += 1
+            dest.close_active()
 
     def _maybe_finish(self) -> None:
         if self.finished or self.client_open or self.up_open:
