@@ -1,30 +1,39 @@
 #!/usr/bin/env python3
-"""Health checking at scale: 10,000 real servers, 1 s interval, TCP and HTTP checks.
+"""Health checking at scale: 10,000 real servers, 1 s interval, TCP and HTTP checks,
+against HAProxy's health checks on the same real servers in the same run.
 
 The real servers are nginx listeners on loopback (100 addresses 127.0.1.1-100 x
 100 ports by default: 10,000 listen sockets in one nginx worker, which the
 scheduler usually puts on the other core). lvsmon's HealthMonitor runs them on
 uvloop, through the same engine as the daemon: half `tcp` (connect, RST), half
-`http` (GET /health, expect 200, read the status line). After a warm-up it
-measures for `--seconds`:
+`http` (GET /health, expect 200, read the status line). The anchor is HAProxy
+2.6, one thread, checking the same listeners the same way (`option tcp-check`,
+`option httpchk`, `inter 1s`; bench/health_haproxy.py says why not keepalived).
+In alternating rounds (`--rounds`), each checker runs alone for a warm-up and a
+measured window of `--seconds`. Checks are counted for both by the kernel (TCP
+ActiveOpens, in a network namespace of the bench's own: it re-runs itself under
+`unshare --net`, so it needs root); CPU is the checker process's user+system
+time. Printed, medians over the rounds:
 
-  cpu_seconds_per_1000_checks   this process's user+system CPU per 1,000 checks
-  p99_lag_ms                    99th percentile of (actual start - scheduled start)
-  checks_per_second             sustained (printed last)
+  checks_per_second, p50/p99/max_lag_ms, checks_per_cpu_second   lvsmon
+  haproxy_checks_per_second
+  lvsmon_cpu_seconds_per_1000_checks, haproxy_cpu_seconds_per_1000_checks
+  ratio_cpu_per_check_vs_haproxy   lvsmon / HAProxy, the median of the
+                                   per-round ratios (printed last)
 
-Also printed: checks_per_cpu_second (1000 / cpu_seconds_per_1000_checks: what one
-whole core would sustain; on a shared machine the achieved rate is capped by the
-CPU share this process gets, shown as cpu_utilisation), p50/max lag, failures;
-on stderr the user/system split per 1,000 checks and probe durations by type.
-On loopback the real server's half of each handshake runs in this process's
-softirq and counts as its system time.
+p99_lag_ms is the 99th percentile of (actual start - scheduled start);
+checks_per_cpu_second (1000 / cpu per 1,000 checks) is what one whole core
+would sustain: on a shared machine the achieved rate is capped by the CPU share
+the process gets (cpu_utilisation). On stderr: each round, lvsmon's own count
+of its checks beside the kernel's, the user/system split and probe durations by
+type, HAProxy's verdict (servers up). On loopback the real server's half of
+each handshake runs in the checker's softirq and counts as its system time,
+for both checkers alike.
 
-Target: 10,000 checks/s on one core with p99 lag < 100 ms. Measured on the
-2-core development machine (load average 0.35-1.5 from other work): 0.039-0.047
-CPU-seconds per 1,000 checks (user 0.013-0.016, system 0.025-0.031), 10,000
-checks/s at 39-47% of a core, p99 lag 8-12 ms (see lvsmon/health/README.md).
-`--profile` prints the top functions of a cProfile run of the measured window to
-stderr. Needs: nginx-light (scripts/install-test-deps).
+Target: 10,000 checks/s on one core with p99 lag < 100 ms; measured figures are
+in lvsmon/health/README.md. `--profile` prints the top functions of a cProfile
+run of lvsmon's measured windows to stderr. Needs: nginx-light, haproxy
+(scripts/install-test-deps).
 """
 
 from __future__ import annotations
@@ -38,12 +47,14 @@ import os
 import pstats
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import uvloop
@@ -51,6 +62,11 @@ import uvloop
 from lvsmon.health.monitor import HealthMonitor, Probe, Target
 from lvsmon.model import DestKey, ServiceKey
 from lvsmon.model.health import CheckType, HealthCheck, HttpSpec, Result
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.health_haproxy import haproxy, in_private_netns, servers_up, tcp_active_opens
+from bench.proxy import user_system_seconds
 
 NGINX_CONF = """\
 worker_processes 1;
@@ -87,8 +103,16 @@ def endpoints(n: int, base_port: int) -> list[tuple[str, int]]:
     return [(f"127.0.1.{i // per_address + 1}", base_port + i % per_address) for i in range(n)]
 
 
+@dataclass
+class Nginx:
+    """The real servers: one nginx and its work directory."""
+
+    proc: subprocess.Popen[bytes]
+    tmp: Path
+
+
 @contextlib.contextmanager
-def nginx(eps: list[tuple[str, int]]) -> Iterator[subprocess.Popen[bytes]]:
+def nginx(eps: list[tuple[str, int]]) -> Iterator[Nginx]:
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     if not os.path.exists(binary):
         sys.exit("bench/health.py: no nginx (scripts/install-test-deps installs nginx-light)")
@@ -103,7 +127,7 @@ def nginx(eps: list[tuple[str, int]]) -> Iterator[subprocess.Popen[bytes]]:
         proc = subprocess.Popen([binary, "-c", str(conf), "-p", tmp])
         try:
             wait_listening(eps[-1])
-            yield proc
+            yield Nginx(proc, Path(tmp))
         finally:
             proc.terminate()
             proc.wait(10)
@@ -144,7 +168,7 @@ class Meter:
                 self.failures[str(result.reason)] += 1
 
 
-async def measure(eps: list[tuple[str, int]], args: argparse.Namespace) -> dict[str, float]:
+async def measure_lvsmon(eps: list[tuple[str, int]], args: argparse.Namespace) -> dict[str, float]:
     meter = Meter()
     monitor = HealthMonitor(max_in_flight=args.in_flight, observer=meter)
     vs = ServiceKey("tcp", "192.0.2.10", 80)
@@ -160,6 +184,7 @@ async def measure(eps: list[tuple[str, int]], args: argparse.Namespace) -> dict[
     await asyncio.sleep(args.warmup)
     profiler = cProfile.Profile() if args.profile else None
     meter.on = True
+    opens0 = tcp_active_opens()
     (user0, sys0), t0 = cpu_seconds(), time.monotonic()
     if profiler:
         profiler.enable()
@@ -167,73 +192,129 @@ async def measure(eps: list[tuple[str, int]], args: argparse.Namespace) -> dict[
     if profiler:
         profiler.disable()
     (user1, sys1), t1 = cpu_seconds(), time.monotonic()
-    cpu0, cpu1 = user0 + sys0, user1 + sys1
+    opens1 = tcp_active_opens()
+    cpu = user1 + sys1 - user0 - sys0
     meter.on = False
     await monitor.stop()
     if profiler:
         pstats.Stats(profiler, stream=sys.stderr).sort_stats("tottime").print_stats(25)
     lags = sorted(meter.lags)
-    checks = len(lags)
-    if checks:  # user: Python; system: the kernel, incl. loopback's real-server half
-        print(
-            f"per 1000 checks: user {(user1 - user0) / checks * 1000:.4f} s, "
-            f"system {(sys1 - sys0) / checks * 1000:.4f} s",
-            file=sys.stderr,
-        )
+    own = len(lags)
+    checks = opens1 - opens0
     print(
-        f"results: ok {checks - meter.failures.total()}, failed {dict(meter.failures)}",
+        f"  lvsmon: {checks} checks counted by the kernel, {own} by lvsmon; "
+        f"results ok {own - meter.failures.total()}, failed {dict(meter.failures)}",
         file=sys.stderr,
     )
+    cpu_split("lvsmon", user1 - user0, sys1 - sys0, checks)
     for check in (tcp, http):
         q = sorted(meter.durations[id(check)])
         if q:
             print(
-                f"{check.type} duration ms: p50 {q[len(q) // 2] * 1000:.2f} "
+                f"  lvsmon {check.type} duration ms: p50 {q[len(q) // 2] * 1000:.2f} "
                 f"p99 {q[int(len(q) * 0.99)] * 1000:.2f} max {q[-1] * 1000:.2f}",
                 file=sys.stderr,
             )
     return {
-        "checks": checks,
-        "cpu_seconds_per_1000_checks": (cpu1 - cpu0) / checks * 1000 if checks else float("nan"),
+        "cpu_seconds_per_1000_checks": cpu / checks * 1000 if checks else float("nan"),
         "p50_lag_ms": lags[len(lags) // 2] * 1000 if lags else float("nan"),
         "p99_lag_ms": lags[int(len(lags) * 0.99)] * 1000 if lags else float("nan"),
         "max_lag_ms": lags[-1] * 1000 if lags else float("nan"),
         "checks_per_second": checks / (t1 - t0),
-        "cpu_utilisation": (cpu1 - cpu0) / (t1 - t0),
+        "cpu_utilisation": cpu / (t1 - t0),
         "failures": meter.failures.total(),
     }
+
+
+def measure_haproxy(
+    eps: list[tuple[str, int]], real_servers: Nginx, args: argparse.Namespace
+) -> dict[str, float]:
+    with haproxy(eps, real_servers.tmp) as proc:
+        time.sleep(args.warmup)
+        opens0, (user0, sys0) = tcp_active_opens(), user_system_seconds(proc.pid)
+        t0 = time.monotonic()
+        time.sleep(args.seconds)
+        (user1, sys1), t1 = user_system_seconds(proc.pid), time.monotonic()
+        opens1 = tcp_active_opens()
+        up, total = servers_up(real_servers.tmp / "haproxy")
+    checks = opens1 - opens0
+    cpu = user1 + sys1 - user0 - sys0
+    print(f"  haproxy: {checks} checks counted by the kernel; {up}/{total} up", file=sys.stderr)
+    cpu_split("haproxy", user1 - user0, sys1 - sys0, checks)
+    return {
+        "cpu_seconds_per_1000_checks": cpu / checks * 1000 if checks else float("nan"),
+        "checks_per_second": checks / (t1 - t0),
+        "cpu_utilisation": cpu / (t1 - t0),
+        "down": total - up,
+    }
+
+
+def cpu_split(who: str, user: float, system: float, checks: int) -> None:
+    """user: the checker's own code; system: the kernel, incl. loopback's real-server half."""
+    if checks:
+        print(
+            f"  {who} per 1000 checks: user {user / checks * 1000:.4f} s, "
+            f"system {system / checks * 1000:.4f} s",
+            file=sys.stderr,
+        )
+
+
+def median(rounds: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in rounds)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--servers", type=int, default=10_000)
     p.add_argument("--interval", type=float, default=1.0)
-    p.add_argument("--seconds", type=float, default=10.0, help="measured window")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of each checker, alternating")
+    p.add_argument("--seconds", type=float, default=10.0, help="measured window per round")
     p.add_argument("--warmup", type=float, default=3.0)
     p.add_argument("--in-flight", type=int, default=256)
     p.add_argument("--base-port", type=int, default=21000)
     p.add_argument("--profile", action="store_true")
     args = p.parse_args()
+    in_private_netns(sys.argv)  # the kernel's TCP counters count only the checkers
+    if args.interval != 1.0:
+        sys.exit("bench/health.py: the HAProxy anchor is configured for inter 1s")
     got = raise_fd_limit(args.servers * 2 + 4096)
     if got < args.in_flight + 1024:
         sys.exit(f"bench/health.py: RLIMIT_NOFILE is {got}; need {args.in_flight + 1024}")
     eps = endpoints(args.servers, args.base_port)
-    with nginx(eps):
+    lv: list[dict[str, float]] = []
+    ha: list[dict[str, float]] = []
+    with nginx(eps) as real_servers:
         print(
             f"{args.servers} real servers on nginx; interval {args.interval:g}s; "
-            f"measuring {args.seconds:g}s after {args.warmup:g}s",
+            f"{args.rounds} rounds of {args.seconds:g}s each after {args.warmup:g}s",
             file=sys.stderr,
         )
-        r = uvloop.run(measure(eps, args))
+        for n in range(args.rounds):
+            print(f"round {n + 1} (load average {os.getloadavg()[0]:.2f})", file=sys.stderr)
+            for who in ("lvsmon", "haproxy") if n % 2 == 0 else ("haproxy", "lvsmon"):
+                if who == "lvsmon":
+                    lv.append(uvloop.run(measure_lvsmon(eps, args)))
+                else:
+                    ha.append(measure_haproxy(eps, real_servers, args))
+    ratios = [
+        a["cpu_seconds_per_1000_checks"] / b["cpu_seconds_per_1000_checks"]
+        for a, b in zip(lv, ha, strict=True)
+    ]
+    print(f"ratio per round: {', '.join(f'{r:.2f}' for r in ratios)}", file=sys.stderr)
     # the machine may be shared: what one full core would sustain at this cost per check
-    print(f"checks_per_cpu_second={1000 / r['cpu_seconds_per_1000_checks']:.0f}")
-    print(f"cpu_utilisation={r['cpu_utilisation']:.2f}")
-    print(f"failures={r['failures']:.0f}")
-    print(f"p50_lag_ms={r['p50_lag_ms']:.2f}")
-    print(f"max_lag_ms={r['max_lag_ms']:.2f}")
-    print(f"cpu_seconds_per_1000_checks={r['cpu_seconds_per_1000_checks']:.4f}")
-    print(f"p99_lag_ms={r['p99_lag_ms']:.2f}")
-    print(f"checks_per_second={r['checks_per_second']:.0f}")
+    print(f"checks_per_cpu_second={1000 / median(lv, 'cpu_seconds_per_1000_checks'):.0f}")
+    print(f"cpu_utilisation={median(lv, 'cpu_utilisation'):.2f}")
+    print(f"failures={sum(r['failures'] for r in lv):.0f}")
+    print(f"p50_lag_ms={median(lv, 'p50_lag_ms'):.2f}")
+    print(f"max_lag_ms={median(lv, 'max_lag_ms'):.2f}")
+    print(f"p99_lag_ms={median(lv, 'p99_lag_ms'):.2f}")
+    print(f"checks_per_second={median(lv, 'checks_per_second'):.0f}")
+    print(f"haproxy_cpu_utilisation={median(ha, 'cpu_utilisation'):.2f}")
+    print(f"haproxy_servers_down={max(r['down'] for r in ha):.0f}")
+    print(f"haproxy_checks_per_second={median(ha, 'checks_per_second'):.0f}")
+    print(f"lvsmon_cpu_seconds_per_1000_checks={median(lv, 'cpu_seconds_per_1000_checks'):.4f}")
+    print(f"haproxy_cpu_seconds_per_1000_checks={median(ha, 'cpu_seconds_per_1000_checks'):.4f}")
+    print(f"ratio_cpu_per_check_vs_haproxy={statistics.median(ratios):.2f}")
 
 
 if __name__ == "__main__":
