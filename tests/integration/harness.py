@@ -97,6 +97,13 @@ def connect(
     return sock, name.decode().strip()
 
 
+def reached(port: int, host: str = "127.0.0.1") -> str:
+    """The backend one short connection through the virtual server reaches (then closed)."""
+    sock, name = connect(port, host)
+    sock.close()
+    return name
+
+
 class Daemon:
     """`lvsmon run -c FILE` as a subprocess with its own metrics port and pid file."""
 
@@ -121,15 +128,22 @@ class Daemon:
         self.path.write_text(self.header() + body)
 
     def start(self) -> Daemon:
+        self.launch()
+        wait_for(self._ready, 20, "the daemon to answer /status")
+        return self
+
+    def launch(self, *args: str, **popen: Any) -> subprocess.Popen[bytes]:
+        """`lvsmon run -c FILE ARGS...` with stderr to the log, not waited for (start()
+        waits); `popen` adds Popen arguments (env, preexec_fn)."""
         with open(self.log_path, "wb") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(self.path)],
+                [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(self.path), *args],
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 cwd=REPO,
+                **popen,
             )
-        wait_for(self._ready, 20, "the daemon to answer /status")
-        return self
+        return self.proc
 
     def _ready(self) -> bool:
         assert self.proc is not None

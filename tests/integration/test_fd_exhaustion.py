@@ -7,11 +7,9 @@ from __future__ import annotations
 import contextlib
 import resource
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.integration.harness import REPO, Daemon, backends, wait_for
+from tests.integration.harness import Daemon, backends, wait_for
 from tests.integration.test_daemon import service
 from tests.ports import free_port
 
@@ -39,6 +37,14 @@ def open_client(port: int) -> tuple[socket.socket | None, str]:
     return s, "established"
 
 
+def accepts(port: int) -> bool:
+    """One client gets through (and is closed again)."""
+    s, what = open_client(port)
+    if s is not None:
+        s.close()
+    return what == "established"
+
+
 def test_out_of_descriptors_refuses_cleanly_keeps_metrics_and_recovers(tmp_path: Path) -> None:
     with backends("a") as (a,):
         vip = free_port()
@@ -47,13 +53,7 @@ def test_out_of_descriptors_refuses_cleanly_keeps_metrics_and_recovers(tmp_path:
         def low_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (LIMIT, LIMIT))
 
-        d.proc = subprocess.Popen(
-            [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(d.path)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(d.log_path, "wb"),  # noqa: SIM115
-            cwd=REPO,
-            preexec_fn=low_limit,
-        )
+        d.launch(preexec_fn=low_limit)
         held: list[socket.socket] = []
         try:
             wait_for(d.status, 20, "the daemon")
@@ -72,7 +72,7 @@ def test_out_of_descriptors_refuses_cleanly_keeps_metrics_and_recovers(tmp_path:
             for s in held:  # the clients go: the virtual server accepts again
                 s.close()
             held.clear()
-            wait_for(lambda: open_client(vip)[1] == "established", 10, "recovery")
+            wait_for(lambda: accepts(vip), 10, "recovery")
             assert d.sample("lvsmon_build_info") == 1
         finally:
             for s in held:

@@ -14,8 +14,6 @@ import contextlib
 import http.client
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,7 +25,7 @@ import trustme
 
 from lvsmon.client import basic_authorization
 from lvsmon.httpd import MAX_IDLE_CLIENTS
-from tests.integration.harness import REPO, fd_count, wait_for
+from tests.integration.harness import fd_count, wait_for
 from tests.integration.test_daemon import service
 from tests.integration.test_metrics_tls import (
     PASSWORD,
@@ -59,12 +57,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[TlsDa
     d = TlsDaemon(tmp, service(free_port(), _rs()), tmp / "web.yml", pki.context())
     # not d.start(): its readiness probe would warm the password cache, and the first
     # test wants the cold cache (200 scrapers arriving at once, before any check)
-    d.proc = subprocess.Popen(
-        [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(d.path)],
-        stdout=subprocess.DEVNULL,
-        stderr=open(d.log_path, "wb"),  # noqa: SIM115
-        cwd=REPO,
-    )
+    d.launch()
     wait_for(lambda: _tls_up(d), 20, "the TLS port")
     yield d
     d.kill()

@@ -133,7 +133,8 @@ def fetch(
         with urllib.request.urlopen(request, timeout=5, context=context) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        with exc:  # the error is the response: it holds the connection
+            return exc.code, dict(exc.headers), exc.read()
 
 
 def refused(url: str, context: ssl.SSLContext | None, auth: str | None = None) -> str:

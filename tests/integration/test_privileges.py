@@ -26,7 +26,7 @@ import pytest
 
 from lvsmon import privilege
 from lvsmon.ha import hooks
-from tests.integration.harness import REPO, Daemon, backends, connect, wait_for
+from tests.integration.harness import REPO, Daemon, backends, reached, wait_for
 from tests.integration.test_daemon import service
 from tests.integration.test_health_exec import alive
 from tests.ports import free_port
@@ -179,13 +179,13 @@ def test_daemon_user_runs_the_proxy_plane_unprivileged(shared: Path) -> None:
                 assert uid_of(int(task.name)) == NOBODY.pw_uid
                 assert caps["CapEff"] & ~want == 0 and caps["CapBnd"] == want, task.name
             assert caps_of(pid)["CapEff"] == want
-            served = {connect(vip)[1] for _ in range(4)}
+            served = {reached(vip) for _ in range(4)}
             assert served == {"a", "b"}
             # a reload as nobody adds a virtual server on a port below 1024: the kept
             # CAP_NET_BIND_SERVICE binds it
             low = _free_low_port()
             d.reload(body + service(low, a.toml(), name="low"))
-            wait_for(lambda: connect(low)[1] == "a", 10, "the privileged port")
+            wait_for(lambda: reached(low) == "a", 10, "the privileged port")
             assert d.sample("lvsmon_config_last_reload_successful") == 1
         finally:
             d.kill()

@@ -15,13 +15,11 @@ import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
-from tests.integration.harness import REPO, Backend, Daemon, wait_for
+from tests.integration.harness import Backend, Daemon, wait_for
 from tests.ports import free_port
 
 WATCHDOG_USEC = 3_000_000
@@ -83,18 +81,15 @@ def test_ready_reloading_watchdog_stopping(tmp_path: Path) -> None:
     env_file = tmp_path / "check.env"
     vip_port = free_port()
     daemon = Daemon(tmp_path, body(backend, 3, env_file, vip_port))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(daemon.path), "--log-format", "json"],
-        stdout=subprocess.DEVNULL,
-        stderr=open(daemon.log_path, "wb"),  # noqa: SIM115
-        cwd=REPO,
+    proc = daemon.launch(
+        "--log-format",
+        "json",
         env={
             **os.environ,
             "NOTIFY_SOCKET": str(tmp_path / "notify"),
             "WATCHDOG_USEC": str(WATCHDOG_USEC),
         },
     )
-    daemon.proc = proc
     try:
         ready = sup.next("READY", daemon)
         assert ready["STATUS"] == "1 virtual server on proxy"

@@ -59,7 +59,8 @@ class AdminSite(Site):
             with urllib.request.urlopen(request, timeout=5, context=self.context) as resp:
                 return resp.status, dict(json.loads(resp.read()))
         except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            with exc:  # the error is the response: it holds the connection
+                raw = exc.read()
             return exc.code, dict(json.loads(raw)) if raw.startswith(b"{") else {}
 
 

@@ -6,12 +6,10 @@ monotonic clock left alone, so only time.time() and friends jump."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.integration.harness import REPO, Daemon, backends, connect, wait_for
+from tests.integration.harness import Daemon, backends, reached, wait_for
 from tests.integration.test_daemon import service
 from tests.ports import free_port
 
@@ -36,13 +34,7 @@ def test_a_wall_clock_jump_moves_no_timer(tmp_path: Path) -> None:
     with backends("a", "b") as (a, b):
         vip = free_port()
         d = Daemon(tmp_path, service(vip, a.toml(), b.toml(), scheduler="rr", extra=CHECK))
-        d.proc = subprocess.Popen(
-            [sys.executable, "-m", "lvsmon.cli", "run", "-c", str(d.path)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(d.log_path, "wb"),  # noqa: SIM115
-            cwd=REPO,
-            env=faketime_env(offset),
-        )
+        proc = d.launch(env=faketime_env(offset))
         try:
             wait_for(d.status, 20, "the daemon")
             label = f"127.0.0.1:{a.port}"
@@ -55,7 +47,7 @@ def test_a_wall_clock_jump_moves_no_timer(tmp_path: Path) -> None:
             for jump in ("+0", "+3600", "-7200"):
                 offset.write_text(f"{jump}\n")
                 before, began = checks(), time.monotonic()
-                served = {connect(vip)[1] for _ in range(4)}
+                served = {reached(vip) for _ in range(4)}
                 time.sleep(1.0)
                 rates.append((checks() - before) / (time.monotonic() - began))
                 assert served == {"a", "b"}, (jump, served)
@@ -65,6 +57,6 @@ def test_a_wall_clock_jump_moves_no_timer(tmp_path: Path) -> None:
             assert all(0 < r < rates[0] * 3 for r in rates), rates
             assert all(r["state"] == "up" for r in d.real_servers("web").values())
             assert not d.sample("lvsmon_real_server_transitions_total")
-            assert d.proc.poll() is None and "Traceback" not in d.log()
+            assert proc.poll() is None and "Traceback" not in d.log()
         finally:
             d.kill()

@@ -583,4 +583,5 @@ def _kill(proc: Proc) -> None:
             os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.popen.wait(5)
+    proc.close_pipes()
     time.sleep(0)

@@ -54,7 +54,8 @@ for url, params in json.loads(sys.argv[1]):
     except urllib.error.URLError:  # not listening yet
         out.append(None)
         continue
-    body = resp.read().decode()
+    with resp:  # an HTTPError is the response too
+        body = resp.read().decode()
     try:
         out.append(json.loads(body))
     except ValueError:  # /metrics

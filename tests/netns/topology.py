@@ -94,6 +94,13 @@ class Proc:
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
+    def close_pipes(self) -> None:
+        """Once it is gone: the pipes a test talked to it through (prober, holder)."""
+        for pipe in (self.popen.stdin, self.popen.stdout, self.popen.stderr):
+            if pipe is not None:
+                with contextlib.suppress(OSError):  # unsent input: the reader is gone
+                    pipe.close()
+
 
 class Scene:
     """Namespaces and processes that `with` builds and always tears down."""
@@ -216,6 +223,7 @@ class Topology(Scene):
                 proc.popen.kill()
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.popen.wait(5)
+        proc.close_pipes()
 
     # --- commands in a namespace ---
 

@@ -42,10 +42,12 @@ def test_abstract_socket_names() -> None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind("\0" + name)
     sock.settimeout(5)
+    n = Notifier({"NOTIFY_SOCKET": "@" + name})
     try:
-        Notifier({"NOTIFY_SOCKET": "@" + name}).ready()
+        n.ready()
         assert sock.recv(4096) == b"READY=1"
     finally:
+        n.close()
         sock.close()
 
 
@@ -64,10 +66,13 @@ def test_watchdog_only_for_this_pid_and_at_half_the_period(
     sock.settimeout(0.2)
     with pytest.raises(TimeoutError):
         sock.recv(4096)
+    n.close()
 
 
 def test_without_a_socket_nothing_is_sent_and_nothing_fails() -> None:
     n = Notifier({})
     assert not n.enabled and not n.send("READY=1")
     n.heartbeat()
-    assert Notifier({"NOTIFY_SOCKET": "/nonexistent/socket"}).send("READY=1") is False
+    nowhere = Notifier({"NOTIFY_SOCKET": "/nonexistent/socket"})
+    assert nowhere.send("READY=1") is False
+    nowhere.close()
