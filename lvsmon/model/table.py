@@ -94,10 +94,16 @@ class RealServer:
     # the effective check (the virtual server's table with this one's laid over it);
     # compare=False: the data plane never sees it, so a changed check is no table edit
     health_check: HealthCheck | None = field(default=None, compare=False)
+    # the identity, computed once: str() of an address is slow, and reconcile, the data
+    # planes and every scrape ask for keys by the hundred thousand at 1,000 x 50
+    _key: DestKey = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_key", DestKey(str(self.address), self.port))
 
     @property
     def key(self) -> DestKey:
-        return DestKey(str(self.address), self.port)
+        return self._key
 
     @property
     def label(self) -> str:
@@ -124,11 +130,19 @@ class VirtualServer:
     # announce the address over BGP while this director can serve it (lvsmon.bgp)
     announce: bool = field(default=False, compare=False)
 
+    _key: ServiceKey = field(init=False, repr=False, compare=False)  # computed once
+
+    def __post_init__(self) -> None:
+        key = (
+            ServiceKey(self.protocol.value, "", 0, self.fwmark)
+            if self.fwmark
+            else ServiceKey(self.protocol.value, str(self.address), self.port)
+        )
+        object.__setattr__(self, "_key", key)
+
     @property
     def key(self) -> ServiceKey:
-        if self.fwmark:
-            return ServiceKey(self.protocol.value, "", 0, self.fwmark)
-        return ServiceKey(self.protocol.value, str(self.address), self.port)
+        return self._key
 
     @property
     def family(self) -> int:
