@@ -58,8 +58,9 @@ def test_an_advert_stamped_an_hour_off_the_wall_clock_arrives_now() -> None:
         anc = [(socket.SOL_SOCKET, SO_TIMESTAMPNS, struct.pack("@qq", int(stamp), 0))]
         before = time.monotonic()
         assert before <= _arrival(anc) <= time.monotonic()
-    fresh = time.time() - 0.2  # an ordinary stamp: 200 ms ago is honoured
-    anc = [(socket.SOL_SOCKET, SO_TIMESTAMPNS, struct.pack("@qq", int(fresh), 0))]
+    fresh = time.time_ns() - 200_000_000  # an ordinary stamp: 200 ms ago is honoured
+    # (seconds and nanoseconds: whole seconds alone made it up to 1.2 s old, out of range)
+    anc = [(socket.SOL_SOCKET, SO_TIMESTAMPNS, struct.pack("@qq", *divmod(fresh, 10**9)))]
     assert _arrival(anc) < time.monotonic() - 0.1
 
 
