@@ -5,8 +5,10 @@ The netns topology of tests/netns: a client, two directors running the whole
 daemon (`lvsmon run`: proxy data plane, tcp health checks, failover group,
 100 ms adverts), two real servers that greet and echo. Throughout, the client
 makes a new connection through the VIP every 10 ms (prober.py: a failed one is
-a failed request) and holds 8 long-lived connections that echo every 100 ms
-(holder.py: one that breaks is a lost connection). Each fault is applied to the
+a failed request) and holds 8 connections that echo every 100 ms and close
+cleanly after LIFETIME (holder.py: one that breaks is a lost connection; the
+lifetime is shorter than the directors' 2 s shutdown_grace, so a planned
+handover can drain them: failover_group.handover_forward is on). Each fault is applied to the
 master, then the pair must settle (dir1 master, dir2 backup, one VIP holder;
 dir2 alone after a handover or a crash); one line per fault:
 
@@ -62,6 +64,8 @@ from tests.netns.topology import (
 
 CHECK = '[virtual_server.health_check]\ntype = "tcp"\ninterval = "200ms"\ntimeout = "100ms"\n'
 HELD = 8
+LIFETIME = 1.5  # seconds a held connection lives (< shutdown_grace = 2 s)
+FORWARD = 'handover_forward = "10s"\n'  # the new master sends the old one's connections back
 SETTLE = 30.0
 CRASH_WINDOW = 3.0  # failed requests after a kill -9 are counted this long, both daemons
 
@@ -70,6 +74,7 @@ def config(topo: Topology, host: str, priority: int, weight2: int = 1) -> str:
     text = daemon_config(topo, host, priority).replace(
         'scheduler = "rr"\n', 'scheduler = "rr"\n' + CHECK
     )
+    text = text.replace('garp_interval = "5ms"\n', 'garp_interval = "5ms"\n' + FORWARD)
     if weight2 != 1:  # rs2 is the second real server block
         head, sep, tail = text.rpartition("[[virtual_server.real_server]]")
         text = (
@@ -342,7 +347,7 @@ def main() -> None:
         holder = topo.spawn(
             "client",
             "holder",
-            [PYTHON, str(HERE / "holder.py"), VIP, str(PORT), str(HELD), "0.1"],
+            [PYTHON, str(HERE / "holder.py"), VIP, str(PORT), str(HELD), "0.1", str(LIFETIME)],
             stdin=subprocess.PIPE,
         )
         run.watch()

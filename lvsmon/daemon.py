@@ -32,6 +32,7 @@ from lvsmon.dataplane.base import (
     Versioned,
 )
 from lvsmon.desired import desired_table
+from lvsmon.ha.handover import Hold
 from lvsmon.ha.metrics import HACollector
 from lvsmon.ha.process import HAProcess, release_addresses
 from lvsmon.ha.status import GroupStatus
@@ -293,11 +294,14 @@ class Director:
         await self.bgp.leave(self._tick)  # less preferred, drain period, withdrawn
         self._sampler.cancel()
         await self.http.stop()
+        hold = self._hold_vips(grace)  # handover_forward: the VIPs stay local while we drain
         await self._stop_ha()  # hands over first: the data plane serves until the backup is master
         await self._follow_ha_role()  # no longer master: receive the new master's connections
         await self.health.stop()
         await self.weights.stop()
         await self.dataplane.stop(grace)
+        if hold is not None:
+            hold.release()
 
     async def _main_loop(self) -> None:
         while not self._stop.is_set():
@@ -478,6 +482,15 @@ class Director:
         else:
             self.ha.configure(groups)  # unchanged groups keep their state
         self._report_health_to_ha()
+
+    def _hold_vips(self, grace: float) -> Hold | None:
+        """The groups this director is master of with handover_forward: their new master
+        forwards our connections' segments here, so keep the VIPs on lo (lvsmon.ha.handover)."""
+        if self.ha is None or grace <= 0:
+            return None
+        masters = {g.name for g in self.ha_status() if g.state == "master"}
+        groups = [g for g in self.config.failover_groups if g.name in masters]
+        return Hold.start([g for g in groups if g.handover_forward > 0])
 
     async def _stop_ha(self) -> None:
         if self.ha is not None:

@@ -48,7 +48,7 @@ SECTIONS: tuple[SectionReader, ...] = (
         "failover_group",
         "failover_groups",
         failover.read,
-        (daemon.check_sync_follow, daemon.check_script_security),
+        (daemon.check_sync_follow, daemon.check_script_security, daemon.check_handover_forward),
     ),
     SectionReader("bgp", "bgp", bgp.read, (bgp.check, announce_nat.check)),
 )

@@ -194,6 +194,29 @@ def check_adopted_names(readout: Readout) -> None:
         )
 
 
+HANDOVER_ELSEWHERE = {
+    "ipvs": "the IPVS sync daemon carries connections across ([daemon.ipvs.sync_daemon])",
+    "nft": "conntrack state does not move between directors (conntrackd would)",
+}
+
+
+def check_handover_forward(readout: Readout) -> None:
+    """failover_group.handover_forward keeps a proxy's sockets reachable: proxy plane only."""
+    plane = readout.get("daemon", DaemonSettings).dataplane
+    if plane == "proxy":
+        return
+    for g in readout.failover_groups():
+        if g.handover_forward > 0:
+            readout.problems.append(
+                ck.Problem(
+                    f"failover_group[{g.name}].handover_forward",
+                    f'"{ck.format_duration(g.handover_forward)}" is for dataplane = "proxy" '
+                    f'(with "{plane}", {HANDOVER_ELSEWHERE.get(plane, "it has no effect")}); '
+                    "remove it",
+                )
+            )
+
+
 def check_sync_follow(readout: Readout) -> None:
     """daemon.ipvs.sync_daemon.follow names a failover group that exists."""
     follow = readout.get("daemon", DaemonSettings).ipvs.sync_daemon.follow

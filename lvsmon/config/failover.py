@@ -152,6 +152,7 @@ def _read_group(
     garp_interval = sec.get("garp_interval", ck.bounded_duration(10), 0.01, DURATION + " up to 10s")
     garp_refresh = sec.get("garp_refresh", ck.duration, 10.0, DURATION + " (0 = off)")
     handover = sec.get("handover_timeout", ck.bounded_duration(600), 0.0, DURATION + " up to 10m")
+    forward = sec.get("handover_forward", ck.bounded_duration(3600), 0.0, DURATION + " up to 1h")
     track_if = _read_track_interfaces(sec)
     track_rs = _read_track_real_servers(sec, ctx)
     hooks = _read_hooks(sec)
@@ -196,6 +197,7 @@ def _read_group(
         garp_interval=garp_interval,
         garp_refresh=garp_refresh,
         handover_timeout=handover,
+        handover_forward=forward,
         track_interfaces=track_if,
         track_real_servers=track_rs,
         hooks=hooks,

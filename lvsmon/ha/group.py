@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from lvsmon.ha import codec, machine, receive
 from lvsmon.ha.announce import Announcer
+from lvsmon.ha.handover import Forwarder
 from lvsmon.ha.hooks import Serial, hook_job
 from lvsmon.ha.links import Links
 from lvsmon.ha.netio import AdvertSocket
@@ -72,6 +73,10 @@ class GroupRuntime:
         self._replay: dict[IPAddress, int] = {}
         self._reject_logged: dict[str, float] = {}
         self.done = asyncio.Event()
+        self._forwarder: Forwarder | None = None  # while the old master's connections drain
+        self._forward_end: asyncio.TimerHandle | None = None
+        if cfg.handover_forward > 0:  # a table left by a child that died while forwarding
+            Forwarder().stop(cfg, quiet=True)
 
     def _params(self, cfg: FailoverGroup) -> machine.Params:
         return machine.Params(
@@ -110,6 +115,7 @@ class GroupRuntime:
                     priority=self.state.priority,
                 ),
             )
+            self._follow_handover(before.role)  # before the VIP is added: no segment is reset
         # Taking over: announce each address the moment it is added (the VIP first),
         # rather than all of them after the last one is added.
         together = machine.Announce() in actions and machine.AddAddresses() in actions
@@ -210,8 +216,40 @@ class GroupRuntime:
         else:
             self._timer.arm(deadline)
 
+    def _follow_handover(self, before: machine.Role) -> None:
+        """Taking over from a peer that handed over (its last advert had priority 0):
+        forward its connections for handover_forward seconds; stop on leaving master."""
+        cfg, peer = self.cfg, self.peer
+        if self.state.role is not machine.Role.MASTER:
+            self._stop_forwarding()
+        elif (
+            before is machine.Role.BACKUP
+            and cfg.handover_forward > 0
+            and peer is not None
+            and self.peer_priority == 0
+            and peer.version == cfg.family
+        ):
+            self._stop_forwarding()
+            forwarder = Forwarder()
+            if forwarder.start(cfg, peer):
+                self._forwarder = forwarder
+                self._forward_end = self._loop.call_later(
+                    cfg.handover_forward, self._stop_forwarding
+                )
+
+    def _stop_forwarding(self) -> None:
+        if self._forward_end is not None:
+            self._forward_end.cancel()
+            self._forward_end = None
+        if self._forwarder is not None:
+            self._forwarder.stop(self.cfg)
+            self._forwarder.close()
+            self._forwarder = None
+            log.warning("handover forwarding ended", extra=fields(group=self.cfg.name))
+
     def close(self) -> None:
         self._timer.close()
+        self._stop_forwarding()
 
     # --- reporting ---
 

@@ -40,6 +40,7 @@ MAX_MESSAGE = 1 << 20
 def release_addresses(groups: Sequence[FailoverGroup]) -> None:
     """Remove every address of `groups` from this namespace's interfaces: left by a VRRP
     process that died without handing over, they would still answer ARP."""
+    from lvsmon.ha.handover import held_addresses
     from lvsmon.ha.links import NetlinkLinks
 
     try:
@@ -50,6 +51,7 @@ def release_addresses(groups: Sequence[FailoverGroup]) -> None:
     try:
         for group in groups:
             links.remove(group.addresses)
+        links.remove(held_addresses(groups))  # kept on lo by a drain that did not finish
     finally:
         links.close()
 

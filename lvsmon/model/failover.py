@@ -74,6 +74,7 @@ class FailoverGroup:
     garp_interval: float = 0.01
     garp_refresh: float = 10.0  # 0 = no periodic refresh
     handover_timeout: float = 0.0  # 0 = derived: max(1 s, 4 x advert_interval)
+    handover_forward: float = 0.0  # seconds; 0 = off (lvsmon.ha.handover)
     track_interfaces: tuple[TrackInterface, ...] = ()
     track_real_servers: TrackRealServers | None = None
     hooks: Hooks = field(default_factory=Hooks)

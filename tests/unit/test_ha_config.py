@@ -116,9 +116,16 @@ MISTAKES = {
         [
             'lvsmon.toml: failover_group[edge].priorty: unknown key (did you mean "priority"?); '
             "known keys here: address, advert_interval, auth, auth_key, auth_key_file, family, "
-            "garp_interval, garp_refresh, garp_repeat, handover_timeout, interface, name, notify, "
-            "preempt, preempt_delay, priority, track_interface, track_real_servers, unicast_peers, "
-            "version, vrid"
+            "garp_interval, garp_refresh, garp_repeat, handover_forward, handover_timeout, "
+            "interface, name, notify, preempt, preempt_delay, priority, track_interface, "
+            "track_real_servers, unicast_peers, version, vrid"
+        ],
+    ),
+    "handover_forward too long": (
+        with_group('handover_forward = "2h"'),
+        [
+            'lvsmon.toml: failover_group[edge].handover_forward: "2h" is not valid: expected a '
+            'duration such as "100ms", "2s", "5m" or "1h30m" up to 1h'
         ],
     ),
     "interval not in centiseconds": (

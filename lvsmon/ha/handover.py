@@ -1,0 +1,268 @@
+"""Connections that outlive a graceful handover (failover_group.handover_forward).
+
+A proxy plane terminates TCP on the director, so when a planned handover moves
+the VIP, the new master has no socket for the connections the old master still
+serves: the client's next segment would get a reset. Both ends cooperate for
+`handover_forward` seconds (GLB's "second chance", at L2):
+
+- the new master, having taken over from a peer that handed over (priority 0),
+  sends every TCP segment for a VIP that is not a SYN and belongs to no connection
+  its conntrack has seen to that peer's MAC, unchanged (`dup to PEER device IF`,
+  then drop): one nftables table of its own, `lvsmon_handover_<vrid>` (family ip or ip6), removed
+  when the period ends or the director stops being master;
+- the old master keeps the VIP on `lo` (/32, /128) while its data plane drains,
+  so the kernel still delivers those segments to the proxy's sockets, and on the
+  group's interface sets arp_ignore = 1 and arp_announce = 2 (the LVS-DR real
+  server settings) so it neither answers ARP for the VIP nor uses it as an ARP
+  source. Both are undone after the drain, and at the next start after a crash.
+
+Only the VIPs on the group's interface and of the adverts' family are forwarded
+(the peer is a neighbour there, known by an address of that family). The drain
+period on the old master is its daemon.shutdown_grace: set handover_forward to
+at least the peers' grace.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lvsmon.logs import fields
+from lvsmon.model import IPAddress
+from lvsmon.model.failover import FailoverGroup, GroupAddress
+
+log = logging.getLogger("lvsmon.ha")
+
+SYSCTL = Path("/proc/sys/net/ipv4/conf")
+ARP_HOLD = {"arp_ignore": 1, "arp_announce": 2}  # the least that keeps the VIP quiet
+MAX_FLOWS = 1 << 20  # connections forwarded at once (nft's default is 65,535)
+PRIORITY = -150  # after conntrack (-200): `ct state` is known
+
+
+def table_name(cfg: FailoverGroup) -> str:
+    return f"lvsmon_handover_{cfg.vrid}"
+
+
+def forwarded(cfg: FailoverGroup) -> list[GroupAddress]:
+    """The VIPs whose connections move: on the group's interface (where the peer is a
+    neighbour) and of the adverts' family (the peer is known by an address of it)."""
+    if cfg.handover_forward <= 0:
+        return []
+    return [
+        a for a in cfg.addresses if a.interface == cfg.interface and a.address.version == cfg.family
+    ]
+
+
+def forwarding(cfg: FailoverGroup, peer: IPAddress) -> str:
+    """The transaction that (re)creates the new master's forwarding table. Pure."""
+    proto = "ip" if cfg.family == 4 else "ip6"
+    table = {"family": proto, "name": table_name(cfg)}  # `dup` needs one family
+    addr_type = "ipv4_addr" if cfg.family == 4 else "ipv6_addr"
+    vips = [str(a.address) for a in forwarded(cfg)]
+
+    def payload(field_: str, protocol: str = proto) -> dict[str, Any]:
+        return {"payload": {"protocol": protocol, "field": field_}}
+
+    flow = {
+        "concat": [
+            payload("saddr"),
+            payload("sport", "tcp"),
+            payload("daddr"),
+            payload("dport", "tcp"),
+        ]
+    }
+    not_syn = {
+        "match": {
+            "op": "==",
+            "left": {"&": [payload("flags", "tcp"), "syn"]},
+            "right": 0,
+        }
+    }
+    to_vip = {"match": {"op": "==", "left": payload("daddr"), "right": {"set": vips}}}
+    seen = {"set": {"op": "update", "elem": flow, "set": "@flows"}}
+    forward = [{"dup": {"addr": str(peer), "dev": cfg.interface}}, {"drop": None}]
+    rules = [
+        # a segment of a connection this director never saw: conntrack picks it up as new
+        [
+            to_vip,
+            not_syn,
+            {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
+            seen,
+        ],
+        [{"match": {"op": "==", "left": flow, "right": "@flows"}}, not_syn, seen, *forward],
+    ]
+    commands: list[dict[str, Any]] = [
+        {"add": {"table": table}},
+        {"delete": {"table": table}},
+        {"add": {"table": table}},
+        {
+            "add": {
+                "set": {
+                    **table_ref(table),
+                    "name": "flows",
+                    "type": [addr_type, "inet_service", addr_type, "inet_service"],
+                    "flags": ["timeout"],
+                    "size": MAX_FLOWS,
+                    "timeout": max(1, round(cfg.handover_forward)),
+                }
+            }
+        },
+        {
+            "add": {
+                "chain": {
+                    **table_ref(table),
+                    "name": "prerouting",
+                    "type": "filter",
+                    "hook": "prerouting",
+                    "prio": PRIORITY,
+                    "policy": "accept",
+                }
+            }
+        },
+    ]
+    for expr in rules:
+        rule = {
+            **table_ref(table),
+            "chain": "prerouting",
+            "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "l4proto"}}, "right": "tcp"}},
+                *expr,
+            ],
+        }
+        commands.append({"add": {"rule": rule}})
+    return json.dumps({"nftables": commands})
+
+
+def table_ref(table: dict[str, str]) -> dict[str, str]:
+    return {"family": table["family"], "table": table["name"]}
+
+
+def removal(cfg: FailoverGroup) -> str:
+    table = {"family": "ip" if cfg.family == 4 else "ip6", "name": table_name(cfg)}
+    return json.dumps({"nftables": [{"add": {"table": table}}, {"delete": {"table": table}}]})
+
+
+class Forwarder:
+    """The new master's side: one table per group while the period lasts."""
+
+    def __init__(self) -> None:
+        self._nft: Any = None
+
+    def _run(self, document: str) -> None:
+        from lvsmon.dataplane.libnftables import Nft
+
+        if self._nft is None:
+            self._nft = Nft()
+        self._nft.transaction(document)
+
+    def start(self, cfg: FailoverGroup, peer: IPAddress) -> bool:
+        try:
+            self._run(forwarding(cfg, peer))
+        except Exception as exc:  # NftError, or no libnftables: handover as before
+            log.error(
+                "cannot forward the old master's connections",
+                extra=fields(group=cfg.name, peer=str(peer), error=str(exc)),
+            )
+            return False
+        log.warning(
+            "forwarding the old master's connections",
+            extra=fields(group=cfg.name, peer=str(peer), seconds=cfg.handover_forward),
+        )
+        return True
+
+    def stop(self, cfg: FailoverGroup, *, quiet: bool = False) -> None:
+        """Remove the group's table (`quiet`: a check at start, when none may exist or
+        nftables may be missing)."""
+        try:
+            self._run(removal(cfg))
+        except Exception as exc:
+            if quiet:
+                self.close()
+                return
+            log.error(
+                "cannot remove the handover forwarding table",
+                extra=fields(group=cfg.name, table=table_name(cfg), error=str(exc)),
+            )
+        if quiet:
+            self.close()
+
+    def close(self) -> None:
+        if self._nft is not None:
+            self._nft.close()
+            self._nft = None
+
+
+# --- the old master's side ---------------------------------------------------------
+
+
+def held_addresses(groups: Sequence[FailoverGroup]) -> list[GroupAddress]:
+    """The copies on `lo` that keep the VIPs local while the data plane drains."""
+    return [
+        GroupAddress(a.address, 32 if a.address.version == 4 else 128, "lo")
+        for g in groups
+        for a in forwarded(g)
+    ]
+
+
+@dataclass
+class Hold:
+    """VIPs kept on `lo` and ARP kept quiet, from before the handover to after the drain."""
+
+    addresses: list[GroupAddress]
+    restore: dict[Path, str] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, groups: Sequence[FailoverGroup]) -> Hold | None:
+        from lvsmon.ha.links import NetlinkLinks
+
+        addresses = held_addresses(groups)
+        if not addresses:
+            return None
+        hold = cls(addresses)
+        try:
+            for group in groups:
+                if group.handover_forward > 0 and group.family == 4:
+                    hold._quiet_arp(group.interface)
+            links = NetlinkLinks()
+            try:
+                links.add(addresses)
+            finally:
+                links.close()
+        except OSError as exc:
+            log.error(
+                "cannot keep the VIPs for the drain: established connections will be reset",
+                extra=fields(error=str(exc)),
+            )
+            hold.release()
+            return None
+        return hold
+
+    def _quiet_arp(self, interface: str) -> None:
+        for name, least in ARP_HOLD.items():
+            path = SYSCTL / interface / name
+            old = path.read_text().strip()
+            if int(old) < least:
+                path.write_text(f"{least}\n")
+                self.restore.setdefault(path, old)
+
+    def release(self) -> None:
+        from lvsmon.ha.links import NetlinkLinks
+
+        try:
+            links = NetlinkLinks()
+            try:
+                links.remove(self.addresses)
+            finally:
+                links.close()
+        except OSError as exc:
+            log.error("cannot remove the held VIPs from lo", extra=fields(error=str(exc)))
+        for path, old in self.restore.items():
+            try:
+                path.write_text(f"{old}\n")
+            except OSError as exc:
+                log.error("cannot restore a sysctl", extra=fields(path=str(path), error=str(exc)))
+        self.restore.clear()
