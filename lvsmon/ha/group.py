@@ -278,4 +278,5 @@ class GroupRuntime:
             adverts_received=self.received,
             rejected=dict(self.rejected),
             transitions=dict(self.transitions),
+            forwarding_to=str(self.peer) if self._forwarder is not None else "",
         )

@@ -29,6 +29,7 @@ class GroupStatus:
     adverts_received: int = 0
     rejected: dict[str, int] = field(default_factory=dict)  # reason -> count
     transitions: dict[str, int] = field(default_factory=dict)  # state entered -> count
+    forwarding_to: str = ""  # handover_forward: the old master our unknown segments go to
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,6 +57,8 @@ def render(groups: Sequence[GroupStatus], now: float) -> list[str]:
         else:
             lines.append("  peer: no advert heard")
         rejected = sum(g.rejected.values())
+        if g.forwarding_to:
+            lines.append(f"  forwarding connections it never saw to {g.forwarding_to} (handover)")
         lines.append(
             f"  adverts sent {g.adverts_sent}, received {g.adverts_received}, "
             f"rejected {rejected}"

@@ -14,10 +14,11 @@ import signal
 import subprocess
 import time
 
-from tests.netns.test_daemon_failover import daemon_config, role
+from tests.netns.test_daemon_failover import daemon_config, role, status
 from tests.netns.topology import (
     HERE,
     PORT,
+    PUBLIC,
     PYTHON,
     VIP,
     Director,
@@ -86,6 +87,9 @@ def test_sigterm_of_the_master_hands_over_its_established_connections(topo: Topo
     d1.proc.popen.send_signal(signal.SIGTERM)
     wait_for("dir2 master", lambda: role(topo, "dir2") == "master", 5, every=0.05)
     flows = wait_for("forwarded flows", lambda: forwarded_flows(topo), 2, every=0.05)
+    groups = status(topo, "dir2")["failover_groups"]
+    assert isinstance(groups, list)
+    assert groups[0]["forwarding_to"] == PUBLIC["dir1"]  # what `lvsmon status` shows
     during = topo.addresses("dir1", "lo")
     d1.proc.popen.wait(10)
     drained = time.monotonic() - sent

@@ -75,3 +75,15 @@ def test_status_lines_for_lvsmon_status() -> None:
         "  peer 192.0.2.3 priority 100, last advert 0.2s ago",
         "  adverts sent 42, received 3, rejected 2 (ttl 2)",
     ]
+
+
+def test_status_says_whose_connections_a_new_master_forwards() -> None:
+    import dataclasses
+
+    from lvsmon.ha.status import render
+
+    forwarding = dataclasses.replace(STATUS, forwarding_to="192.0.2.2")
+    lines = render([forwarding], now=STATUS.peer_last_advert)
+    assert "  forwarding connections it never saw to 192.0.2.2 (handover)" in lines
+    assert GroupStatus.from_json(forwarding.to_json()) == forwarding
+    assert not any("forwarding" in line for line in render([STATUS], now=0))
