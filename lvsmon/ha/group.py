@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from lvsmon.ha import codec, machine, receive
 from lvsmon.ha.announce import Announcer
-from lvsmon.ha.handover import Forwarder
+from lvsmon.ha.handover import Forwarder, Hold
 from lvsmon.ha.hooks import Serial, hook_job
 from lvsmon.ha.links import Links
 from lvsmon.ha.netio import AdvertSocket
@@ -75,6 +75,8 @@ class GroupRuntime:
         self.done = asyncio.Event()
         self._forwarder: Forwarder | None = None  # while the old master's connections drain
         self._forward_end: asyncio.TimerHandle | None = None
+        self._hold: Hold | None = None  # demoted: our VIPs on lo while our proxy drains
+        self._hold_end: asyncio.TimerHandle | None = None
         if cfg.handover_forward > 0:  # a table left by a child that died while forwarding
             Forwarder().stop(cfg, quiet=True)
 
@@ -217,25 +219,40 @@ class GroupRuntime:
             self._timer.arm(deadline)
 
     def _follow_handover(self, before: machine.Role) -> None:
-        """Taking over from a peer that handed over (its last advert had priority 0):
-        forward its connections for handover_forward seconds; stop on leaving master."""
-        cfg, peer = self.cfg, self.peer
-        if self.state.role is not machine.Role.MASTER:
+        """handover_forward, on a change of role. Taking over from a live master (it
+        handed over with priority 0, or we preempted it): forward its connections for
+        handover_forward seconds. Demoted to backup by a better master: keep the VIPs
+        on lo that long, so our proxy finishes its connections. (A stop is the
+        daemon's to hold: the data plane drains after this process has gone.)"""
+        cfg, peer, role = self.cfg, self.peer, self.state.role
+        if role is not machine.Role.MASTER:
             self._stop_forwarding()
-        elif (
-            before is machine.Role.BACKUP
-            and cfg.handover_forward > 0
-            and peer is not None
-            and self.peer_priority == 0
-            and peer.version == cfg.family
-        ):
-            self._stop_forwarding()
-            forwarder = Forwarder()
-            if forwarder.start(cfg, peer):
-                self._forwarder = forwarder
-                self._forward_end = self._loop.call_later(
-                    cfg.handover_forward, self._stop_forwarding
-                )
+        else:
+            self._release_hold()  # the VIPs come back to the interface
+        if cfg.handover_forward <= 0:
+            return
+        if role is machine.Role.MASTER and before is machine.Role.BACKUP:
+            if peer is not None and peer.version == cfg.family and self._peer_was_master():
+                self._stop_forwarding()
+                forwarder = Forwarder()
+                if forwarder.start(cfg, peer):
+                    self._forwarder = forwarder
+                    self._forward_end = self._loop.call_later(
+                        cfg.handover_forward, self._stop_forwarding
+                    )
+        elif role is machine.Role.BACKUP and before is machine.Role.MASTER:
+            self._release_hold()
+            self._hold = Hold.start([cfg])
+            if self._hold is not None:
+                self._hold_end = self._loop.call_later(cfg.handover_forward, self._release_hold)
+
+    def _peer_was_master(self) -> bool:
+        """The peer we take over from is alive: it handed over (priority 0) or we
+        preempt it (its adverts still come). After a crash its last advert is a
+        master-down interval (over 3 advert intervals) old."""
+        if self.peer_priority == 0:
+            return True
+        return time.time() - self.peer_last < 2 * self.cfg.advert_interval
 
     def _stop_forwarding(self) -> None:
         if self._forward_end is not None:
@@ -247,9 +264,18 @@ class GroupRuntime:
             self._forwarder = None
             log.warning("handover forwarding ended", extra=fields(group=self.cfg.name))
 
+    def _release_hold(self) -> None:
+        if self._hold_end is not None:
+            self._hold_end.cancel()
+            self._hold_end = None
+        if self._hold is not None:
+            self._hold.release()
+            self._hold = None
+
     def close(self) -> None:
         self._timer.close()
         self._stop_forwarding()
+        self._release_hold()
 
     # --- reporting ---
 

@@ -1,25 +1,28 @@
-"""Connections that outlive a graceful handover (failover_group.handover_forward).
+"""Connections that outlive a move of the VIP (failover_group.handover_forward).
 
-A proxy plane terminates TCP on the director, so when a planned handover moves
-the VIP, the new master has no socket for the connections the old master still
-serves: the client's next segment would get a reset. Both ends cooperate for
-`handover_forward` seconds (GLB's "second chance", at L2):
+A proxy plane terminates TCP on the director, so when the VIP moves, the new
+master has no socket for the connections the old master still serves: the
+client's next segment would get a reset. While the old master lives (it handed
+over, or was preempted) both ends cooperate (GLB's "second chance", at L2):
 
-- the new master, having taken over from a peer that handed over (priority 0),
-  sends every TCP segment for a VIP that is not a SYN and belongs to no connection
-  its conntrack has seen to that peer's MAC, unchanged (`dup to PEER device IF`,
-  then drop): one nftables table of its own, `lvsmon_handover_<vrid>` (family ip or ip6), removed
-  when the period ends or the director stops being master;
-- the old master keeps the VIP on `lo` (/32, /128) while its data plane drains,
-  so the kernel still delivers those segments to the proxy's sockets, and on the
-  group's interface sets arp_ignore = 1 and arp_announce = 2 (the LVS-DR real
-  server settings) so it neither answers ARP for the VIP nor uses it as an ARP
-  source. Both are undone after the drain, and at the next start after a crash.
+- the new master, having taken over from a live peer (its last advert had
+  priority 0, or its adverts still came: we preempted it), sends every TCP
+  segment for a VIP that is not a SYN and belongs to no connection its conntrack
+  has seen (picked up as new, or a first FIN/RST it cannot track) to that peer's
+  MAC, unchanged (`dup to PEER device IF`, then drop), for handover_forward
+  seconds: one nftables table of its own, `lvsmon_handover_<vrid>` (family ip or
+  ip6), removed when the period ends or the director stops being master;
+- the old master keeps the VIP on `lo` (/32, /128), so the kernel still delivers
+  those segments to the proxy's sockets, and on the group's interface sets
+  arp_ignore = 1 and arp_announce = 2 (the LVS-DR real server settings) so it
+  neither answers ARP for the VIP nor uses it as an ARP source: the daemon while
+  its data plane drains on a stop (daemon.shutdown_grace), the VRRP process for
+  handover_forward when demoted to backup. Both are undone after, and the lo
+  copies at the next start after a crash.
 
 Only the VIPs on the group's interface and of the adverts' family are forwarded
-(the peer is a neighbour there, known by an address of that family). The drain
-period on the old master is its daemon.shutdown_grace: set handover_forward to
-at least the peers' grace.
+(the peer is a neighbour there, known by an address of that family). Set
+handover_forward to at least the peers' shutdown_grace, on both directors.
 """
 
 from __future__ import annotations
@@ -85,14 +88,22 @@ def forwarding(cfg: FailoverGroup, peer: IPAddress) -> str:
     to_vip = {"match": {"op": "==", "left": payload("daddr"), "right": {"set": vips}}}
     seen = {"set": {"op": "update", "elem": flow, "set": "@flows"}}
     forward = [{"dup": {"addr": str(peer), "dev": cfg.interface}}, {"drop": None}]
+
+    def ct_state(state: str) -> dict[str, Any]:
+        return {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": state}}
+
+    closing = {
+        "match": {
+            "op": "!=",
+            "left": {"&": [payload("flags", "tcp"), ["fin", "rst"]]},
+            "right": 0,
+        }
+    }
     rules = [
         # a segment of a connection this director never saw: conntrack picks it up as new
-        [
-            to_vip,
-            not_syn,
-            {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": "new"}},
-            seen,
-        ],
+        [to_vip, not_syn, ct_state("new"), seen],
+        # ... or, when it is the connection's FIN or RST, cannot track it at all
+        [to_vip, not_syn, closing, ct_state("invalid"), seen],
         [{"match": {"op": "==", "left": flow, "right": "@flows"}}, not_syn, seen, *forward],
     ]
     commands: list[dict[str, Any]] = [

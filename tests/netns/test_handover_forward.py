@@ -1,11 +1,12 @@
-"""A graceful handover on the proxy plane loses no established connection when
-failover_group.handover_forward is set (lvsmon.ha.handover).
+"""A graceful handover or a preemption on the proxy plane loses no established
+connection when failover_group.handover_forward is set (lvsmon.ha.handover).
 
 Two `lvsmon run` directors (proxy plane, 100 ms adverts, shutdown_grace 2 s) in
 front of two echo servers; the client cycles 8 connections that echo every 100 ms
-and close cleanly after 1.2 s. dir1 gets SIGTERM while they run: dir2 takes the
-VIP and forwards the segments of dir1's connections back to dir1, which keeps the
-VIP on lo until its proxy has drained. Every connection must end cleanly.
+and close cleanly after 1.2 s. The VIP moves while they run (SIGTERM of the
+master; a better director preempting): the new master forwards the segments of
+the old one's connections back to it, which keeps the VIP on lo while its proxy
+finishes them. Every connection must end cleanly.
 """
 
 from __future__ import annotations
@@ -58,15 +59,42 @@ def events(proc: Proc) -> list[tuple[float, str, str]]:
     return out
 
 
-def forwarded_flows(topo: Topology) -> int | None:
-    """Elements in dir2's forwarding set; None when the table does not exist."""
+def forwarded_flows(topo: Topology, host: str = "dir2") -> int | None:
+    """Elements in `host`'s forwarding set; None when the table does not exist."""
+    argv = ["nft", "list", "set", "ip", "lvsmon_handover_51", "flows"]
     try:
-        out = run(
-            *topo.exec_argv("dir2", ["nft", "list", "set", "ip", "lvsmon_handover_51", "flows"])
-        )
+        out = run(*topo.exec_argv(host, argv))
     except RuntimeError:
         return None
     return out.count(f" . {VIP} . ")
+
+
+def arp_settings(topo: Topology, host: str) -> list[str]:
+    names = ("arp_ignore", "arp_announce")
+    argv = ["sysctl", "-n", *(f"net.ipv4.conf.eth0.{n}" for n in names)]
+    return run(*topo.exec_argv(host, argv)).split()
+
+
+def cycling_clients(topo: Topology) -> Proc:
+    """8 connections through the VIP, echoing every 100 ms, closed cleanly after 1.2 s."""
+    return topo.spawn(
+        "client",
+        "holder",
+        [PYTHON, str(HERE / "holder.py"), VIP, str(PORT), "8", "0.1", "1.2"],
+        stdin=subprocess.PIPE,
+    )
+
+
+def stop_clients(holder: Proc, moved: float) -> tuple[list[str], list[str]]:
+    """Connections broken, and those open when the VIP moved that did not end cleanly."""
+    assert holder.popen.stdin is not None
+    holder.popen.stdin.close()
+    holder.popen.wait(5)
+    seen = events(holder)
+    lost = [n for t, what, n in seen if what == "lost"]
+    opened = {n for t, what, n in seen if what == "open" and t < moved}
+    ended = {n for t, what, n in seen if what == "done" and t > moved}
+    return lost, sorted(opened - ended)
 
 
 def test_sigterm_of_the_master_hands_over_its_established_connections(topo: Topology) -> None:
@@ -76,12 +104,7 @@ def test_sigterm_of_the_master_hands_over_its_established_connections(topo: Topo
     wait_for("dir1 master", lambda: role(topo, "dir1") == "master", 10)
     start(topo, "dir2", 100)
     wait_for("dir2 backup", lambda: role(topo, "dir2") == "backup", 10)
-    holder = topo.spawn(
-        "client",
-        "holder",
-        [PYTHON, str(HERE / "holder.py"), VIP, str(PORT), "8", "0.1", "1.2"],
-        stdin=subprocess.PIPE,
-    )
+    holder = cycling_clients(topo)
     time.sleep(2.0)
     sent = time.monotonic()
     d1.proc.popen.send_signal(signal.SIGTERM)
@@ -94,29 +117,47 @@ def test_sigterm_of_the_master_hands_over_its_established_connections(topo: Topo
     d1.proc.popen.wait(10)
     drained = time.monotonic() - sent
     time.sleep(2.0)  # longer than a connection's life: new ones open, through dir2
-    assert holder.popen.stdin is not None
-    holder.popen.stdin.close()
-    holder.popen.wait(5)
-    seen = events(holder)
-    lost = [(t, n) for t, what, n in seen if what == "lost"]
-    opened = {n: t for t, what, n in seen if what == "open" and t < sent}  # last open each
-    done_late = [n for t, what, n in seen if what == "done" and t > sent and n in opened]
-    opened_after = [n for t, what, n in seen if what == "open" and t > sent + drained]
+    lost, unfinished = stop_clients(holder, sent)
+    opened_after = [n for t, what, n in events(holder) if what == "open" and t > sent + drained]
     print(
         f"\nhandover with forwarding: dir1 drained and exited in {drained:.2f}s, "
-        f"{flows} flows forwarded, {len(done_late)} connections closed cleanly after "
-        f"the SIGTERM, {len(lost)} lost"
+        f"{flows} flows forwarded, {len(lost)} lost"
     )
     assert not lost, f"connections broken by the handover: {lost}"
-    assert sorted(set(done_late)) == sorted(opened)  # each one open at the SIGTERM ended cleanly
+    assert not unfinished  # each one open at the SIGTERM ended cleanly
     assert opened_after, "no new connection through dir2 after the handover"
     assert VIP in during  # dir1 kept the VIP on lo while it drained ...
     assert not topo.holds("dir1") and VIP not in topo.addresses("dir1", "lo")
-    # ... and put ARP back as it found it
-    for name in ("arp_ignore", "arp_announce"):
-        value = run(*topo.exec_argv("dir1", ["sysctl", "-n", f"net.ipv4.conf.eth0.{name}"]))
-        value = value.strip()
-        assert value == "0", name
+    assert arp_settings(topo, "dir1") == ["0", "0"]  # ... and put ARP back as it found it
     assert d1.proc.popen.returncode == 0
     wait_for("forwarding ended", lambda: forwarded_flows(topo) is None, FORWARD + 3, every=0.2)
     assert role(topo, "dir2") == "master" and topo.holds("dir2")
+
+
+def test_a_preempting_master_forwards_the_connections_of_the_one_it_demotes(
+    topo: Topology,
+) -> None:
+    """dir2 is master alone; dir1 (higher priority, preempt) starts and takes over.
+    dir1 forwards dir2's connections back; dir2, now backup, keeps the VIP on lo for
+    handover_forward while its proxy finishes them."""
+    echo(topo, "rs1")
+    echo(topo, "rs2")
+    start(topo, "dir2", 100)
+    wait_for("dir2 master", lambda: role(topo, "dir2") == "master", 10)
+    holder = cycling_clients(topo)
+    time.sleep(2.0)
+    start(topo, "dir1", 150)
+    wait_for("dir1 preempts", lambda: role(topo, "dir1") == "master", 10, every=0.02)
+    moved = time.monotonic()
+    wait_for("dir2 backup", lambda: role(topo, "dir2") == "backup", 5, every=0.05)
+    flows = wait_for("forwarded flows", lambda: forwarded_flows(topo, "dir1"), 2, every=0.05)
+    assert VIP in topo.addresses("dir2", "lo") and not topo.holds("dir2")
+    assert arp_settings(topo, "dir2") == ["1", "2"]
+    time.sleep(2.0)
+    lost, unfinished = stop_clients(holder, moved)
+    print(f"\npreempt with forwarding: {flows} flows forwarded, {len(lost)} lost")
+    assert not lost and not unfinished
+    wait_for("dir2's hold ended", lambda: VIP not in topo.addresses("dir2", "lo"), FORWARD + 3)
+    assert arp_settings(topo, "dir2") == ["0", "0"]
+    wait_for("dir1's forwarding ended", lambda: forwarded_flows(topo, "dir1") is None, 5)
+    assert role(topo, "dir1") == "master" and topo.holds("dir1")

@@ -80,7 +80,10 @@ def test_forwarding_table_sends_unknown_segments_for_the_vips_to_the_peer() -> N
     assert flows["timeout"] == 20 and "timeout" in flows["flags"]
     (chain,) = [c["add"]["chain"] for c in cmds if "chain" in c.get("add", {})]
     assert chain["hook"] == "prerouting" and chain["prio"] > -200  # after conntrack
-    pick_up, forward = rules(doc)
+    pick_up, pick_up_closing, forward = rules(doc)
+    assert '"invalid"' in json.dumps(pick_up_closing) and '"fin", "rst"' in json.dumps(
+        pick_up_closing
+    )  # a FIN or RST first: conntrack cannot pick it up, the table still does
     text = json.dumps(pick_up)
     # only the group's interface and the adverts' family: not the v6 VIP, not the gateway
     assert '"set": ["192.0.2.100"]' in text
@@ -91,7 +94,7 @@ def test_forwarding_table_sends_unknown_segments_for_the_vips_to_the_peer() -> N
 def test_ipv6_groups_forward_to_the_peers_link_local_address() -> None:
     doc = json.loads(forwarding(group(family=6), ip("fe80::2")))
     assert doc["nftables"][0]["add"]["table"]["family"] == "ip6"
-    _, forward = rules(doc)
+    *_, forward = rules(doc)
     assert {"dup": {"addr": "fe80::2", "dev": "eth0"}} in forward
     assert '"set": ["2001:db8::100"]' in json.dumps(rules(doc)[0])
 
