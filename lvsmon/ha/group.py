@@ -70,6 +70,7 @@ class GroupRuntime:
         self.peer: IPAddress | None = None
         self.peer_priority = 0
         self.peer_last = 0.0
+        self._peer_heard = -1e9
         self._replay: dict[IPAddress, int] = {}
         self._reject_logged: dict[str, float] = {}
         self.done = asyncio.Event()
@@ -155,6 +156,7 @@ class GroupRuntime:
             return self.reject(exc.reason, exc.detail)
         self.received += 1
         self.peer, self.peer_priority, self.peer_last = gram.source, adv.priority, time.time()
+        self._peer_heard = self._loop.time()  # monotonic: is the peer alive (handover)
         self.handle(machine.Received(adv.priority, adv.interval, gram.source), at=gram.arrived)
 
     def reject(self, reason: str, detail: str = "", count: int = 1) -> None:
@@ -252,7 +254,7 @@ class GroupRuntime:
         master-down interval (over 3 advert intervals) old."""
         if self.peer_priority == 0:
             return True
-        return time.time() - self.peer_last < 2 * self.cfg.advert_interval
+        return self._loop.time() - self._peer_heard < 2 * self.cfg.advert_interval
 
     def _stop_forwarding(self) -> None:
         if self._forward_end is not None:
