@@ -64,9 +64,8 @@ log = logging.getLogger("lvsmon.nft")
 
 SYSCTL_DIR = Path("/proc/sys/net")
 STATE_DELAY = 0.5  # seconds from a change to writing the state file
-_COUNTER_SETS = ("rs_in", "rs_out", "vs_in", "vs_out")
+_COUNTER_SETS = ("rs_in", "rs_out", "rs_conn", "vs_in", "vs_out")
 _DISPATCH_MAPS = ("svc4", "svc6", "fwm4", "fwm6")
-_COUNTER_MAPS = ("dest4", "dest6", *_DISPATCH_MAPS)
 
 
 class NftPlaneError(DataPlaneError):
@@ -165,6 +164,8 @@ class NftDataPlane:
         try:
             full = self._full is not None
             plan, commands = self._plan.apply(ops, diff=not full)
+            if not full and plan.outgrown():  # larger counter sets: written in full
+                full, self._full = True, self.settings.table
             if full:
                 plan, commands = plan.full(replace=self._full)
         except PlanError as exc:
@@ -242,9 +243,7 @@ class NftDataPlane:
         counters = self._counters
         assert counters is not None
         try:
-            read = {
-                name: _by_mark(counters.read(name)) for name in (*_COUNTER_SETS, "dest4", "dest6")
-            }
+            read = {name: _by_mark(counters.read(name)) for name in _COUNTER_SETS}
             dispatch = {name: counters.read(name) for name in _DISPATCH_MAPS}
             owner = _by_mark(counters.read("owner"))
             generation = int.from_bytes(owner[2][2], sys.byteorder) if 2 in owner else None
@@ -318,14 +317,14 @@ class NftDataPlane:
             meta = _meta(self._reader.list(f"list map inet {table} owner"))
         except NftError:
             meta = {}
-        if meta.get(1) != LAYOUT:
+        if not isinstance(meta.get(1), int) or not 1 <= meta[1] <= LAYOUT:
             raise NftPlaneError(
                 f'daemon.nft.table = "{table}": table inet {table} exists and lvsmon did not '
                 "create it (it has no lvsmon owner map): choose another daemon.nft.table, or "
                 f"delete it (nft delete table inet {table})"
             )
-        plan = self._load_state()
-        if plan is not None and plan.generation == meta.get(2):
+        plan = self._load_state()  # an older layout (lvsmon upgraded) is replaced
+        if plan is not None and meta[1] == LAYOUT and plan.generation == meta.get(2):
             self._plan = plan
             log.info(
                 "nft data plane started: adopted the table lvsmon left behind",
@@ -495,10 +494,9 @@ def _service_stats(
     counts: conntrack.Counts,
 ) -> Iterable[ServiceStats]:
     zero = (0, 0, b"")
-    rs_in, rs_out, vs_in, vs_out = (read[n] for n in _COUNTER_SETS)
+    rs_in, rs_out, rs_conn, vs_in, vs_out = (read[n] for n in _COUNTER_SETS)
     for entry in plan.entries.values():
         vs = entry.service
-        dests = read[f"dest{vs.family}"]
         name, key = dispatch_bytes(vs)
         conns = dispatch[name].get(key, zero)
         stats = []
@@ -506,7 +504,7 @@ def _service_stats(
             rs, mark = member.server, member.mark
             pin, pout = rs_in.get(mark, zero), rs_out.get(mark, zero)
             active, inactive = counts.by_key.get((mark, int(rs.address)), (0, 0))
-            counters = Counters(dests.get(mark, zero)[0], pin[1], pout[1], pin[0], pout[0])
+            counters = Counters(rs_conn.get(mark, zero)[0], pin[1], pout[1], pin[0], pout[0])
             stats.append(DestStats(member.key, rs.weight, active, inactive, 0, counters))
         vin, vout = vs_in.get(entry.mark, zero), vs_out.get(entry.mark, zero)
         counters = Counters(conns[0], vin[1], vout[1], vin[0], vout[0])

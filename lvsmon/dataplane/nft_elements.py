@@ -77,7 +77,7 @@ def elements_of(command: dict[str, Any]) -> tuple[str, str, list[Element]] | Non
     return verb, name, out
 
 
-_SETS = frozenset({"rs_in", "rs_out", "vs_in", "vs_out"})
+_SETS = frozenset({"rs_in", "rs_out", "rs_conn", "vs_in", "vs_out"})
 _MAPS = frozenset({"dest4", "dest6", "rsport", "owner"})
 
 

@@ -5,9 +5,10 @@ lvsmon owns one `inet` table (daemon.nft.table). Its layout:
     map svc4, svc6   ip[6] daddr . meta l4proto . th dport : goto vs_<slot>  (counter: connections)
     map fwm4, fwm6   meta mark : goto vs_<slot>                             (fwmark services)
     chain vs_<slot>  one per virtual server: [persistence hits], the scheduler, reject
-    map dest4, dest6 ct mark : real server address                         (counter = connections)
+    map dest4, dest6 ct mark : real server address
     map rsport       ct mark : real server port (only virtual servers whose ports differ)
-    set rs_in, rs_out, vs_in, vs_out   ct mark (& 0xffff0000 for vs_*): packet/byte counters
+    set vs_in, vs_out            ct mark & 0xffff0000: packet/byte counters per virtual server
+    set rs_in, rs_out, rs_conn   ct mark: per real server packets/bytes, connections (dynamic)
     set persist_<slot>_<timeout>_<prefix>   client . ct mark, with timeouts (persistence)
     map owner        1: layout version, 2: generation (changes with every transaction)
 
@@ -17,6 +18,17 @@ set <table lookup>`), DNAT reads the address from it, the counters and lvsmon's
 conntrack reading (active/inactive connections) are keyed by it. Slots are
 allocated once per virtual/real server and kept (in the state file) across
 restarts, so established connections stay attributed.
+
+The per-real-server counter sets (rs_in, rs_out, rs_conn) are dynamic: the
+packet path adds a real server's element (`update @rs_in { ct mark }`, the set's
+counter attached) the first time one of its packets is counted, and only for a
+mark dest4/dest6 holds, so a real server that left is not counted again. A full
+program writes none of their elements: allocating 150,000 per-CPU counters was
+~40% of the kernel's share of programming 1,000 x 50. A real server leaving
+clears its elements (`add` then `delete`: removes one whether traffic created it
+or not). Their size (a dynamic set's limit) is COUNTER_SIZE or twice the real
+servers of the last full program, whichever is more; a plan that outgrows it is
+written in full (`Plan.outgrown`).
 
 `Plan.apply(ops)` turns reconcile operations into the next `Plan` and the
 commands between the two: only the virtual servers the operations touch are
@@ -62,7 +74,9 @@ from lvsmon.reconcile import (
     op_key,
 )
 
-LAYOUT = 1  # owner map entry 1: bumped when the table layout changes incompatibly
+LAYOUT = 2  # owner map entry 1: bumped when the table layout changes incompatibly
+# 1: counters on static rs_in/rs_out elements and on dest4/dest6 (connections)
+COUNTER_SIZE = 65536  # the smallest size of the dynamic per-real-server counter sets
 TAG = 0x80000000  # every mark lvsmon sets has the top bit
 BUCKET = 0x40000000  # ... except a new connection's table index, for one lookup (`sched`)
 VS_MASK = 0xFFFF0000
@@ -129,6 +143,7 @@ class Plan:
     generation: int = 0
     next_vs: int = 1
     rendered: Mapping[ServiceKey, Rendered] = field(default_factory=dict, compare=False)
+    counter_size: int = COUNTER_SIZE  # of rs_in, rs_out, rs_conn as programmed
 
     def table(self) -> dict[ServiceKey, VirtualServer]:
         return {key: e.service for key, e in self.entries.items()}
@@ -158,12 +173,19 @@ class Plan:
                 rendered[key] = render(entry, self.settings)
             else:
                 rendered.pop(key, None)
-        plan = Plan(self.settings, entries, self.generation + 1, next_vs, rendered)
+        plan = Plan(
+            self.settings, entries, self.generation + 1, next_vs, rendered, self.counter_size
+        )
         if not diff:
             return plan, []
         commands = _diff(self, plan, touched)
         commands.extend(_generation(plan))
         return plan, commands
+
+    def outgrown(self) -> bool:
+        """More real servers than the counter sets hold: the table must be written in
+        full (with larger sets)."""
+        return sum(len(e.marks) for e in self.entries.values()) > self.counter_size
 
     def full(self, *, replace: str | None = None) -> tuple[Plan, list[str]]:
         """Commands that build the whole table from nothing, deleting any table of
@@ -173,11 +195,17 @@ class Plan:
         rendered = {
             k: self.rendered.get(k) or render(e, self.settings) for k, e in self.entries.items()
         }
-        plan = dataclasses.replace(self, generation=self.generation + 1, rendered=rendered)
+        reals = sum(len(e.marks) for e in self.entries.values())
+        plan = dataclasses.replace(
+            self,
+            generation=self.generation + 1,
+            rendered=rendered,
+            counter_size=max(COUNTER_SIZE, 1 << (2 * reals - 1).bit_length()),
+        )
         commands = []
         for name in dict.fromkeys([replace or plan.settings.table, plan.settings.table]):
             commands += [_cmd("add", "table", _table(name)), _cmd("delete", "table", _table(name))]
-        commands += skeleton(plan.settings)
+        commands += skeleton(plan.settings, plan.counter_size)
         empty = Plan(plan.settings)
         commands += _diff(empty, plan, list(plan.entries))
         commands.extend(_generation(plan, first=True))
@@ -361,17 +389,20 @@ def _dnat(vs: VirtualServer, members: Sequence[Member]) -> tuple[str | None, dic
     return f"dnat{vs.family}_map", {m.mark: m.server.port for m in members}
 
 
-def dnat_rule(chain: str) -> str:
-    """The one rule of a shared DNAT chain (see _dnat), as JSON text."""
+def dnat_rules(chain: str) -> list[str]:
+    """The rules of a shared DNAT chain (see _dnat), as JSON texts: count the
+    connection (chain `connection`), DNAT it."""
     fam, _, spec = chain.removeprefix("dnat").partition("_")
     family = "ip6" if fam == "6" else "ip"
     addr = {"map": {"key": _CT_MARK, "data": f"@dest{fam}"}}
+    count = {"jump": {"target": "connection"}}
     if spec == "keep":
-        return json.dumps([{"dnat": {"family": family, "addr": addr}}])
+        return [json.dumps([count]), json.dumps([{"dnat": {"family": family, "addr": addr}}])]
     l4 = {"meta": {"key": "l4proto"}}
     transport = {"match": {"op": "==", "left": l4, "right": {"set": ["tcp", "udp", "sctp"]}}}
     port: object = {"map": {"key": _CT_MARK, "data": "@rsport"}} if spec == "map" else int(spec)
-    return json.dumps([transport, {"dnat": {"family": family, "addr": addr, "port": port}}])
+    dnat = {"dnat": {"family": family, "addr": addr, "port": port}}
+    return [json.dumps([transport, count]), json.dumps([transport, dnat])]
 
 
 def persistence_set(entry: Entry) -> str | None:
@@ -465,7 +496,7 @@ def _cmd(verb: str, kind: str, body: Mapping[str, Any]) -> str:
     return json.dumps({verb: {kind: body}})
 
 
-def skeleton(settings: NftSettings) -> list[str]:
+def skeleton(settings: NftSettings, counter_size: int = COUNTER_SIZE) -> list[str]:
     """Table, maps, sets and base chains: everything but the virtual servers."""
     t = settings.table
     base = {"family": "inet", "table": t}
@@ -480,10 +511,14 @@ def skeleton(settings: NftSettings) -> list[str]:
         key = [f"ipv{fam}_addr", "inet_proto", "inet_service"]
         obj("map", f"svc{fam}", type=key, map="verdict", stmt=counter)
         obj("map", f"fwm{fam}", type="mark", map="verdict", stmt=counter)
-        obj("map", f"dest{fam}", type="mark", map=f"ipv{fam}_addr", stmt=counter)
+        obj("map", f"dest{fam}", type="mark", map=f"ipv{fam}_addr")
     obj("map", "rsport", type="mark", map="inet_service")
-    for name in ("rs_in", "rs_out", "vs_in", "vs_out"):
+    for name in ("vs_in", "vs_out"):
         obj("set", name, type="mark", stmt=counter)
+    for name in ("rs_in", "rs_out", "rs_conn"):
+        # dynamic (the packet path adds elements): libnftables 1.0.6's JSON cannot say
+        # so, nft flags a set so when a rule of the same transaction updates it
+        obj("set", name, type="mark", size=counter_size, stmt=counter)
 
     def chain(name: str, kind: str = "", hook: str = "", prio: int = 0) -> None:
         hooked = {"type": kind, "hook": hook, "prio": prio, "policy": "accept"} if hook else {}
@@ -509,18 +544,23 @@ def skeleton(settings: NftSettings) -> list[str]:
             ours = {"match": {"op": "==", "left": {"&": [_CT_MARK, TAG]}, "right": TAG}}
             dnat = {"match": {"op": "in", "left": {"ct": {"key": "status"}}, "right": "dnat"}}
             rule("postrouting", _nfproto(proto), ours, dnat, snat)
+    chain("connection")  # a new connection, from the DNAT chains (dnat_rules)
+    rule("connection", {"set": {"op": "update", "elem": _CT_MARK, "set": "@rs_conn"}})
     chain("count")
     theirs = {"match": {"op": "==", "left": {"&": [_CT_MARK, TAG]}, "right": 0}}
     rule("count", theirs, {"return": None})
     vs_of = {"&": [_CT_MARK, VS_MASK]}
     for direction, suffix, last in (("original", "in", True), ("reply", "out", False)):
-        rule(
-            "count",
-            {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": direction}},
-            {"match": {"op": "==", "left": vs_of, "right": f"@vs_{suffix}"}},
-            {"match": {"op": "==", "left": _CT_MARK, "right": f"@rs_{suffix}"}},
-            *([{"return": None}] if last else []),
-        )
+        for fam, proto in ((4, "ipv4"), (6, "ipv6")):  # the family first: vs_* count once
+            rule(
+                "count",
+                _nfproto(proto),
+                {"match": {"op": "==", "left": {"ct": {"key": "direction"}}, "right": direction}},
+                {"match": {"op": "==", "left": vs_of, "right": f"@vs_{suffix}"}},
+                {"match": {"op": "==", "left": _CT_MARK, "right": f"@dest{fam}"}},  # still ours
+                {"set": {"op": "update", "elem": _CT_MARK, "set": f"@rs_{suffix}"}},
+                *([{"return": None}] if last else []),
+            )
     for name, hook in (("count_prerouting", "prerouting"), ("count_output", "output")):
         chain(name, "filter", hook, COUNT)
         rule(name, {"jump": {"target": "count"}})
@@ -555,6 +595,7 @@ class _Batch:
         self.drop_chains: list[str] = []
         self.drop_sets: list[str] = []
         self.del_elems: dict[str, list[str]] = {}
+        self.clear: dict[str, list[str]] = {}  # elements that may not exist: added, deleted
 
     def elements(self, verb: str, groups: Mapping[str, list[str]]) -> list[str]:
         return [
@@ -579,6 +620,8 @@ class _Batch:
             # deletes first: an fwmark's key can pass from one virtual server to another
             *self.elements("delete", self.dispatch_del),
             *self.elements("add", self.dispatch_add),
+            *self.elements("add", self.clear),
+            *self.elements("delete", self.clear),
             *self.drop_chains,
             *self.drop_sets,
         ]
@@ -590,7 +633,7 @@ def _diff(old: Plan, new: Plan, touched: Iterable[ServiceKey]) -> list[str]:
     shared_after = {e.dnat for e in new.entries.values() if e.dnat}
     for chain in sorted(shared_after - shared_before):
         batch.chains.append(batch.chain("add", chain))
-        batch.rules.append(batch.rule(chain, dnat_rule(chain)))
+        batch.rules.extend(batch.rule(chain, expr) for expr in dnat_rules(chain))
     for key in touched:
         before, after = old.rendered.get(key), new.rendered.get(key)
         if before is None and key in old.entries:  # not rendered yet (adopted): render now
@@ -616,17 +659,14 @@ def _diff_service(
     added = [m for m in new_dests if m not in old_dests]
     removed = [m for m in old_dests if m not in new_dests]
     if added:  # per virtual server, not per element: a full program adds 50,000
-        texts = [str(m) for m in added]
         add.setdefault(new_dests[added[0]][0], []).extend(
             f'[{m},"{new_dests[m][1]}"]' for m in added
         )
-        add.setdefault("rs_in", []).extend(texts)
-        add.setdefault("rs_out", []).extend(texts)
-    if removed:
+    if removed:  # its counters go too (the packet path created them, or not)
         texts = [str(m) for m in removed]
         delete.setdefault(old_dests[removed[0]][0], []).extend(texts)
-        delete.setdefault("rs_in", []).extend(texts)
-        delete.setdefault("rs_out", []).extend(texts)
+        for name in ("rs_in", "rs_out", "rs_conn"):
+            b.clear.setdefault(name, []).extend(texts)
     old_sched = old.sched if old else {}
     new_sched = new.sched if new else {}
     if new is not None and old_sched != new_sched:  # a deleted map takes its entries along
@@ -704,6 +744,7 @@ def dump_state(plan: Plan) -> dict[str, Any]:
         "table": plan.settings.table,
         "generation": plan.generation,
         "next_vs": plan.next_vs,
+        "counter_size": plan.counter_size,
         "services": [_dump_entry(e) for e in plan.entries.values()],
     }
 
@@ -716,7 +757,8 @@ def load_state(doc: Mapping[str, Any], settings: NftSettings) -> Plan:
     for item in doc["services"]:
         entry = _load_entry(item)
         entries[entry.service.key] = entry
-    return Plan(settings, entries, int(doc["generation"]), int(doc["next_vs"]))
+    generation, next_vs, size = int(doc["generation"]), int(doc["next_vs"]), doc["counter_size"]
+    return Plan(settings, entries, generation, next_vs, counter_size=int(size))
 
 
 def _dump_entry(e: Entry) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from lvsmon.dataplane.nft_plan import (
     BUCKET,
+    LAYOUT,
     TAG,
     VS_MASK,
     Plan,
@@ -107,7 +108,7 @@ def test_full_program_replaces_the_table_in_one_transaction() -> None:
     ]
     assert full.generation == plan.generation + 1
     owner = [c for c in cmds if c.get("add", {}).get("element", {}).get("name") == "owner"]
-    assert owner[-1]["add"]["element"]["elem"] == [[1, 1], [2, full.generation]]
+    assert owner[-1]["add"]["element"]["elem"] == [[1, LAYOUT], [2, full.generation]]
 
 
 def test_the_state_file_round_trips() -> None:
