@@ -96,6 +96,35 @@ def test_removed_and_re_added_real_servers_get_fresh_marks() -> None:
     assert new[rs(1).key] == old[rs(1).key] and new[rs(2).key] != old[rs(2).key]
 
 
+def test_a_full_program_writes_no_counter_elements_a_removal_clears_them() -> None:
+    plan, _ = program(vs("a", 80, rs(1), rs(2)))
+    full, texts = plan.full()
+    names = {c["add"]["element"]["name"] for c in commands(texts) if "element" in c.get("add", {})}
+    assert names.isdisjoint({"rs_in", "rs_out", "rs_conn"})  # the packet path adds them
+    key = ServiceKey("tcp", "192.0.2.1", 80)
+    mark = full.entries[key].marks[rs(2).key]
+    _, texts = full.apply(reconcile({key: vs("a", 80, rs(1))}, full.table()))
+    ops = [
+        (verb, body["element"]["name"], body["element"]["elem"])
+        for c in commands(texts)
+        for verb, body in c.items()
+        if "element" in body and body["element"]["name"].startswith("rs_")
+    ]
+    for name in ("rs_in", "rs_out", "rs_conn"):  # add + delete: whether it exists or not
+        assert [op for op in ops if op[1] == name] == [
+            ("add", name, [mark]),
+            ("delete", name, [mark]),
+        ]
+
+
+def test_a_plan_that_outgrows_its_counter_sets_asks_for_a_full_program() -> None:
+    plan, _ = program(vs("a", 80, rs(1), rs(2), rs(3)))
+    small = dataclasses.replace(plan, counter_size=2)
+    assert small.outgrown() and not plan.outgrown()
+    full, _ = small.full()
+    assert full.counter_size >= 65536 and not full.outgrown()
+
+
 def test_full_program_replaces_the_table_in_one_transaction() -> None:
     plan, _ = program(vs("a", 80, rs(1)))
     full, texts = plan.full(replace="old_name")
