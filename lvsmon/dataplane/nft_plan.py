@@ -71,7 +71,6 @@ from lvsmon.reconcile import (
     EditDest,
     EditService,
     Op,
-    op_key,
 )
 
 LAYOUT = 2  # owner map entry 1: bumped when the table layout changes incompatibly
@@ -151,8 +150,8 @@ class Plan:
     def apply(self, ops: Sequence[Op], *, diff: bool = True) -> tuple[Plan, list[str]]:
         """The plan after `ops`, and the commands (JSON texts) that get there (none
         with diff=False: a full program follows)."""
-        touched = list(dict.fromkeys(op_key(op) for op in ops))  # in order: stable slots
-        services = apply_grouped({k: e.service for k, e in self.entries.items()}, ops, touched)
+        services = apply_grouped({k: e.service for k, e in self.entries.items()}, ops)
+        touched = list(services)
         entries = dict(self.entries)
         rendered = dict(self.rendered)
         next_vs = self.next_vs
@@ -213,39 +212,48 @@ class Plan:
 
 
 def apply_grouped(
-    table: Mapping[ServiceKey, VirtualServer], ops: Sequence[Op], touched: Iterable[ServiceKey]
-) -> dict[ServiceKey, tuple[VirtualServer, list[DestKey]]]:
-    """`reconcile.apply_ops` for the virtual servers in `touched`, in one pass (a full
-    program is 50,000 AddDest operations, which apply_ops handles in O(n^2)); with
-    each one its real servers' keys."""
+    table: Mapping[ServiceKey, VirtualServer], ops: Sequence[Op]
+) -> dict[ServiceKey, tuple[VirtualServer, list[DestKey]] | None]:
+    """`reconcile.apply_ops` for the virtual servers the operations touch, in one pass
+    (a full program is 50,000 AddDest operations, which apply_ops handles in O(n^2)):
+    per virtual server, in the order first touched (slots are allocated in it), the
+    server with its real servers' keys, or None when it is gone."""
     attrs: dict[ServiceKey, VirtualServer | None] = {}
     dests: dict[ServiceKey, dict[DestKey, RealServer]] = {}
-    for key in touched:
-        vs = table.get(key)
-        attrs[key] = vs
-        dests[key] = {rs.key: rs for rs in vs.real_servers} if vs is not None else {}
+
+    def reals(key: ServiceKey) -> dict[DestKey, RealServer]:
+        d = dests.get(key)
+        if d is None:  # first touched
+            vs = attrs[key] = table.get(key)
+            d = dests[key] = {rs.key: rs for rs in vs.real_servers} if vs is not None else {}
+        return d
+
     for op in ops:
+        if type(op) is AddDest:  # nearly all of a full program's: before the match
+            d, rs = reals(op.service), op.dest
+            d.pop(rs.key, None)
+            d[rs.key] = rs
+            continue
         match op:
             case AddService(vs) | EditService(vs):
-                if attrs[vs.key] is None:
+                reals(vs.key)
+                if attrs[vs.key] is None:  # (re)created: no real servers yet
                     dests[vs.key] = {}
                 attrs[vs.key] = vs
             case DeleteService(key):
+                reals(key)
                 attrs[key] = None
-            case AddDest(key, rs):
-                d, k = dests[key], rs.key
-                d.pop(k, None)
-                d[k] = rs
             case EditDest(key, rs):
-                d, k = dests[key], rs.key
+                d, k = reals(key), rs.key
                 if k in d:  # an edit keeps the server's list position
                     d[k] = rs
             case DeleteDest(key, dkey):
-                dests[key].pop(dkey, None)
+                reals(key).pop(dkey, None)
     return {
-        key: (dataclasses.replace(vs, real_servers=tuple(dests[key].values())), list(dests[key]))
+        key: None
+        if vs is None
+        else (dataclasses.replace(vs, real_servers=tuple(dests[key].values())), list(dests[key]))
         for key, vs in attrs.items()
-        if vs is not None
     }
 
 

@@ -32,6 +32,7 @@ import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from lvsmon.dataplane.nft_flow import DH_BUCKETS, MH_SLOTS, SH_BUCKETS, FlowHash
 from lvsmon.model import DestKey, RealServer
@@ -47,9 +48,9 @@ WRR_SLOTS = 4096  # longest wrr period installed; beyond it weights are scaled d
 _FLOW = Flow(ipaddress.IPv4Address(0), 0, ipaddress.IPv4Address(0), 0)
 
 
-@dataclass(frozen=True, slots=True)
-class Member:
-    """A real server as the table sees it: its conntrack mark and weights."""
+class Member(NamedTuple):
+    """A real server as the table sees it: its conntrack mark and weights. A named
+    tuple: a full program makes 50,000, at half a frozen dataclass's cost."""
 
     mark: int
     server: RealServer

@@ -248,14 +248,17 @@ def test_apply_grouped_is_apply_ops(
 ) -> None:
     ops = reconcile(after, before, lambda s, d: busy)
     touched = list(dict.fromkeys(op_key(op) for op in ops))
-    grouped = apply_grouped(before, ops, touched)
+    grouped = apply_grouped(before, ops)
+    assert list(grouped) == touched
     expected = apply_ops(before, ops)
     for key in touched:
+        got = grouped[key]
         if key in expected:
-            assert grouped[key][0] == expected[key]
-            assert grouped[key][1] == [r.key for r in expected[key].real_servers]
+            assert got is not None
+            assert got[0] == expected[key]
+            assert got[1] == [r.key for r in expected[key].real_servers]
         else:
-            assert key not in grouped
+            assert got is None
 
 
 def test_an_edit_of_the_service_keeps_its_real_servers() -> None:
@@ -263,6 +266,6 @@ def test_an_edit_of_the_service_keeps_its_real_servers() -> None:
     grouped = apply_grouped(
         {service.key: service},
         [AddService(dataclasses.replace(service.attributes(), scheduler="rr"))],
-        [service.key],
     )
-    assert grouped[service.key][0].real_servers == service.real_servers
+    got = grouped[service.key]
+    assert got is not None and got[0].real_servers == service.real_servers
