@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from lvsmon.ha import codec, machine, receive
 from lvsmon.ha.announce import Announcer
-from lvsmon.ha.handover import Forwarder, Hold
+from lvsmon.ha.handover import Forwarder, Hold, handover_identity
 from lvsmon.ha.hooks import Serial, hook_job
 from lvsmon.ha.links import Links
 from lvsmon.ha.netio import AdvertSocket
@@ -74,12 +74,13 @@ class GroupRuntime:
         self._replay: dict[IPAddress, int] = {}
         self._reject_logged: dict[str, float] = {}
         self.done = asyncio.Event()
-        self._forwarder: Forwarder | None = None  # while the old master's connections drain
+        self._table = Forwarder()  # handover_forward: conntrack on, forwarding at times
+        self._forwarding_to: IPAddress | None = None  # the old master, while forwarding
         self._forward_end: asyncio.TimerHandle | None = None
         self._hold: Hold | None = None  # demoted: our VIPs on lo while our proxy drains
         self._hold_end: asyncio.TimerHandle | None = None
-        if cfg.handover_forward > 0:  # a table left by a child that died while forwarding
-            Forwarder().stop(cfg, quiet=True)
+        if cfg.handover_forward > 0:  # (replacing a table a killed VRRP process left)
+            self._table.track(cfg)
 
     def _params(self, cfg: FailoverGroup) -> machine.Params:
         return machine.Params(
@@ -131,6 +132,12 @@ class GroupRuntime:
     def reconfigure(self, cfg: FailoverGroup, priority: int) -> None:
         old = self.cfg
         self.cfg = cfg
+        if handover_identity(old) != handover_identity(cfg):
+            self._stop_forwarding()
+            if cfg.handover_forward > 0:
+                self._table.track(cfg)
+            else:
+                self._table.remove(old)
         if self.state.holds_addresses and old.addresses != cfg.addresses:
             gone = [a for a in old.addresses if a not in cfg.addresses]
             new = [a for a in cfg.addresses if a not in old.addresses]
@@ -236,9 +243,8 @@ class GroupRuntime:
         if role is machine.Role.MASTER and before is machine.Role.BACKUP:
             if peer is not None and peer.version == cfg.family and self._peer_was_master():
                 self._stop_forwarding()
-                forwarder = Forwarder()
-                if forwarder.start(cfg, peer):
-                    self._forwarder = forwarder
+                if self._table.start(cfg, peer):
+                    self._forwarding_to = peer
                     self._forward_end = self._loop.call_later(
                         cfg.handover_forward, self._stop_forwarding
                     )
@@ -260,10 +266,9 @@ class GroupRuntime:
         if self._forward_end is not None:
             self._forward_end.cancel()
             self._forward_end = None
-        if self._forwarder is not None:
-            self._forwarder.stop(self.cfg)
-            self._forwarder.close()
-            self._forwarder = None
+        if self._forwarding_to is not None:
+            self._forwarding_to = None
+            self._table.track(self.cfg)
             log.warning("handover forwarding ended", extra=fields(group=self.cfg.name))
 
     def _release_hold(self) -> None:
@@ -276,8 +281,12 @@ class GroupRuntime:
 
     def close(self) -> None:
         self._timer.close()
-        self._stop_forwarding()
+        if self._forward_end is not None:
+            self._forward_end.cancel()
         self._release_hold()
+        if self.cfg.handover_forward > 0:
+            self._table.remove(self.cfg)
+        self._table.close()
 
     # --- reporting ---
 
@@ -306,5 +315,5 @@ class GroupRuntime:
             adverts_received=self.received,
             rejected=dict(self.rejected),
             transitions=dict(self.transitions),
-            forwarding_to=str(self.peer) if self._forwarder is not None else "",
+            forwarding_to=str(self._forwarding_to or ""),
         )

@@ -10,8 +10,11 @@ over, or was preempted) both ends cooperate (GLB's "second chance", at L2):
   segment for a VIP that is not a SYN and belongs to no connection its conntrack
   has seen (picked up as new, or a first FIN/RST it cannot track) to that peer's
   MAC, unchanged (`dup to PEER device IF`, then drop), for handover_forward
-  seconds: one nftables table of its own, `lvsmon_handover_<vrid>` (family ip or
-  ip6), removed when the period ends or the director stops being master;
+  seconds: one nftables table of its own, `lvsmon_handover_<vrid>_<interface>` (family
+  ip or ip6), back to tracking only when the period ends or the director stops
+  being master. The table exists from the VRRP process's start: its `ct`
+  expression keeps conntrack on, so a director knows its own connections when
+  it takes over and never sends them away;
 - the old master keeps the VIP on `lo` (/32, /128), so the kernel still delivers
   those segments to the proxy's sockets, and on the group's interface sets
   arp_ignore = 1 and arp_announce = 2 (the LVS-DR real server settings) so it
@@ -47,7 +50,14 @@ PRIORITY = -150  # after conntrack (-200): `ct state` is known
 
 
 def table_name(cfg: FailoverGroup) -> str:
-    return f"lvsmon_handover_{cfg.vrid}"
+    """Unique per group: a VRID is unique per interface and family (the table's)."""
+    interface = "".join(c if c.isalnum() else "_" for c in cfg.interface)
+    return f"lvsmon_handover_{cfg.vrid}_{interface}"
+
+
+def handover_identity(cfg: FailoverGroup) -> tuple[object, ...]:
+    """What the group's table is built from: a reload that changes it rebuilds it."""
+    return (table_name(cfg), cfg.handover_forward, tuple(forwarded(cfg)))
 
 
 def forwarded(cfg: FailoverGroup) -> list[GroupAddress]:
@@ -60,8 +70,12 @@ def forwarded(cfg: FailoverGroup) -> list[GroupAddress]:
     ]
 
 
-def forwarding(cfg: FailoverGroup, peer: IPAddress) -> str:
-    """The transaction that (re)creates the new master's forwarding table. Pure."""
+def forwarding(cfg: FailoverGroup, peer: IPAddress | None) -> str:
+    """The transaction that (re)creates the group's table. Pure. Without a peer it
+    only counts the connections that start here: its `ct` expression keeps
+    conntrack on from the VRRP process's start, so that this director's own
+    connections are known when it takes over, and never taken for the old
+    master's. With a peer it also forwards the connections it never saw."""
     proto = "ip" if cfg.family == 4 else "ip6"
     table = {"family": proto, "name": table_name(cfg)}  # `dup` needs one family
     addr_type = "ipv4_addr" if cfg.family == 4 else "ipv6_addr"
@@ -87,7 +101,6 @@ def forwarding(cfg: FailoverGroup, peer: IPAddress) -> str:
     }
     to_vip = {"match": {"op": "==", "left": payload("daddr"), "right": {"set": vips}}}
     seen = {"set": {"op": "update", "elem": flow, "set": "@flows"}}
-    forward = [{"dup": {"addr": str(peer), "dev": cfg.interface}}, {"drop": None}]
 
     def ct_state(state: str) -> dict[str, Any]:
         return {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": state}}
@@ -99,13 +112,20 @@ def forwarding(cfg: FailoverGroup, peer: IPAddress) -> str:
             "right": 0,
         }
     }
-    rules = [
-        # a segment of a connection this director never saw: conntrack picks it up as new
-        [to_vip, not_syn, ct_state("new"), seen],
-        # ... or, when it is the connection's FIN or RST, cannot track it at all
-        [to_vip, not_syn, closing, ct_state("invalid"), seen],
-        [{"match": {"op": "==", "left": flow, "right": "@flows"}}, not_syn, seen, *forward],
-    ]
+    syn = {"match": {"op": "==", "left": {"&": [payload("flags", "tcp"), "syn"]}, "right": "syn"}}
+    rules: list[list[dict[str, Any]]] = [[to_vip, syn, ct_state("new"), {"counter": None}]]
+    if peer is not None:
+        forward: list[dict[str, Any]] = [
+            {"dup": {"addr": str(peer), "dev": cfg.interface}},
+            {"drop": None},
+        ]
+        rules += [
+            # a segment of a connection this director never saw: conntrack picks it up
+            [to_vip, not_syn, ct_state("new"), seen],
+            # ... or, when it is the connection's FIN or RST, cannot track it at all
+            [to_vip, not_syn, closing, ct_state("invalid"), seen],
+            [{"match": {"op": "==", "left": flow, "right": "@flows"}}, not_syn, seen, *forward],
+        ]
     commands: list[dict[str, Any]] = [
         {"add": {"table": table}},
         {"delete": {"table": table}},
@@ -158,7 +178,8 @@ def removal(cfg: FailoverGroup) -> str:
 
 
 class Forwarder:
-    """The new master's side: one table per group while the period lasts."""
+    """The group's table, from the VRRP process's start to its end: tracking only,
+    or forwarding to the old master while a period lasts."""
 
     def __init__(self) -> None:
         self._nft: Any = None
@@ -169,6 +190,16 @@ class Forwarder:
         if self._nft is None:
             self._nft = Nft()
         self._nft.transaction(document)
+
+    def track(self, cfg: FailoverGroup) -> None:
+        """Tracking only (at start, and when a forwarding period ends)."""
+        try:
+            self._run(forwarding(cfg, None))
+        except Exception as exc:  # NftError, or no libnftables
+            log.error(
+                "cannot track connections for handover_forward: they will reset on a move",
+                extra=fields(group=cfg.name, table=table_name(cfg), error=str(exc)),
+            )
 
     def start(self, cfg: FailoverGroup, peer: IPAddress) -> bool:
         try:
@@ -185,21 +216,16 @@ class Forwarder:
         )
         return True
 
-    def stop(self, cfg: FailoverGroup, *, quiet: bool = False) -> None:
-        """Remove the group's table (`quiet`: a check at start, when none may exist or
-        nftables may be missing)."""
+    def remove(self, cfg: FailoverGroup, *, quiet: bool = False) -> None:
+        """Delete the group's table (`quiet`: none may exist, nftables may be missing)."""
         try:
             self._run(removal(cfg))
         except Exception as exc:
-            if quiet:
-                self.close()
-                return
-            log.error(
-                "cannot remove the handover forwarding table",
-                extra=fields(group=cfg.name, table=table_name(cfg), error=str(exc)),
-            )
-        if quiet:
-            self.close()
+            if not quiet:
+                log.error(
+                    "cannot remove the handover table",
+                    extra=fields(group=cfg.name, table=table_name(cfg), error=str(exc)),
+                )
 
     def close(self) -> None:
         if self._nft is not None:

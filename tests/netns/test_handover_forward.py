@@ -30,6 +30,7 @@ from tests.netns.topology import (
 )
 
 FORWARD = 4.0
+TABLE = "lvsmon_handover_51_eth0"
 
 
 def start(topo: Topology, host: str, priority: int) -> Director:
@@ -59,14 +60,19 @@ def events(proc: Proc) -> list[tuple[float, str, str]]:
     return out
 
 
-def forwarded_flows(topo: Topology, host: str = "dir2") -> int | None:
-    """Elements in `host`'s forwarding set; None when the table does not exist."""
-    argv = ["nft", "list", "set", "ip", "lvsmon_handover_51", "flows"]
+def handover_table(topo: Topology, host: str) -> str:
+    """The group's nftables table on `host` ("" when there is none)."""
+    argv = ["nft", "list", "table", "ip", TABLE]
     try:
-        out = run(*topo.exec_argv(host, argv))
+        return run(*topo.exec_argv(host, argv))
     except RuntimeError:
-        return None
-    return out.count(f" . {VIP} . ")
+        return ""
+
+
+def forwarded_flows(topo: Topology, host: str = "dir2") -> int:
+    """Connections `host` forwards now (0: tracking only, or no table)."""
+    table = handover_table(topo, host)
+    return table.count(f" . {VIP} . ") if "dup to" in table else 0
 
 
 def arp_settings(topo: Topology, host: str) -> list[str]:
@@ -130,7 +136,9 @@ def test_sigterm_of_the_master_hands_over_its_established_connections(topo: Topo
     assert not topo.holds("dir1") and VIP not in topo.addresses("dir1", "lo")
     assert arp_settings(topo, "dir1") == ["0", "0"]  # ... and put ARP back as it found it
     assert d1.proc.popen.returncode == 0
-    wait_for("forwarding ended", lambda: forwarded_flows(topo) is None, FORWARD + 3, every=0.2)
+    assert handover_table(topo, "dir1") == ""  # removed when its VRRP process stopped
+    wait_for("forwarding ended", lambda: forwarded_flows(topo) == 0, FORWARD + 3, every=0.2)
+    assert "ct state new counter" in handover_table(topo, "dir2")  # tracking goes on
     assert role(topo, "dir2") == "master" and topo.holds("dir2")
 
 
@@ -159,5 +167,32 @@ def test_a_preempting_master_forwards_the_connections_of_the_one_it_demotes(
     assert not lost and not unfinished
     wait_for("dir2's hold ended", lambda: VIP not in topo.addresses("dir2", "lo"), FORWARD + 3)
     assert arp_settings(topo, "dir2") == ["0", "0"]
-    wait_for("dir1's forwarding ended", lambda: forwarded_flows(topo, "dir1") is None, 5)
+    wait_for("dir1's forwarding ended", lambda: forwarded_flows(topo, "dir1") == 0, 5)
     assert role(topo, "dir1") == "master" and topo.holds("dir1")
+
+
+def test_a_director_taking_back_over_keeps_its_own_connections(topo: Topology) -> None:
+    """dir2 serves; dir1 preempts and at once hands back (SIGTERM). dir2 masters
+    again while connections it accepted itself are still open: it must keep them
+    (conntrack has known them since its VRRP process started) and forward only
+    dir1's, while dir1 drains. Before the group's table tracked from the start,
+    dir2 took its own connections for dir1's and sent them away: 8 of 8 reset."""
+    echo(topo, "rs1")
+    echo(topo, "rs2")
+    start(topo, "dir2", 100)
+    wait_for("dir2 master", lambda: role(topo, "dir2") == "master", 10)
+    holder = cycling_clients(topo)
+    time.sleep(2.0)
+    d1 = start(topo, "dir1", 150)
+    wait_for("dir1 preempts", lambda: role(topo, "dir1") == "master", 10, every=0.02)
+    moved = time.monotonic()
+    time.sleep(0.3)
+    d1.proc.popen.send_signal(signal.SIGTERM)
+    wait_for("dir2 master again", lambda: role(topo, "dir2") == "master", 5, every=0.05)
+    d1.proc.popen.wait(10)
+    time.sleep(2.0)
+    lost, unfinished = stop_clients(holder, moved)
+    print(f"\npreempt, then handed back at once: {len(lost)} lost")
+    assert not lost and not unfinished
+    assert VIP not in topo.addresses("dir2", "lo") and topo.holds("dir2")
+    assert arp_settings(topo, "dir2") == ["0", "0"]

@@ -3,6 +3,7 @@ forwarding table (lvsmon.ha.handover; the netns tier proves it on the wire)."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 
 from lvsmon import config
 from lvsmon.configkit import ConfigError
-from lvsmon.ha.handover import forwarding, held_addresses, removal, table_name
+from lvsmon.ha.handover import forwarding, handover_identity, held_addresses, removal, table_name
 from lvsmon.model.failover import FailoverGroup, GroupAddress
 
 ip = ipaddress.ip_address
@@ -69,7 +70,7 @@ def rules(doc: dict[str, Any]) -> list[list[dict[str, Any]]]:
 def test_forwarding_table_sends_unknown_segments_for_the_vips_to_the_peer() -> None:
     doc = json.loads(forwarding(group(), ip("192.0.2.2")))
     cmds = doc["nftables"]
-    table = {"family": "ip", "name": "lvsmon_handover_51"}
+    table = {"family": "ip", "name": "lvsmon_handover_51_eth0"}
     # replaces a table left behind, in the same transaction
     assert cmds[:3] == [
         {"add": {"table": table}},
@@ -80,7 +81,8 @@ def test_forwarding_table_sends_unknown_segments_for_the_vips_to_the_peer() -> N
     assert flows["timeout"] == 20 and "timeout" in flows["flags"]
     (chain,) = [c["add"]["chain"] for c in cmds if "chain" in c.get("add", {})]
     assert chain["hook"] == "prerouting" and chain["prio"] > -200  # after conntrack
-    pick_up, pick_up_closing, forward = rules(doc)
+    counted, pick_up, pick_up_closing, forward = rules(doc)
+    assert '"ct"' in json.dumps(counted) and "dup" not in json.dumps(counted)
     assert '"invalid"' in json.dumps(pick_up_closing) and '"fin", "rst"' in json.dumps(
         pick_up_closing
     )  # a FIN or RST first: conntrack cannot pick it up, the table still does
@@ -108,3 +110,23 @@ def test_removal_deletes_only_the_groups_own_table() -> None:
 def test_the_old_master_holds_its_vips_of_the_adverts_family_on_lo() -> None:
     held = held_addresses([group(), group(forward=0)])
     assert held == [GroupAddress(ip("192.0.2.100"), 32, "lo")]
+
+
+def test_without_a_peer_the_table_only_keeps_conntrack_on() -> None:
+    """From the VRRP process's start: this director's own connections are then known
+    when it takes over, and never taken for the old master's."""
+    doc = json.loads(forwarding(group(), None))
+    (only,) = rules(doc)
+    text = json.dumps(only)
+    assert '"ct"' in text and '"new"' in text and "dup" not in text and "drop" not in text
+
+
+def test_the_table_is_rebuilt_only_when_what_it_is_built_from_changes() -> None:
+    g = group()
+    assert handover_identity(g) == handover_identity(dataclasses.replace(g, priority=200))
+    assert handover_identity(g) != handover_identity(dataclasses.replace(g, handover_forward=5))
+    moved = dataclasses.replace(g, addresses=(GroupAddress(ip("192.0.2.101"), 24, "eth0"),))
+    assert handover_identity(g) != handover_identity(moved)
+    assert (
+        table_name(dataclasses.replace(g, interface="bond0.100")) == "lvsmon_handover_51_bond0_100"
+    )
