@@ -46,3 +46,19 @@ def translate(fmt: str, path: str, source: Source, *, config_id: str = "") -> Tr
     origins = {f"virtual_server[{vs.name}]": vs.origin for vs in draft.virtual_servers}
     origins.update({f"failover_group[{g.name}]": g.origin for g in draft.groups})
     return Translation(draftmod.render(draft), report, origins)
+
+
+def verify(result: Translation, path: str) -> None:
+    """Run the real checker on a translation whose report has no error and add what it
+    finds as errors at the virtual server or failover group it is about: a report
+    without errors then means `lvsmon check` accepts the TOML."""
+    from lvsmon import config as configmod
+
+    if result.report.has_errors:
+        return
+    try:
+        configmod.loads(result.toml, "<import>")
+    except configmod.ConfigError as exc:
+        for problem in exc.problems:
+            where = result.origin_of(problem.path, Origin(path, 0))
+            result.report.error(where, problem.path or "lvsmon check", problem.message)

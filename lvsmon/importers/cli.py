@@ -12,9 +12,9 @@ import argparse
 import socket
 import sys
 
-from lvsmon import config as configmod
-from lvsmon.importers import FORMATS, translate
-from lvsmon.importers.report import Origin
+from lvsmon.configkit import MAX_FILE_BYTES
+from lvsmon.importers import FORMATS, translate, verify
+from lvsmon.importers.report import Origin, Report
 from lvsmon.importers.source import FileSource
 
 
@@ -39,22 +39,28 @@ def run(args: argparse.Namespace) -> int:
         from lvsmon.importers.source import MemorySource
 
         path = "<stdin>"
-        source = MemorySource({path: sys.stdin.read()})  # type: ignore[assignment]
+        data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)  # never more than the cap, as a file
+        if len(data) > MAX_FILE_BYTES:
+            report = Report()
+            report.error(
+                Origin(path, 0), "file", f"cannot read: larger than {MAX_FILE_BYTES} bytes"
+            )
+            sys.stderr.write(report.render())
+            return 1
+        text = data.decode("utf-8", errors="replace")
+        source = MemorySource({path: text})  # type: ignore[assignment]
     config_id = args.config_id
     if config_id is None:
         config_id = socket.gethostname().split(".")[0]
     result = translate(args.format, path, source, config_id=config_id)
+    verify(result, path)
     report = result.report
-    if not report.has_errors:
-        try:
-            configmod.loads(result.toml, "<import>")
-        except configmod.ConfigError as exc:
-            for problem in exc.problems:
-                where = result.origin_of(problem.path, Origin(path, 0))
-                report.error(where, problem.path or "lvsmon check", problem.message)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(result.toml)
+        try:
+            with open(args.output, "w", encoding="utf-8") as f:
+                f.write(result.toml)
+        except OSError as exc:
+            report.error(Origin(args.output, 0), "--output", f"cannot write: {exc.strerror}")
     else:
         sys.stdout.write(result.toml)
     sys.stderr.write(report.render())

@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import fnmatch
 import glob as globmod
+import itertools
 import os
 import posixpath
 from collections.abc import Mapping
 from typing import Protocol
+
+from lvsmon.configkit import MAX_FILE_BYTES, FileProblem, read_file
+
+# what one include pattern may match: a glob that names more is an error, not a slow import
+MAX_GLOB = 4096
 
 
 class Source(Protocol):
@@ -21,7 +27,7 @@ class Source(Protocol):
         ...
 
     def glob(self, pattern: str) -> list[str]:
-        """Paths matching `pattern` (shell wildcards), sorted."""
+        """Paths matching `pattern` (shell wildcards), sorted; at most MAX_GLOB + 1."""
         ...
 
     def executable(self, path: str) -> bool:
@@ -35,11 +41,18 @@ class FileSource:
     """The real filesystem (the CLI's)."""
 
     def read(self, path: str) -> str:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+        """A regular file of at most MAX_FILE_BYTES: never blocks on a FIFO, never reads a
+        device; bytes that are not UTF-8 become U+FFFD (the report shows where)."""
+        try:
+            data = read_file(path, MAX_FILE_BYTES)
+        except FileProblem as exc:
+            raise OSError(0, str(exc).removeprefix("cannot read: ")) from None
+        return data.decode("utf-8", errors="replace")
 
     def glob(self, pattern: str) -> list[str]:
-        return sorted(globmod.glob(pattern))
+        if "\x00" in pattern:
+            return []
+        return sorted(itertools.islice(globmod.iglob(pattern), MAX_GLOB + 1))
 
     def executable(self, path: str) -> bool:
         return os.path.isfile(path) and os.access(path, os.X_OK)
@@ -69,7 +82,8 @@ class MemorySource:
 
     def glob(self, pattern: str) -> list[str]:
         pattern = posixpath.normpath(pattern)
-        return sorted(p for p in self.files if fnmatch.fnmatchcase(p, pattern))
+        found = (p for p in self.files if fnmatch.fnmatchcase(p, pattern))
+        return sorted(itertools.islice(found, MAX_GLOB + 1))
 
     def executable(self, path: str) -> bool:
         return path in self.executables
