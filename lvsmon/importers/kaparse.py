@@ -22,17 +22,27 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from lvsmon.configkit import MAX_FILE_BYTES
 from lvsmon.importers.report import Origin, Report
-from lvsmon.importers.source import Source
+from lvsmon.importers.source import MAX_GLOB, Source
 
 INCLUDES = ("include", "includer", "includem", "includew", "includeb", "includea")
 MAX_DEPTH = 32  # include nesting and substitution recursion
-MAX_REPEAT = 65536  # lines one ~SEQ/~LST may produce
+# Budgets for one import, so that no file (a ~SEQ(i, 1, 1e9), a $A=$A $A, a glob or a
+# {a,b}{a,b}... that names thousands of files) costs more than a few seconds and a few
+# hundred MB: past one, an error names the line and the rest is not read.
+MAX_REPEAT = 65536  # lines all ~SEQ/~LST together produce
+MAX_TEXT = MAX_FILE_BYTES  # characters read from all files, and again made by $NAME and ~SEQ
+MAX_DIRECTIVES = 262144  # directives in the tree
+MAX_FILES = MAX_GLOB  # files read (an empty file costs no characters)
+MAX_NESTING = 64  # blocks inside blocks (keepalived's deepest is 4)
 _DEFINITION = re.compile(r"\s*\$([A-Za-z_][A-Za-z0-9_]*)=(.*)\Z", re.S)
 _CONDITIONAL = re.compile(r"\s*@(\^?)(\S*)\s*(.*)\Z", re.S)
 _PARAM = re.compile(
-    r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\s+([^}]*))?\}|\$([A-Za-z_][A-Za-z0-9_]*)(?=\s|\Z)"
+    r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:\s+([^}]{0,256}))?\}|\$([A-Za-z_][A-Za-z0-9_]*)(?=\s|\Z)"
 )
+_HEX = re.compile(r"[0-9A-Fa-f]+")
+_OCTAL = re.compile(r"[0-7]{1,3}")
 _REPEAT = re.compile(r"\s*~(SEQx?|LST)\(")
 _ESCAPES = {
     "a": "\a",
@@ -52,7 +62,7 @@ class Line:
     text: str
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
     """One directive: `keyword args...`, with a block of children when it has one."""
 
@@ -75,23 +85,61 @@ class Parser:
     report: Report
     config_id: str = ""
     definitions: dict[str, list[str]] = field(default_factory=dict)
+    # what this import has spent of its budgets; `exhausted` once one ran out
+    read: int = 0
+    made: int = 0
+    repeated: int = 0
+    files: int = 0
+    exhausted: bool = False
+    including: list[str] = field(default_factory=list)  # the files being read, outermost first
+
+    def _over(self, origin: Origin, directive: str, what: str) -> bool:
+        """Report a spent budget once; every later call just says so."""
+        if not self.exhausted:
+            self.exhausted = True
+            self.report.error(origin, directive, f"{what}: the rest of the config is not read")
+        return True
 
     # --- lines: includes, conditionals, definitions, substitution, repetition ---
 
     def lines(self, path: str, depth: int = 0, origin: Origin | None = None) -> Iterator[Line]:
         where = origin or Origin(path, 0)
         if depth > MAX_DEPTH:
-            self.report.error(where, "include", f'"{path}": includes nest too deep (a loop?)')
+            self.report.error(where, "include", f'"{path}": includes nest too deep')
+            return
+        if posixpath.normpath(path) in self.including:
+            self.report.error(where, "include", f'"{path}": includes itself (a loop): not included')
+            return
+        self.files += 1
+        if self.files > MAX_FILES:
+            self._over(where, "include", f'"{path}": more than {MAX_FILES} files read')
             return
         try:
             text = self.source.read(path)
         except OSError as exc:
             self.report.error(where, "include" if depth else "file", f'"{path}": {exc.strerror}')
             return
-        raw = text.splitlines()
+        self.read += len(text)
+        if self.read > MAX_TEXT:
+            self._over(
+                where,
+                "include" if depth else "file",
+                f'"{path}": the config and its includes pass {MAX_TEXT} characters',
+            )
+            return
+        self.including.append(posixpath.normpath(path))
+        try:
+            yield from self._lines(path, text.splitlines(), depth)
+        finally:
+            self.including.pop()
+
+    def _lines(self, path: str, raw: list[str], depth: int) -> Iterator[Line]:
         i = 0
-        while i < len(raw):
+        while i < len(raw) and not self.exhausted:
             start = i
+            if self.report.overlong(Origin(path, i + 1), raw[i]):
+                i += 1
+                continue
             line = _strip_comment(raw[i])
             i += 1
             match = _DEFINITION.match(line)
@@ -116,7 +164,9 @@ class Parser:
             self.report.error(line.origin, "$", "parameter substitution recurses too deep")
             return
         text = line.text
-        if not text.strip():
+        if not text.strip() or self.exhausted:
+            return
+        if level and self.report.overlong(line.origin, text):
             return
         cond = _CONDITIONAL.match(text)
         if cond:
@@ -144,6 +194,8 @@ class Parser:
             yield from self._repeat(Line(line.origin, text), path, depth, level)
             return
         substituted = self._substitute(text, path, line.origin)
+        if substituted is None:
+            return
         if substituted != [text]:
             for piece in substituted:
                 yield from self._process(Line(line.origin, piece), path, depth, level + 1)
@@ -154,8 +206,9 @@ class Parser:
             return
         yield Line(line.origin, text)
 
-    def _substitute(self, text: str, path: str, origin: Origin) -> list[str]:
-        """`text` with one round of definitions replaced; a multi-line value splits it."""
+    def _substitute(self, text: str, path: str, origin: Origin) -> list[str] | None:
+        """`text` with one round of definitions replaced; a multi-line value splits it.
+        None (and an error) when what it makes passes the budget."""
         lines = [""]
         pos = 0
         for m in _PARAM.finditer(text):
@@ -163,6 +216,10 @@ class Parser:
             value = self._value(name, m.group(2), path, origin)
             if value is None:
                 continue
+            self.made += m.start() - pos + sum(len(v) + 1 for v in value)
+            if self.made > MAX_TEXT:
+                self._over(origin, "$" + name, f"definitions make more than {MAX_TEXT} characters")
+                return None
             lines[-1] += text[pos : m.start()] + value[0]
             lines.extend(value[1:])
             pos = m.end()
@@ -198,11 +255,17 @@ class Parser:
             return
         inner, rest = text[m.end() : close], text[close + 1 :]
         try:
-            runs = _repetitions(m.group(1), inner)
+            runs = _repetitions(m.group(1), inner, MAX_REPEAT - self.repeated)
         except ValueError as exc:
             self.report.error(line.origin, f"~{m.group(1)}", f"cannot read ({exc})")
             return
+        except OverflowError as exc:
+            self._over(line.origin, f"~{m.group(1)}", str(exc))
+            return
+        self.repeated += len(runs)
         for assignments in runs:
+            if self.exhausted:
+                return
             saved = {name: self.definitions.get(name) for name in assignments}
             for name, value in assignments.items():
                 self.definitions[name] = [value]
@@ -220,7 +283,12 @@ class Parser:
         pattern = " ".join(words[1:]).strip("\"'")
         base = posixpath.dirname(path)
         found: list[str] = []
-        for alternative in _braces(pattern):
+        try:
+            alternatives = _braces(pattern)
+        except OverflowError as exc:
+            self.report.error(origin, words[0], f'"{pattern}": {exc}: nothing included')
+            return
+        for alternative in alternatives:
             full = (
                 alternative if posixpath.isabs(alternative) else posixpath.join(base, alternative)
             )
@@ -228,6 +296,13 @@ class Parser:
                 found.extend(self.source.glob(full))
             else:
                 found.append(full)
+            if len(found) > MAX_GLOB:
+                self.report.error(
+                    origin,
+                    words[0],
+                    f'"{pattern}" matches more than {MAX_GLOB} files: nothing included',
+                )
+                return
         if not found:
             self.report.warning(origin, words[0], f'"{pattern}" matches no file: nothing included')
         for file in found:
@@ -243,6 +318,7 @@ def tokenize(text: str) -> list[str]:
     tokens: list[str] = []
     word: list[str] | None = None
     i = 0
+    closes = text.find("}") >= 0  # none left: no ${ needs looking for its '}'
     while i < len(text):
         c = text[i]
         if c in "\"'":
@@ -250,8 +326,9 @@ def tokenize(text: str) -> list[str]:
             word = (word or []) + [part]
             i = end
             continue
-        if c == "$" and text.startswith("${", i):  # an undefined ${NAME} stays one word
+        if c == "$" and closes and text.startswith("${", i):  # an undefined ${NAME}: one word
             end = text.find("}", i)
+            closes = end >= 0
             if end > 0:
                 word = (word or []) + [text[i : end + 1]]
                 i = end + 1
@@ -264,7 +341,9 @@ def tokenize(text: str) -> list[str]:
                 tokens.append(c)
             i += 1
             continue
-        word = (word or []) + [c]
+        if word is None:
+            word = []
+        word.append(c)
         i += 1
     if word is not None:
         tokens.append("".join(word))
@@ -276,18 +355,32 @@ def parse(parser: Parser, path: str) -> Node:
     root = Node("", [], Origin(path, 0), [])
     stack: list[Node] = [root]
     last: Node | None = None  # the previous directive: a lone '{' opens its block
+    too_deep = 0  # blocks opened past MAX_NESTING: their directives are not kept
+    directives = 0
     for line in parser.lines(path):
         words: list[str] = []
         for token in [*tokenize(line.text), "\n"]:
             if token not in ("{", "}", "\n"):
                 words.append(token)
                 continue
-            if words:
+            if words and not too_deep:
+                directives += 1
+                if directives > MAX_DIRECTIVES:
+                    parser._over(line.origin, words[0], f"more than {MAX_DIRECTIVES} directives")
+                    break
                 node = Node(words[0], words[1:], line.origin, None)
                 assert stack[-1].children is not None
                 stack[-1].children.append(node)
-                last, words = node, []
+                last = node
+            words = []
             if token == "{":
+                if too_deep or len(stack) > MAX_NESTING:
+                    if not too_deep:
+                        parser.report.error(
+                            line.origin, "{", f"blocks nest deeper than {MAX_NESTING}: not read"
+                        )
+                    too_deep += 1
+                    continue
                 if last is None or last.children is not None:
                     parser.report.error(line.origin, "{", "a block with no directive before it")
                     last = Node("", [], line.origin, [])
@@ -295,7 +388,9 @@ def parse(parser: Parser, path: str) -> Node:
                 stack.append(last)
                 last = None
             elif token == "}":
-                if len(stack) == 1:
+                if too_deep:
+                    too_deep -= 1
+                elif len(stack) == 1:
                     parser.report.error(line.origin, "}", "closes no block")
                 else:
                     stack.pop()
@@ -345,13 +440,13 @@ def _escape(text: str, i: int) -> tuple[int, str]:
     if c in _ESCAPES:
         return i + 1, _ESCAPES[c]
     if c == "x":
-        m = re.match(r"[0-9A-Fa-f]+", text[i + 1 :])
+        m = _HEX.match(text, i + 1)
         if m:
-            return i + 1 + m.end(), chr(int(m.group(), 16) & 0xFF)
+            return m.end(), chr(int(m.group()[-2:], 16))
     if c in "01234567":
-        m = re.match(r"[0-7]{1,3}", text[i:])
+        m = _OCTAL.match(text, i)
         assert m is not None
-        return i + m.end(), chr(int(m.group(), 8) & 0xFF)
+        return m.end(), chr(int(m.group(), 8) & 0xFF)
     if c == "c" and i + 1 < len(text):
         return i + 2, chr(ord(text[i + 1].upper()) ^ 0x40)
     return i + 1, c
@@ -369,9 +464,13 @@ def _matching_paren(text: str, open_at: int) -> int:
     return -1
 
 
-def _repetitions(kind: str, inner: str) -> list[dict[str, str]]:
+def _repetitions(kind: str, inner: str, most: int) -> list[dict[str, str]]:
+    """The assignments of each repetition; OverflowError past `most` of them."""
     if kind == "LST":
-        return _list_runs(inner)
+        runs = _list_runs(inner)
+        if len(runs) > most:
+            raise OverflowError(f"more than {MAX_REPEAT} repeated lines in all")
+        return runs
     parts = [p.strip() for p in inner.split(",")]
     if not 2 <= len(parts) <= 4 or not re.fullmatch(r"[A-Za-z_]\w*", parts[0]):
         raise ValueError("expected (var, [start, [step,]] end)")
@@ -387,8 +486,8 @@ def _repetitions(kind: str, inner: str) -> list[dict[str, str]]:
     if step == 0 or (end - start) * step < 0:
         return []
     count = (end - start) // step + 1
-    if count > MAX_REPEAT:
-        raise ValueError(f"{count} repetitions")
+    if count > most:
+        raise OverflowError(f"{count} repetitions: more than {MAX_REPEAT} repeated lines in all")
     fmt = "{:x}" if kind == "SEQx" else "{:d}"
     return [{parts[0]: fmt.format(start + n * step)} for n in range(count)]
 
@@ -410,11 +509,17 @@ def _list_runs(inner: str) -> list[dict[str, str]]:
 
 
 def _braces(pattern: str) -> list[str]:
-    """csh-style {a,b} expansion (nested), as glob(GLOB_BRACE) does."""
-    m = re.search(r"\{([^{}]*)\}", pattern)
-    if not m:
-        return [pattern]
-    out: list[str] = []
-    for alt in m.group(1).split(","):
-        out.extend(_braces(pattern[: m.start()] + alt + pattern[m.end() :]))
-    return out
+    """csh-style {a,b} expansion (nested), as glob(GLOB_BRACE) does; OverflowError past
+    MAX_GLOB alternatives."""
+    done: list[str] = []
+    todo = [pattern]
+    while todo:
+        text = todo.pop()
+        m = re.search(r"\{([^{}]*)\}", text)
+        if not m:
+            done.append(text)
+        else:
+            todo.extend(text[: m.start()] + alt + text[m.end() :] for alt in m.group(1).split(","))
+        if len(done) + len(todo) > MAX_GLOB:
+            raise OverflowError(f"more than {MAX_GLOB} alternatives")
+    return done[::-1]

@@ -9,8 +9,15 @@ Three severities, like a compiler's:
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+# the longest line an importer reads (keepalived's own buffer is far shorter): a longer one is
+# an error, so no line-level work can grow with a megabyte line
+MAX_LINE = 16384
+# findings kept and shown: past this a hostile file (a megabyte of '{') is counted, not listed
+MAX_FINDINGS = 1000
 
 
 class Severity(StrEnum):
@@ -44,9 +51,13 @@ class Finding:
 @dataclass
 class Report:
     findings: list[Finding] = field(default_factory=list)
+    unlisted: Counter[Severity] = field(default_factory=Counter)
 
     def add(self, origin: Origin, severity: Severity, directive: str, message: str) -> None:
-        self.findings.append(Finding(origin, severity, directive, message))
+        if len(self.findings) >= MAX_FINDINGS:
+            self.unlisted[severity] += 1
+        else:
+            self.findings.append(Finding(origin, severity, directive, message))
 
     def error(self, origin: Origin, directive: str, message: str) -> None:
         self.add(origin, Severity.ERROR, directive, message)
@@ -57,8 +68,15 @@ class Report:
     def note(self, origin: Origin, directive: str, message: str) -> None:
         self.add(origin, Severity.NOTE, directive, message)
 
+    def overlong(self, origin: Origin, line: str) -> bool:
+        """Whether `line` is past MAX_LINE (then reported as an error: the line is not read)."""
+        if len(line) <= MAX_LINE:
+            return False
+        self.error(origin, "line", f"{len(line)} characters, more than {MAX_LINE}: not read")
+        return True
+
     def count(self, severity: Severity) -> int:
-        return sum(1 for f in self.findings if f.severity is severity)
+        return sum(1 for f in self.findings if f.severity is severity) + self.unlisted[severity]
 
     @property
     def has_errors(self) -> bool:
@@ -66,6 +84,11 @@ class Report:
 
     def render(self) -> str:
         lines = [f.render() for f in self.findings]
+        if self.unlisted:
+            lines.append(
+                f"lvsmon import: {sum(self.unlisted.values())} more findings not listed "
+                f"(the first {MAX_FINDINGS} are)"
+            )
         counts = ", ".join(
             f"{self.count(s)} {s}{'' if self.count(s) == 1 else 's'}" for s in Severity
         )
