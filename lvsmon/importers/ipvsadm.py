@@ -23,7 +23,7 @@ from lvsmon.importers.draft import (
 )
 from lvsmon.importers.report import Origin, Report
 from lvsmon.importers.source import Source
-from lvsmon.importers.values import Reader, read_main
+from lvsmon.importers.values import Reader, number, read_main
 from lvsmon.schedulers import IPVS_SCHEDULERS
 
 SERVICE_KINDS = {
@@ -101,6 +101,8 @@ class Translator:
 
     def run(self, text: str) -> Draft:
         for n, raw in enumerate(text.splitlines(), start=1):
+            if self.report.overlong(Origin(self.path, n), raw):
+                continue
             line = raw.split("#", 1)[0].strip()
             if not line:
                 continue
@@ -165,9 +167,9 @@ class Translator:
                 i += 2
                 continue
             if w in ("-p", "--persistent"):
-                value = words[i + 1] if i + 1 < len(words) and words[i + 1].isdigit() else "300"
-                opts["-p"] = value
-                i += 2 if i + 1 < len(words) and words[i + 1].isdigit() else 1
+                given = i + 1 < len(words) and isinstance(number(words[i + 1]), int)
+                opts["-p"] = words[i + 1] if given else "300"
+                i += 2 if given else 1
                 continue
             if w in WITH_VALUE and i + 1 < len(words):
                 opts[w] = words[i + 1]
@@ -227,7 +229,7 @@ class Translator:
             vs.persistence_timeout = self.read.timer(origin, "-p", opts["-p"]) or 0.0
         mask = opts.get("-M", opts.get("--netmask"))
         if mask:
-            vs.persistence_netmask = int(mask) if mask.isdigit() else mask
+            vs.persistence_netmask = number(mask)
         flags = opts.get("-b", opts.get("--sched-flags", ""))
         for flag in filter(None, flags.split(",")):
             names = FLAG_NAMES.get(scheduler, ())

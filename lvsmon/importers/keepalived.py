@@ -30,7 +30,7 @@ from lvsmon.importers.keepalived_checks import Checkers, Settings
 from lvsmon.importers.keepalived_vrrp import Vrrp
 from lvsmon.importers.report import Report
 from lvsmon.importers.source import Source
-from lvsmon.importers.values import FORWARDING, Reader
+from lvsmon.importers.values import FORWARDING, Reader, number
 from lvsmon.schedulers import IPVS_SCHEDULERS
 
 NO_EFFECT = "no effect in lvsmon"
@@ -394,7 +394,7 @@ class Translator:
                     360.0 if first is None else (self.read.timer(o, k, first) or 0.0)
                 )
             elif k == "persistence_granularity":
-                vs.persistence_netmask = int(first) if first and first.isdigit() else first
+                vs.persistence_netmask = number(first) if first else first
             elif k == "persistence_engine":
                 self.report.error(o, k, f"{first}: lvsmon has no persistence engines")
             elif k in SCHEDULER_FLAGS:

@@ -18,7 +18,7 @@ from lvsmon.importers.draft import Check, seconds
 from lvsmon.importers.kaparse import Node
 from lvsmon.importers.report import Report
 from lvsmon.importers.source import Source
-from lvsmon.importers.values import Reader, hex_payload, split_command
+from lvsmon.importers.values import Reader, hex_payload, number, split_command
 
 NO_EFFECT = "no effect in lvsmon"
 
@@ -139,7 +139,7 @@ class Checkers:
                 if o.keyword == "connect_ip" and o.args:
                     keys["connect_address"] = o.args[0]
                 elif o.keyword == "connect_port" and o.args:
-                    keys["connect_port"] = int(o.args[0]) if o.args[0].isdigit() else o.args[0]
+                    keys["connect_port"] = number(o.args[0])
             if len(hosts) > 1:
                 self.report.warning(
                     hosts[1].origin, "host", "lvsmon checks one host per real server: the first"
@@ -153,11 +153,8 @@ class Checkers:
         timeout = s.connect_timeout if s.connect_timeout is not None else 5.0
         if kind == "MISC_CHECK":
             mt = misc.get("misc_timeout")
-            timeout = (
-                float(mt.args[0])
-                if isinstance(mt, Node) and mt.args and mt.args[0].isdigit()
-                else interval
-            )
+            given = number(mt.args[0]) if isinstance(mt, Node) and mt.args else None
+            timeout = float(given) if isinstance(given, int) else interval
         if timeout >= interval:
             new = round(interval / 2, 3)
             if kind != "MISC_CHECK" or "misc_timeout" in misc:
@@ -270,7 +267,9 @@ class Checkers:
             spec["host"] = host
         if status:
             codes = [
-                p if "-" in p else int(p) for p in status.split() if p.replace("-", "").isdigit()
+                p if "-" in p else int(p)
+                for p in status.split()
+                if isinstance(number(p.replace("-", "")), int)
             ]
             spec["expect_status"] = codes
         if regex and regex != "\x00dropped":

@@ -38,7 +38,7 @@ from lvsmon.importers.source import Source
 from lvsmon.importers.values import FORWARDING, Reader, read_main, split_command
 from lvsmon.schedulers import IPVS_SCHEDULERS
 
-_LINE = re.compile(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*?)\s*\Z")
+_LINE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)\Z")  # on a stripped line
 _BLOCK = re.compile(r"\s*(virtual|server|failover)\s+(\S+)\s*\{\s*\Z")
 _ESCAPES = {"n": "\n", "r": "\r", "t": "\t", "\\": "\\", '"': '"'}
 NOTES = {
@@ -68,8 +68,10 @@ def parse(text: str, path: str, report: Report) -> list[Item]:
     root: list[Item] = []
     stack: list[list[Item]] = [root]
     for n, raw in enumerate(text.splitlines(), start=1):
-        line = _strip_comment(raw).strip()
         origin = Origin(path, n)
+        if report.overlong(origin, raw):
+            continue
+        line = _strip_comment(raw).strip()
         if not line:
             continue
         if m := _BLOCK.match(line):
@@ -476,8 +478,9 @@ class Translator:
         self.draft.groups.append(group)
         if self._value("syncdaemon").strip() == "1":
             iface = self._value("syncd_iface") or interface
-            syncid = int(self._value("syncd_id") or 0) if self._value("syncd_id").isdigit() else 0
-            self.draft.sync_daemon = SyncDaemonDraft(iface, syncid, follow=group.name)
+            item = self.globals.get("syncd_id")
+            syncid = item and self.read.integer(item.origin, item.key, item.value, 0, 255)
+            self.draft.sync_daemon = SyncDaemonDraft(iface, syncid or 0, follow=group.name)
 
 
 def translate(path: str, source: Source) -> tuple[Draft, Report]:

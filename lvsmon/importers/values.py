@@ -70,6 +70,14 @@ class Reader:
         return value
 
 
+def number(text: str) -> int | str:
+    """`text` as an integer when it is one written in ASCII digits (str.isdigit also takes
+    "²" and "٣", which int() refuses or reads), else as written, for the checker to judge."""
+    if text.isascii() and text.isdigit() and len(text) <= 20:
+        return int(text)
+    return text
+
+
 def split_command(text: str) -> list[str]:
     """A script line as keepalived splits it: white space, 'single quotes' group."""
     try:
