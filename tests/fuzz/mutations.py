@@ -107,3 +107,94 @@ def deep_nesting(depth: int = 100_000) -> list[str]:
         "[daemon]\ndataplane = " + "[" * depth + "]" * depth + "\n",
         "[" + ".".join(["a"] * 5000) + "]\n",
     ]
+
+
+# --- line-oriented configs (keepalived.conf, lvs.cf, `ipvsadm -S -n`): text edits ---
+
+# words put where a config has words: the hostile TOML scalars above as text, then what
+# only a line-oriented grammar can get wrong
+WORDS: tuple[str, ...] = (
+    *(str(v) for v in HOSTILE if isinstance(v, int | float | str) and v != ""),
+    "0x10",
+    "1e9",
+    "9" * 5000,
+    "²",
+    "٣",
+    "-",
+    "::",
+    "::ffff:192.0.2.1",
+    "fe80::1%eth0",
+    "[2001:db8::1]:80",
+    "2001:db8::1/129",
+    "256.1.1.1",
+    "192.0.2.1-300",
+    "10.0.0.0/8",
+    "\x00",
+    "\ufffd",
+    "{",
+    "}",
+    "{ }",
+    '"',
+    "'",
+    "\\",
+    "#",
+    "!",
+    "$X",
+    "${X}",
+    "${_RANDOM 1 9}",
+    "$X=$X $X",
+    "@id",
+    "@^id",
+    "~SEQ(i,1,1000000000)",
+    "~LST(a,1,2)",
+    "include /nonexistent/*",
+    "include {a,b}{c,d}",
+)
+TEXT_EDITS = (
+    "delete line",
+    "duplicate line",
+    "swap lines",
+    "truncate at byte",
+    "replace word",
+    "insert word",
+    "insert bytes",
+    "open braces",
+    "close braces",
+    "giant line",
+)
+
+
+def edit_text(text: str, edit: str, a: int, b: int, word: str) -> str:
+    """`text` with one edit from TEXT_EDITS at the places a and b pick (taken modulo what
+    is there), `word` for the edits that put one in."""
+    lines = text.splitlines()
+    n = max(len(lines), 1)
+    i, j = a % n, b % n
+    if not lines:
+        lines = [""]
+    words = lines[i].split()
+    if edit == "delete line":
+        del lines[i]
+    elif edit == "duplicate line":
+        lines.insert(i, lines[i])
+    elif edit == "swap lines":
+        lines[i], lines[j] = lines[j], lines[i]
+    elif edit == "truncate at byte":  # possibly inside a UTF-8 sequence
+        data = text.encode()
+        return data[: a % (len(data) + 1)].decode("utf-8", errors="replace")
+    elif edit == "replace word" and words:
+        words[b % len(words)] = word
+        lines[i] = " ".join(words)
+    elif edit == "insert word":
+        words.insert(b % (len(words) + 1), word)
+        lines[i] = " ".join(words)
+    elif edit == "insert bytes":  # what a decoder makes of random bytes, NULs included
+        noise = bytes((a * 7 + k * b) % 256 for k in range(b % 16 + 1))
+        lines[i] += noise.decode("latin-1") + "\x00"
+    elif edit == "open braces":
+        lines.insert(i, "x {\n" * (b % 200 + 1))
+    elif edit == "close braces":
+        lines.insert(i, "}" * (b % 5 + 1))
+    elif edit == "giant line":
+        lines.insert(i, (word + " ") * (2**20 // (len(word) + 1)))
+    return "\n".join(lines) + "\n"
