@@ -142,21 +142,27 @@ def test_sigterm_of_the_master_hands_over_its_established_connections(topo: Topo
     assert role(topo, "dir2") == "master" and topo.holds("dir2")
 
 
-def test_a_preempting_master_forwards_the_connections_of_the_one_it_demotes(
-    topo: Topology,
-) -> None:
-    """dir2 is master alone; dir1 (higher priority, preempt) starts and takes over.
-    dir1 forwards dir2's connections back; dir2, now backup, keeps the VIP on lo for
-    handover_forward while its proxy finishes them."""
+def dir1_preempts_dir2(topo: Topology) -> tuple[Proc, Director, float]:
+    """dir2 serves the cycling clients alone; then dir1 (priority 150) starts and
+    preempts it. The clients, dir1, and when it became master."""
     echo(topo, "rs1")
     echo(topo, "rs2")
     start(topo, "dir2", 100)
     wait_for("dir2 master", lambda: role(topo, "dir2") == "master", 10)
     holder = cycling_clients(topo)
     time.sleep(2.0)
-    start(topo, "dir1", 150)
+    d1 = start(topo, "dir1", 150)
     wait_for("dir1 preempts", lambda: role(topo, "dir1") == "master", 10, every=0.02)
-    moved = time.monotonic()
+    return holder, d1, time.monotonic()
+
+
+def test_a_preempting_master_forwards_the_connections_of_the_one_it_demotes(
+    topo: Topology,
+) -> None:
+    """dir2 is master alone; dir1 (higher priority, preempt) starts and takes over.
+    dir1 forwards dir2's connections back; dir2, now backup, keeps the VIP on lo for
+    handover_forward while its proxy finishes them."""
+    holder, _, moved = dir1_preempts_dir2(topo)
     wait_for("dir2 backup", lambda: role(topo, "dir2") == "backup", 5, every=0.05)
     flows = wait_for("forwarded flows", lambda: forwarded_flows(topo, "dir1"), 2, every=0.05)
     assert VIP in topo.addresses("dir2", "lo") and not topo.holds("dir2")
@@ -177,15 +183,7 @@ def test_a_director_taking_back_over_keeps_its_own_connections(topo: Topology) -
     (conntrack has known them since its VRRP process started) and forward only
     dir1's, while dir1 drains. Before the group's table tracked from the start,
     dir2 took its own connections for dir1's and sent them away: 8 of 8 reset."""
-    echo(topo, "rs1")
-    echo(topo, "rs2")
-    start(topo, "dir2", 100)
-    wait_for("dir2 master", lambda: role(topo, "dir2") == "master", 10)
-    holder = cycling_clients(topo)
-    time.sleep(2.0)
-    d1 = start(topo, "dir1", 150)
-    wait_for("dir1 preempts", lambda: role(topo, "dir1") == "master", 10, every=0.02)
-    moved = time.monotonic()
+    holder, d1, moved = dir1_preempts_dir2(topo)
     time.sleep(0.3)
     d1.proc.popen.send_signal(signal.SIGTERM)
     wait_for("dir2 master again", lambda: role(topo, "dir2") == "master", 5, every=0.05)
