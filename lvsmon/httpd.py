@@ -37,8 +37,11 @@ log = logging.getLogger("lvsmon.http")
 MAX_HEAD = 8192
 READ_TIMEOUT = 10.0
 MAX_BODY = 4096  # POST /admin: a small JSON object
-# Connections still sending their request head (a scrape sends it at once). Beyond this
-# many the oldest is closed: slowloris clients cannot use up the daemon's descriptors.
+# Connections still sending their request head. Beyond this many the oldest is closed:
+# slowloris clients cannot use up the daemon's descriptors. A scrape sends its head at
+# once, but a burst of them (200 at a time, a fleet's Prometheus servers and probes)
+# waits here together while the loop completes their TLS handshakes: 64 evicted
+# genuine scrapes on a loaded machine, so the cap sits above such a burst.
 MAX_IDLE_CLIENTS = 64
 
 
