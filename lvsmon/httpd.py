@@ -42,7 +42,7 @@ MAX_BODY = 4096  # POST /admin: a small JSON object
 # once, but a burst of them (200 at a time, a fleet's Prometheus servers and probes)
 # waits here together while the loop completes their TLS handshakes: 64 evicted
 # genuine scrapes on a loaded machine, so the cap sits above such a burst.
-MAX_IDLE_CLIENTS = 64
+MAX_IDLE_CLIENTS = 256
 
 
 UNAUTHORIZED = Response(
