@@ -250,7 +250,7 @@ class GroupRuntime:
                     )
         elif role is machine.Role.BACKUP and before is machine.Role.MASTER:
             self._release_hold()
-            self._hold = Hold.start([cfg])
+            self._hold = Hold.start([cfg], self._links)
             if self._hold is not None:
                 self._hold_end = self._loop.call_later(cfg.handover_forward, self._release_hold)
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lvsmon.ha.links import Links, NetlinkLinks
 from lvsmon.logs import fields
 from lvsmon.model import IPAddress
 from lvsmon.model.failover import FailoverGroup, GroupAddress
@@ -250,25 +251,32 @@ class Hold:
     """VIPs kept on `lo` and ARP kept quiet, from before the handover to after the drain."""
 
     addresses: list[GroupAddress]
+    links: Links  # the VRRP process's own, or `opened` for this hold's life
+    opened: NetlinkLinks | None = None
     restore: dict[Path, str] = field(default_factory=dict)
 
     @classmethod
-    def start(cls, groups: Sequence[FailoverGroup]) -> Hold | None:
-        from lvsmon.ha.links import NetlinkLinks
-
+    def start(cls, groups: Sequence[FailoverGroup], links: Links | None = None) -> Hold | None:
+        """`links`: the caller's address channel (the VRRP process has one); None
+        opens a netlink socket for the hold's life (the daemon, at its stop)."""
         addresses = held_addresses(groups)
         if not addresses:
             return None
-        hold = cls(addresses)
+        try:
+            opened = None
+            if links is None:
+                links = opened = NetlinkLinks()
+            hold = cls(addresses, links, opened)
+        except OSError as exc:
+            log.error(
+                "cannot keep the VIPs for the drain: established connections will be reset",
+                extra=fields(error=str(exc)),
+            )
+            return None
         try:
             for group in groups:
                 if group.handover_forward > 0 and group.family == 4:
                     hold._quiet_arp(group.interface)
-            links = NetlinkLinks()
-            try:
-                links.add(addresses)
-            finally:
-                links.close()
         except OSError as exc:
             log.error(
                 "cannot keep the VIPs for the drain: established connections will be reset",
@@ -276,6 +284,7 @@ class Hold:
             )
             hold.release()
             return None
+        hold.links.add(addresses)  # logs its own failures
         return hold
 
     def _quiet_arp(self, interface: str) -> None:
@@ -287,16 +296,9 @@ class Hold:
                 self.restore.setdefault(path, old)
 
     def release(self) -> None:
-        from lvsmon.ha.links import NetlinkLinks
-
-        try:
-            links = NetlinkLinks()
-            try:
-                links.remove(self.addresses)
-            finally:
-                links.close()
-        except OSError as exc:
-            log.error("cannot remove the held VIPs from lo", extra=fields(error=str(exc)))
+        self.links.remove(self.addresses)  # logs its own failures
+        if self.opened is not None:
+            self.opened.close()
         for path, old in self.restore.items():
             try:
                 path.write_text(f"{old}\n")
